@@ -1,0 +1,287 @@
+"""The experiment spec, version 1: what a performance engineer commits and reviews."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from schemas.metrics import METRICS
+from schemas.units import ByteSize, Duration, Rate
+
+DEFAULT_VARIANT = "default"
+EMBEDDED = "embedded"
+GOAL_PATTERN = r"^\s*(>=|<=|==|>|<)\s*([+-]?\d+(\.\d+)?)\s*(%?)\s*$"
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+# librdkafka property values as YAML gives them; librdkafka itself checks them at load time.
+KafkaProperties = dict[str, str | int | float | bool]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors: a typo must never silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicSettings(StrictModel):
+    partitions: PositiveInt = Field(1, description="partitions of the per-trial topic")
+    replication_factor: PositiveInt = Field(1, description="replication factor of the topic")
+
+
+class StreamSettings(StrictModel):
+    storage: Literal["memory", "file"] = Field("memory", description="JetStream storage type")
+    max_msgs: PositiveInt | Literal["unlimited"] = Field(
+        "unlimited", description="stream limit on messages (MaxMsgs)"
+    )
+    max_bytes: ByteSize | Literal["unlimited"] = Field(
+        "unlimited", description="stream limit on bytes (MaxBytes), e.g. 100MB"
+    )
+    discard: Literal["old", "new"] = Field(
+        "old", description="what the stream does at a limit: drop old messages or refuse new"
+    )
+    replicas: PositiveInt = Field(1, description="stream replicas")
+
+
+class PublishSettings(StrictModel):
+    max_pending: PositiveInt = Field(
+        4096, description="in-flight async JetStream publishes awaiting their ack"
+    )
+
+
+class _BrokerBase(StrictModel):
+    endpoint: str = Field(
+        EMBEDDED,
+        description="'embedded' to let exprun start the broker, or the address of an external one",
+    )
+    workers: PositiveInt = Field(description="consumer-side handler pool size")
+
+    @property
+    def embedded(self) -> bool:
+        return self.endpoint == EMBEDDED
+
+
+class KafkaBroker(_BrokerBase):
+    type: Literal["kafka"]
+    endpoint: str = Field(
+        EMBEDDED, description="'embedded' or bootstrap servers 'host:9092,host2:9092'"
+    )
+    topic: TopicSettings = TopicSettings()
+    producer: KafkaProperties = Field(
+        default_factory=dict, description="librdkafka producer properties, passed through"
+    )
+    consumer: KafkaProperties = Field(
+        default_factory=dict, description="librdkafka consumer properties, passed through"
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _kafka_endpoint(cls, value: str) -> str:
+        if value != EMBEDDED:
+            for server in value.split(","):
+                if not re.fullmatch(r"[^\s:/,]+:\d{1,5}", server.strip()):
+                    raise ValueError(
+                        f"{server.strip()!r} is not host:port; write 'embedded' or 'host:9092,...'"
+                    )
+        return value
+
+    @field_validator("producer", "consumer")
+    @classmethod
+    def _no_managed_properties(cls, value: KafkaProperties) -> KafkaProperties:
+        managed = {"bootstrap.servers", "group.id"} & set(value)
+        if managed:
+            raise ValueError(
+                f"{', '.join(sorted(managed))} is set by exprun (from endpoint / per trial)"
+            )
+        return value
+
+
+class NatsBroker(_BrokerBase):
+    type: Literal["nats"]
+    endpoint: str = Field(EMBEDDED, description="'embedded' or 'nats://host:4222[,nats://...]'")
+    stream: StreamSettings = StreamSettings()
+    publish: PublishSettings = PublishSettings()
+
+    @field_validator("endpoint")
+    @classmethod
+    def _nats_endpoint(cls, value: str) -> str:
+        if value != EMBEDDED:
+            for server in value.split(","):
+                if not re.fullmatch(r"(nats|tls)://[^\s:/,]+:\d{1,5}", server.strip()):
+                    raise ValueError(
+                        f"{server.strip()!r} is not a NATS URL; write 'embedded' or "
+                        "'nats://host:4222'"
+                    )
+        return value
+
+
+Broker = Annotated[KafkaBroker | NatsBroker, Field(discriminator="type")]
+
+
+class Workload(StrictModel):
+    """What every trial does unless a scenario or variant says otherwise."""
+
+    message_size: ByteSize = Field(1024, description="payload bytes per message")
+    processing_time: Duration = Field(0.0, description="simulated handler work per message")
+    settle_time: Duration = Field(
+        2.0, description="wait after the measured phase before counting leaked threads/tasks"
+    )
+    drain_timeout: Duration = Field(
+        30.0, description="how long consumers may take to receive every acked message"
+    )
+    rate: Rate = Field(None, description="publish rate in messages per second, or 'unlimited'")
+    producers: PositiveInt = Field(1, description="concurrent producers")
+    consumers: PositiveInt = Field(1, description="concurrent consumers")
+
+
+class WorkloadOverride(StrictModel):
+    message_size: ByteSize | None = None
+    processing_time: Duration | None = None
+    settle_time: Duration | None = None
+    drain_timeout: Duration | None = None
+    rate: Rate = None
+    producers: PositiveInt | None = None
+    consumers: PositiveInt | None = None
+
+
+class Scenario(WorkloadOverride):
+    messages: PositiveInt = Field(description="messages published per trial")
+
+
+class Variant(StrictModel):
+    description: str = ""
+    brokers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per broker name: settings deep-merged over that broker's",
+    )
+    defaults: WorkloadOverride = Field(
+        default_factory=WorkloadOverride, description="overrides of the workload defaults"
+    )
+
+
+class Target(StrictModel):
+    name: str | None = None
+    metric: str = Field(description="metric name, e.g. throughput, latency_p99_ms, leaked_threads")
+    broker: str | None = Field(None, description="only this broker (default: every broker)")
+    scenario: str | None = Field(None, description="only this scenario (default: every one)")
+    variant: str | None = Field(
+        None, description="the variant scored (default: every variant but the baseline)"
+    )
+    change: str | None = Field(
+        None,
+        pattern=GOAL_PATTERN,
+        description="goal on the change vs the baseline, e.g. '>= +400%'",
+    )
+    value: str | None = Field(
+        None, pattern=GOAL_PATTERN, description="goal on the value itself, e.g. '<= 1'"
+    )
+
+    @model_validator(mode="after")
+    def _one_goal(self) -> Target:
+        if (self.change is None) == (self.value is None):
+            raise ValueError("give exactly one of 'change' (vs baseline) or 'value'")
+        return self
+
+    @property
+    def title(self) -> str:
+        goal = f"change {self.change}" if self.change else f"{self.value}"
+        return self.name or f"{self.metric} {goal}"
+
+
+class StatisticsSettings(StrictModel):
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of comparisons")
+    noise_threshold: float = Field(
+        2.0, ge=0, description="changes smaller than this many % are reported as '~'"
+    )
+    cv_threshold: float = Field(
+        10.0, gt=0, description="coefficient of variation (%) above which a cell is flagged"
+    )
+
+
+class Experiment(StrictModel):
+    version: Literal[1] = Field(description="spec format version")
+    name: Name
+    description: str = ""
+    brokers: dict[Name, Broker] = Field(min_length=1)
+    defaults: Workload = Workload()
+    scenarios: dict[Name, Scenario] = Field(min_length=1, description="ordered smallest first")
+    variants: dict[Name, Variant] = Field(default_factory=dict)
+    baseline: str | None = Field(None, description="the variant others are compared with")
+    repetitions: PositiveInt = Field(5, description="measured trials per cell")
+    warmup: int = Field(1, ge=0, description="unmeasured trials per cell before the measured")
+    order: Literal["interleaved", "sequential", "random"] = Field(
+        "interleaved", description="trial order; interleaved spreads machine drift over cells"
+    )
+    seed: int | None = Field(None, description="seed of the 'random' order")
+    targets: list[Target] = Field(default_factory=list)
+    statistics: StatisticsSettings = StatisticsSettings()
+    reports: list[str] = Field(
+        default_factory=lambda: ["markdown", "csv", "json"], description="reporters to run"
+    )
+
+    @model_validator(mode="after")
+    def _references(self, info: ValidationInfo) -> Experiment:
+        # The spec loader asks for the problems itself so that it can locate each one.
+        if not (info.context or {}).get("defer_reference_checks"):
+            problems = self.reference_problems()
+            if problems:
+                raise ValueError(
+                    "; ".join(f"{'.'.join(map(str, loc))}: {m}" for loc, m in problems)
+                )
+        return self
+
+    def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Names that point nowhere: variant brokers, baseline, target filters."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for name, variant in self.variants.items():
+            for broker in variant.brokers:
+                if broker not in self.brokers:
+                    loc = ("variants", name, "brokers", broker)
+                    problems.append((loc, _unknown("broker", broker, self.brokers)))
+        if len(self.variants) >= 2 and self.baseline is None:
+            problems.append((("baseline",), "required when there are 2 or more variants"))
+        if self.baseline is not None and self.baseline not in self.variant_names:
+            unknown = _unknown("variant", self.baseline, self.variant_names)
+            problems.append((("baseline",), unknown))
+        for index, target in enumerate(self.targets):
+            for field, known in (
+                ("broker", list(self.brokers)),
+                ("scenario", list(self.scenarios)),
+                ("variant", self.variant_names),
+            ):
+                value = getattr(target, field)
+                if value is not None and value not in known:
+                    problems.append((("targets", index, field), _unknown(field, value, known)))
+            if target.metric not in METRICS:
+                problems.append(
+                    (("targets", index, "metric"), _unknown("metric", target.metric, METRICS))
+                )
+            if target.change is not None and len(self.variants) < 2:
+                problems.append((("targets", index, "change"), "needs 2 or more variants"))
+            if target.change is not None and target.variant == self.baseline is not None:
+                problems.append(
+                    (("targets", index, "variant"), "the baseline cannot change vs itself")
+                )
+        return problems
+
+    @property
+    def variant_names(self) -> list[str]:
+        return list(self.variants) or [DEFAULT_VARIANT]
+
+
+def _unknown(what: str, name: str, known: Iterable[str]) -> str:
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+    return f"unknown {what} {name!r}{hint}"

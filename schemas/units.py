@@ -1,0 +1,153 @@
+"""Sizes, durations and rates as written in specs (`1KiB`, `250ms`, `unlimited`)."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, WithJsonSchema
+
+SIZE_UNITS: dict[str, int] = {
+    "B": 1,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+}
+DURATION_UNITS: dict[str, float] = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)?\s*$")
+SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$"
+DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(us|ms|s|m)\s*$"
+
+
+def _split(text: str, what: str, units: dict[str, Any]) -> tuple[float, str | None]:
+    match = _QUANTITY.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a {what}; write e.g. {_example(what)}")
+    number, unit = float(match.group(1)), match.group(2)
+    if unit is not None and unit not in units:
+        raise ValueError(f"unknown {what} unit {unit!r} in {text!r}; use one of {', '.join(units)}")
+    return number, unit
+
+
+def _example(what: str) -> str:
+    return "1KiB, 100MB" if what == "size" else "250ms, 2s"
+
+
+def parse_size(value: object) -> int:
+    """Bytes from `1KiB`, `100MB` or a plain number of bytes."""
+    if isinstance(value, str):
+        number, unit = _split(value, "size", SIZE_UNITS)
+        number *= SIZE_UNITS[unit or "B"]
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        raise ValueError("a size must be a number of bytes or a string like 1KiB")
+    if not number.is_integer():
+        raise ValueError(f"{value!r} is not a whole number of bytes")
+    if number < 0:
+        raise ValueError("a size cannot be negative")
+    return int(number)
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `250ms`, `2s`, `1m`; a bare number is only accepted for zero."""
+    if isinstance(value, bool):
+        raise ValueError("a duration must be a string like 250ms or 2s")
+    if isinstance(value, int | float):
+        if value == 0:
+            return 0.0
+        raise ValueError(
+            f"{value!r} has no unit; write e.g. {value}ms or {value}s (units: us, ms, s, m)"
+        )
+    if not isinstance(value, str):
+        raise ValueError("a duration must be a string like 250ms or 2s")
+    number, unit = _split(value, "duration", DURATION_UNITS)
+    if unit is None:
+        if number == 0:
+            return 0.0
+        raise ValueError(f"{value!r} has no unit; write e.g. {value}ms or {value}s")
+    return number * DURATION_UNITS[unit]
+
+
+def parse_rate(value: object) -> float | None:
+    """Messages per second, or None for `unlimited`."""
+    if value is None or value == "unlimited":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("rate must be 'unlimited' or a number of messages per second")
+    if isinstance(value, str):
+        text = value.strip().removesuffix("/s")
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(
+                f"rate {value!r} must be 'unlimited' or messages per second (e.g. 5000)"
+            ) from None
+    else:
+        number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError("rate must be positive (or 'unlimited')")
+    return number
+
+
+def format_size(size: int) -> str:
+    """The shortest exact spelling of a size (1024 -> '1KiB')."""
+    for unit in ("GiB", "MiB", "KiB", "GB", "MB", "KB"):
+        if size and size % SIZE_UNITS[unit] == 0:
+            return f"{size // SIZE_UNITS[unit]}{unit}"
+    return f"{size}B"
+
+
+def format_duration(seconds: float) -> str:
+    """A readable spelling of seconds (0.25 -> '250ms')."""
+    if seconds == 0:
+        return "0s"
+    for unit, scale in (("m", 60.0), ("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            value = seconds / scale
+            return f"{value:g}{unit}"
+    return f"{seconds * 1e6:g}us"
+
+
+def format_rate(rate: float | None) -> str:
+    return "unlimited" if rate is None else f"{rate:g}/s"
+
+
+ByteSize = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": SIZE_PATTERN},
+            ],
+            "description": "bytes, or a size with unit B, KB, MB, GB, KiB, MiB, GiB",
+        }
+    ),
+]
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [{"const": 0}, {"type": "string", "pattern": DURATION_PATTERN}],
+            "description": "a duration with unit us, ms, s or m (e.g. 250ms, 2s)",
+        }
+    ),
+]
+Rate = Annotated[
+    float | None,
+    BeforeValidator(parse_rate),
+    WithJsonSchema(
+        {
+            "anyOf": [{"const": "unlimited"}, {"type": "number", "exclusiveMinimum": 0}],
+            "description": "messages per second, or 'unlimited'",
+        }
+    ),
+]
