@@ -1,0 +1,82 @@
+"""Registry of the per-trial metrics of the results contract: unit, direction and label.
+
+Statistics and reporters look metrics up here to know whether a rise is good news
+(`better="higher"`), bad news (`"lower"`) or neither (`None`, e.g. message counts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Better = Literal["higher", "lower"]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a metric means: its unit, which direction is an improvement, a display label."""
+
+    name: str
+    unit: str
+    better: Better | None
+    label: str
+
+
+def _m(name: str, unit: str, better: Better | None, label: str) -> MetricInfo:
+    return MetricInfo(name=name, unit=unit, better=better, label=label)
+
+
+_PERCENTILES: tuple[tuple[str, str], ...] = (
+    ("p50", "p50"),
+    ("p90", "p90"),
+    ("p99", "p99"),
+    ("p999", "p99.9"),
+    ("max", "max"),
+    ("mean", "mean"),
+)
+
+_ALL: tuple[MetricInfo, ...] = (
+    # Counts: how many messages were offered is the scenario's choice, not a result.
+    _m("sent", "msg", None, "Sent"),
+    _m("acked", "msg", None, "Acked"),
+    _m("received", "msg", None, "Received"),
+    _m("lost", "msg", "lower", "Lost"),
+    _m("duplicated", "msg", "lower", "Duplicated"),
+    _m("success_rate", "%", "higher", "Success rate"),
+    _m("publish_errors_total", "count", "lower", "Publish errors"),
+    _m("throughput", "msg/s", "higher", "Throughput"),
+    _m("publish_throughput", "msg/s", "higher", "Publish throughput"),
+    *(_m(f"latency_{key}_ms", "ms", "lower", f"Latency {label}") for key, label in _PERCENTILES),
+    *(
+        _m(f"publish_latency_{key}_ms", "ms", "lower", f"Publish latency {label}")
+        for key, label in _PERCENTILES
+    ),
+    _m("duration_s", "s", "lower", "Duration"),
+    # Setup, warm-up and the fixed settle wait dominate it, so it carries no direction.
+    _m("trial_duration_s", "s", None, "Trial duration"),
+    _m("rss_before_mb", "MB", "lower", "RSS before"),
+    _m("rss_peak_mb", "MB", "lower", "RSS peak"),
+    _m("rss_after_mb", "MB", "lower", "RSS after"),
+    _m("memory_delta_mb", "MB", "lower", "Memory delta"),
+    # Thread counts before/after are context; peak and what survives the settle time are results.
+    _m("threads_before", "threads", None, "Threads before"),
+    _m("threads_peak", "threads", "lower", "Threads peak"),
+    _m("threads_after", "threads", None, "Threads after settle"),
+    _m("threads_after_immediate", "threads", None, "Threads right after"),
+    _m("leaked_threads", "threads", "lower", "Leaked threads"),
+    _m("lingering_threads", "threads", "lower", "Lingering threads"),
+    _m("tasks_peak", "tasks", "lower", "Tasks peak"),
+    _m("leaked_tasks", "tasks", "lower", "Leaked tasks"),
+    _m("broker_rss_mb", "MB", "lower", "Broker RSS"),
+    _m("broker_cpu_percent", "%", "lower", "Broker CPU"),
+)
+
+METRICS: dict[str, MetricInfo] = {info.name: info for info in _ALL}
+
+
+def metric_info(name: str) -> MetricInfo:
+    """Registry entry for `name`; unknown names get a neutral entry (no unit, no direction)."""
+    known = METRICS.get(name)
+    if known is not None:
+        return known
+    return MetricInfo(name=name, unit="", better=None, label=name.replace("_", " ").capitalize())
