@@ -8,22 +8,37 @@ from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     PositiveInt,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from schemas.goals import parse_goal
 from schemas.metrics import METRICS
 from schemas.units import ByteSize, Duration, Rate
 
 DEFAULT_VARIANT = "default"
-EMBEDDED = "embedded"
-GOAL_PATTERN = r"^\s*(>=|<=|==|>|<)\s*([+-]?\d+(\.\d+)?)\s*(%?)\s*$"
+GOAL_PATTERN = r"^\s*(>=|<=|==|>|<)\s*[+-]?\d+(\.\d+)?\s*%?\s*$"
 
+
+def _checked_goal(text: str) -> str:
+    parse_goal(text)
+    return text
+
+
+EMBEDDED = "embedded"
+
+GoalText = Annotated[
+    str,
+    AfterValidator(_checked_goal),
+    WithJsonSchema({"type": "string", "pattern": GOAL_PATTERN}),
+]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 # librdkafka property values as YAML gives them; librdkafka itself checks them at load time.
 KafkaProperties = dict[str, str | int | float | bool]
@@ -178,14 +193,29 @@ class Target(StrictModel):
     variant: str | None = Field(
         None, description="the variant scored (default: every variant but the baseline)"
     )
-    change: str | None = Field(
-        None,
-        pattern=GOAL_PATTERN,
-        description="goal on the change vs the baseline, e.g. '>= +400%'",
+    change: GoalText | None = Field(
+        None, description="goal on the change of the median vs the baseline, e.g. '>= +400%'"
     )
-    value: str | None = Field(
-        None, pattern=GOAL_PATTERN, description="goal on the value itself, e.g. '<= 1'"
+    value: GoalText | None = Field(
+        None, description="goal on the median itself, in the metric's unit, e.g. '<= 1'"
     )
+
+    @field_validator("change")
+    @classmethod
+    def _relative(cls, text: str) -> str:
+        if not parse_goal(text).is_relative:
+            raise ValueError(f"a change goal is in percent: write e.g. '{text.strip()}%'")
+        return text
+
+    @field_validator("value")
+    @classmethod
+    def _absolute(cls, text: str) -> str:
+        if parse_goal(text).is_relative:
+            raise ValueError(
+                "a value goal is in the metric's own unit: drop the '%' (use 'change' for "
+                "a change vs the baseline)"
+            )
+        return text
 
     @model_validator(mode="after")
     def _one_goal(self) -> Target:

@@ -17,17 +17,16 @@ from runner.statistics import (
     TEST_MWU_EXACT_TIES,
     TEST_WELCH_LOG,
     TEST_WELCH_RAW,
-    Goal,
     TargetScore,
     compare,
     geometric_mean,
     high_variance,
     overall_score,
-    parse_goal,
     score_target,
     summarize,
     trend_breaks,
 )
+from schemas.goals import Goal, parse_goal
 from schemas.metrics import METRICS, metric_info
 
 # Throughput-like samples with about 1% run-to-run noise.
