@@ -1,0 +1,98 @@
+"""Shared fixtures: real embedded brokers started through exprun's own code, and a leak check.
+
+The session ends in failure if any broker process started by this pytest process (a descendant
+of it, so brokers of other people's concurrent runs are never counted) is still alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import psutil
+import pytest
+
+from runner.brokers import RunningBroker, start_kafka, start_nats
+
+# Process command-line markers of the broker processes this suite may start.
+BROKER_MAINS = ("kafka.Kafka", "kafka.tools.StorageTool")
+
+
+def broker_processes() -> list[psutil.Process]:
+    """Live nats-server / Kafka JVM processes descended from this pytest process."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.name() == "nats-server" or any(m in proc.cmdline() for m in BROKER_MAINS):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "own_kafka: starts its own Kafka JVM; run first, before the session Kafka exists "
+        "(2 cores: never two Kafkas at once)",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run own_kafka tests before anything can start the session-scoped Kafka."""
+    items.sort(key=lambda item: item.get_closest_marker("own_kafka") is None)
+
+
+@pytest.fixture
+def broker_pids() -> Callable[[], set[int]]:
+    """Returns a function giving the pids of this suite's live broker processes."""
+    return lambda: {p.pid for p in broker_processes()}
+
+
+@pytest.fixture(scope="session")
+def nats_broker() -> Iterator[RunningBroker]:
+    """One embedded NATS server (JetStream on) for the whole session."""
+    broker = start_nats()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[RunningBroker]:
+    """One embedded single-node KRaft Kafka for the whole session."""
+    broker = start_kafka()
+    yield broker
+    broker.stop()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a broker started by this suite outlived it (then kill it)."""
+    leftovers = broker_processes()
+    if leftovers:
+        _, leftovers = psutil.wait_procs(leftovers, timeout=5.0)
+    if not leftovers:
+        return
+    lines = [f"  pid {p.pid}: {' '.join(_cmdline(p))[:200]}" for p in leftovers]
+    for proc in leftovers:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_sep("=", "leaked broker processes", red=True, bold=True)
+        reporter.write_line(
+            "FAILED: broker processes started by this test run were still alive at the end "
+            "(now killed):\n" + "\n".join(lines),
+            red=True,
+        )
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return ["?"]
