@@ -25,6 +25,7 @@ _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 REPORTER_GROUP = "exprun.reporters"
 MAX_NODES = 100_000
+_PLAIN_PART = re.compile(r"[\w.+-]+")
 
 
 class _TooLarge(Exception):
@@ -59,7 +60,7 @@ class _Document:
 
     def issue(self, loc: Loc, message: str, at_key: bool = False) -> None:
         line, column = self.mark(loc, at_key)
-        path = ".".join(map(str, loc)) or "(document)"
+        path = ".".join(map(_path_part, loc)) or "(document)"
         for secret in self.secrets:
             message = message.replace(secret, "***")
         self.issues.append(SpecIssue(str(self.path), line, column, path, message))
@@ -120,9 +121,7 @@ def _read_text(path: Path, document: _Document) -> str | None:
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        document.issues.append(
-            SpecIssue(str(path), line, column, "(document)", "not UTF-8 text (binary file?)")
-        )
+        document.issue_at((line, column), "not UTF-8 text (binary file?)")
         return None
     if not text.strip() or all(
         not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()
@@ -145,8 +144,7 @@ def _parse(text: str, document: _Document) -> None:
             document.issue((), "the spec is empty")
             return
         if not isinstance(root, MappingNode):
-            position = (root.start_mark.line + 1, root.start_mark.column + 1)
-            document.issue_at(position, "the spec must be a mapping of keys")
+            document.issue_at(_position(root), "the spec must be a mapping of keys")
             return
         document.data = _build(root, (), loader, document)
     except yaml.MarkedYAMLError as error:
@@ -194,29 +192,32 @@ def _build_mapping(
             continue
         key = _key(key_node)
         if key in seen:
-            document.key_marks[(*loc, key)] = (
-                key_node.start_mark.line + 1,
-                key_node.start_mark.column + 1,
-            )
+            document.key_marks[(*loc, key)] = _position(key_node)
             document.issue(
                 (*loc, key),
                 f"duplicate key {key!r} (first written on line {seen[key]}); YAML would keep "
                 "only the last one",
                 at_key=True,
             )
-        seen[key] = key_node.start_mark.line + 1
+        seen[key] = _position(key_node)[0]
     loader.flatten_mapping(node)  # expands `<<: *anchor` merges; explicit keys win
     result: dict[str, Any] = {}
     for key_node, value_node in node.value:
         key = _key(key_node)
         here = (*loc, key)
-        document.key_marks[here] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-        document.value_marks[here] = (
-            value_node.start_mark.line + 1,
-            value_node.start_mark.column + 1,
-        )
+        document.key_marks[here] = _position(key_node)
+        document.value_marks[here] = _position(value_node)
         result[key] = _build(value_node, here, loader, document)
     return result
+
+
+def _position(node: Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _path_part(part: str | int) -> str:
+    text = str(part)
+    return text if _PLAIN_PART.fullmatch(text) else repr(text)
 
 
 def _key(node: Node) -> str:
