@@ -70,6 +70,7 @@ def make_plan(
     variants: Collection[str] = (),
     scenarios: Collection[str] = (),
     repetitions: int | None = None,
+    seed: int | None = None,
 ) -> Plan:
     """Trials of the selected cells in the spec's order (interleaved, sequential or random)."""
     _check_filter("broker", brokers, spec.brokers)
@@ -86,7 +87,8 @@ def make_plan(
     rounds = [(True, r) for r in range(1, spec.warmup + 1)] + [
         (False, r) for r in range(1, reps + 1)
     ]
-    seed = spec.seed if spec.seed is not None else random.SystemRandom().randrange(2**31)
+    if seed is None:
+        seed = spec.seed if spec.seed is not None else random.SystemRandom().randrange(2**31)
     if spec.order == "sequential":
         trials = [PlannedTrial(c, r, w) for c in selected for w, r in rounds]
     else:

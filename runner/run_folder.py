@@ -82,6 +82,16 @@ class TrialLog:
         self._handle.close()
 
 
+def rewrite_trials(path: Path, trials: list[TrialResult]) -> None:
+    """Replace trials.jsonl atomically with exactly these trials."""
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w") as handle:
+        handle.writelines(t.model_dump_json() + "\n" for t in trials)
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.replace(path)
+
+
 def read_trials(path: Path) -> list[TrialResult]:
     """Every complete line of trials.jsonl; a last line cut by a crash is skipped with a warning."""
     if not path.is_file():
