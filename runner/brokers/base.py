@@ -58,7 +58,7 @@ class RunningBroker:
     workdir: Path | None = None
     endpoints: dict[str, str] = field(default_factory=dict)  # e.g. {"monitor": "http://..."}
     log_files: list[Path] = field(default_factory=list)
-    start_seconds: float | None = None  # wall time from spawn to ready (embedded only)
+    start_seconds: float | None = None  # wall time of the last (re)start until ready (embedded)
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _relaunch: Relauncher | None = field(default=None, repr=False)
     _probe: Callable[[], bool] | None = field(default=None, repr=False)
@@ -104,6 +104,7 @@ class RunningBroker:
             raise BrokerStartError(f"cannot restart the {self.kind} broker: it was stopped")
         if self._proc is not None:
             terminate_group(self._proc, 10.0)
+        started = time.monotonic()
         try:
             proc, address = self._relaunch(new_ports, timeout)
         except BaseException:
@@ -111,6 +112,7 @@ class RunningBroker:
             self.stop()
             raise
         self._proc, self.pid, self.address = proc, proc.pid, address
+        self.start_seconds = time.monotonic() - started
 
     def __enter__(self) -> RunningBroker:
         return self
