@@ -1,0 +1,159 @@
+"""Inline SVG line charts with confidence-interval whiskers (no JavaScript, no network).
+
+Scenarios on the x axis (categorical, in spec order), one series per variant; each point is a
+cell's median with a whisker over the CI of that median. Hovering a point shows its figures
+through the SVG <title> element, which every browser supports natively.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from html import escape
+
+from schemas.report import format_number
+
+# Okabe-Ito: distinguishable with the common forms of colour blindness.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000")
+WIDTH, HEIGHT = 560, 330
+LEFT, RIGHT, TOP, BOTTOM = 70, 20, 40, 74
+# Series are shifted apart horizontally so that overlapping whiskers stay readable.
+DODGE = 8.0
+
+
+@dataclass(frozen=True)
+class Point:
+    median: float
+    low: float | None = None
+    high: float | None = None
+    n: int = 0
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    points: list[Point | None]
+
+
+def nice_ticks(top: float, count: int = 5) -> list[float]:
+    """0 and round steps (1, 2, 2.5 or 5 x 10^k) up to at least `top`."""
+    if top <= 0 or not math.isfinite(top):
+        return [0.0, 1.0]
+    raw = top / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    ticks = [0.0]
+    while ticks[-1] < top * (1 - 1e-9):
+        ticks.append(round(ticks[-1] + step, 12))
+    return ticks
+
+
+def _tick_label(value: float) -> str:
+    if value >= 1e6:
+        return f"{value / 1e6:g}M"
+    if value >= 1e4:
+        return f"{value / 1e3:g}k"
+    return f"{value:g}"
+
+
+def line_chart(title: str, unit: str, categories: Sequence[str], series: Sequence[Series]) -> str:
+    """An SVG element (inline in HTML5, so no namespace attribute is needed)."""
+    values = [
+        v
+        for s in series
+        for p in s.points
+        if p is not None
+        for v in (p.median, p.high)
+        if v is not None
+    ]
+    ticks = nice_ticks(max(values) if values else 1.0)
+    top = ticks[-1]
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def x(i: int, s: int) -> float:
+        slot = plot_w / max(len(categories), 1)
+        offset = (s - (len(series) - 1) / 2) * DODGE
+        return LEFT + slot * (i + 0.5) + offset
+
+    def y(value: float) -> float:
+        return TOP + plot_h - (value / top) * plot_h
+
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
+        f'role="img" aria-label="{escape(title)}">',
+        f'<text class="title" x="{LEFT}" y="22">{escape(title)}</text>',
+    ]
+    for tick in ticks:
+        ty = y(tick)
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{ty:.1f}" y2="{ty:.1f}"/>'
+            f'<text class="tick" x="{LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">'
+            f"{_tick_label(tick)}</text>"
+        )
+    parts.append(
+        f'<text class="axis" transform="translate(16 {TOP + plot_h / 2:.1f}) rotate(-90)" '
+        f'text-anchor="middle">{escape(unit)}</text>'
+    )
+    for i, name in enumerate(categories):
+        parts.append(
+            f'<text class="tick" x="{x(i, (len(series) - 1) // 2):.1f}" y="{TOP + plot_h + 18}" '
+            f'text-anchor="middle">{escape(name)}</text>'
+        )
+    for s_index, s in enumerate(series):
+        parts.append(_series(s, s_index, x, y, unit))
+    parts.append(_legend(series, TOP + plot_h + 44))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _series(
+    s: Series,
+    s_index: int,
+    x: Callable[[int, int], float],
+    y: Callable[[float], float],
+    unit: str,
+) -> str:
+    color = PALETTE[s_index % len(PALETTE)]
+    coords = [(i, p) for i, p in enumerate(s.points) if p is not None]
+    out = [f'<g class="series" stroke="{color}" fill="{color}">']
+    if len(coords) > 1:
+        path = " ".join(f"{x(i, s_index):.1f},{y(p.median):.1f}" for i, p in coords)
+        out.append(f'<polyline fill="none" stroke-width="2" points="{path}"/>')
+    for i, p in coords:
+        cx = x(i, s_index)
+        if p.low is not None and p.high is not None:
+            lo, hi = y(p.low), y(p.high)
+            out.append(
+                f'<path stroke-width="1.5" fill="none" d="M{cx:.1f},{lo:.1f}V{hi:.1f}'
+                f'M{cx - 4:.1f},{lo:.1f}h8M{cx - 4:.1f},{hi:.1f}h8"/>'
+            )
+        ci = (
+            f", CI {format_number(p.low)}..{format_number(p.high)}"
+            if p.low is not None and p.high is not None
+            else ""
+        )
+        tip = f"{s.name}: median {format_number(p.median)} {unit}{ci} (n={p.n})"
+        out.append(
+            f'<circle cx="{cx:.1f}" cy="{y(p.median):.1f}" r="4">'
+            f"<title>{escape(tip)}</title></circle>"
+        )
+    out.append("</g>")
+    return "".join(out)
+
+
+def _legend(series: Sequence[Series], top: float) -> str:
+    out = []
+    left = float(LEFT)
+    for s_index, s in enumerate(series):
+        color = PALETTE[s_index % len(PALETTE)]
+        out.append(
+            f'<rect x="{left:.1f}" y="{top - 9:.1f}" width="12" height="12" fill="{color}"/>'
+            f'<text class="legend" x="{left + 18:.1f}" y="{top + 1:.1f}">{escape(s.name)}</text>'
+        )
+        left += 30 + 8 * len(s.name)
+    out.append(
+        f'<text class="note" x="{WIDTH - RIGHT}" y="{top + 1:.1f}" text-anchor="end">'
+        "points: median; whiskers: CI of the median</text>"
+    )
+    return "".join(out)

@@ -1,0 +1,147 @@
+"""HTML (`report.html`): one self-contained file, the Markdown report's content plus charts.
+
+Styles and SVG charts are inline; nothing is fetched when the file is opened, so it works
+offline, as a CI artifact, or attached to a mail.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from reporters import document as doc
+from reporters.base import Files
+from reporters.charts import Point, Series, line_chart
+from schemas.report import Report
+
+FILE_NAME = "report.html"
+CHART_METRICS = ("throughput", "latency_p99_ms")
+VERDICT_CLASSES = {"better": "better", "worse": "worse", "FAIL": "worse", "pass": "better"}
+
+STYLE = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2430;
+margin:0;background:#f6f7f9}
+main{max-width:1180px;margin:0 auto;padding:24px 32px 64px;background:#fff}
+h1{font-size:26px;margin:8px 0 4px}h2{font-size:20px;margin:36px 0 8px;
+border-bottom:2px solid #e3e6eb;padding-bottom:4px}h3{font-size:16px;margin:22px 0 6px}
+h4{font-size:15px;margin:18px 0 6px}
+nav{font-size:13px;margin:6px 0 18px}nav a{margin-right:12px;color:#0b5cad}
+table{border-collapse:collapse;margin:6px 0;font-size:13px}
+th,td{border:1px solid #dde1e7;padding:3px 8px;vertical-align:top}
+th{background:#f0f2f5;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.better{color:#0a7a34;font-weight:600}td.worse{color:#b3261e;font-weight:600}
+p.note,p.legend{color:#5b6675;font-size:13px}p.strong{font-weight:700;font-size:16px}
+p.warning{background:#fff4e5;border-left:4px solid #e69f00;padding:8px 12px}
+ul.facts{padding-left:18px}ul.findings{padding-left:0;list-style:none}
+ul.findings>li{border-left:4px solid #d55e00;padding:4px 12px;margin:10px 0;background:#fcf6f2}
+ul.findings>li.info{border-color:#56b4e9;background:#f2f8fc}
+ul.findings ul{margin:4px 0;padding-left:18px;font-size:13px}
+.charts{display:flex;flex-wrap:wrap;gap:12px}
+svg.chart{background:#fff;border:1px solid #e3e6eb}
+svg .title{font-size:14px;font-weight:600;fill:#1d2430}
+svg .tick,svg .legend,svg .axis{font-size:11px;fill:#3c4655}svg .note{font-size:10px;fill:#7a8492}
+svg .grid{stroke:#e8ebef;stroke-width:1}
+"""
+
+
+def _table(block: doc.Table) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in block.headers)
+    rows = []
+    for row in block.rows:
+        cells = []
+        for text, numeric in zip(row, block.numeric, strict=False):
+            classes = ["num"] if numeric else []
+            verdict = VERDICT_CLASSES.get(text)
+            if verdict:
+                classes.append(verdict)
+            attr = f' class="{" ".join(classes)}"' if classes else ""
+            cells.append(f"<td{attr}>{escape(text)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    html = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    if block.legend:
+        html += f'<p class="legend">{escape(block.legend)}</p>'
+    return html
+
+
+def _findings(block: doc.Findings) -> str:
+    items = []
+    for item in block.items:
+        lines = "".join(
+            f"<li><strong>{escape(label)}</strong>: {escape(text)}</li>"
+            for label, text in item.lines
+        )
+        title = f"<strong>{escape(item.title)}</strong>"
+        items.append(f'<li class="{item.severity}">{title}<ul>{lines}</ul></li>')
+    return f'<ul class="findings">{"".join(items)}</ul>'
+
+
+def render_block(block: doc.Block) -> str:
+    if isinstance(block, doc.Heading):
+        level = min(block.level, 6)
+        return f"<h{level}>{escape(block.text)}</h{level}>"
+    if isinstance(block, doc.Text):
+        return f'<p class="{block.style}">{escape(block.text)}</p>'
+    if isinstance(block, doc.Facts):
+        items = "".join(
+            f"<li><strong>{escape(k)}</strong>: {escape(v)}</li>" for k, v in block.items
+        )
+        return f'<ul class="facts">{items}</ul>'
+    if isinstance(block, doc.Bullets):
+        return "<ul>" + "".join(f"<li>{escape(i)}</li>" for i in block.items) + "</ul>"
+    if isinstance(block, doc.Table):
+        return _table(block)
+    return _findings(block)
+
+
+def charts(report: Report) -> list[str]:
+    """Per metric and broker: medians by scenario, one line per variant, CI whiskers."""
+    svgs = []
+    categories = [s.name for s in report.scenarios]
+    for metric in CHART_METRICS:
+        meta = report.metric(metric)
+        for broker in report.brokers:
+            series = []
+            for variant in report.variants:
+                points: list[Point | None] = []
+                for scenario in categories:
+                    cell = report.cell(broker.name, variant, scenario)
+                    stats = cell.metrics.get(metric) if cell else None
+                    if stats is None or stats.median is None:
+                        points.append(None)
+                    else:
+                        points.append(Point(stats.median, stats.ci_low, stats.ci_high, stats.n))
+                if any(p is not None for p in points):
+                    series.append(Series(variant, points))
+            if series:
+                title = f"{meta.label}: {broker.name}"
+                svgs.append(line_chart(title, meta.unit, categories, series))
+    return svgs
+
+
+def _section(id_: str, title: str, content: list[str]) -> str:
+    return f'<section id="{id_}"><h2>{escape(title)}</h2>\n' + "\n".join(content) + "</section>"
+
+
+def render_html(report: Report) -> str:
+    document = doc.build(report)
+    rendered = [(s.id, s.title, [render_block(b) for b in s.blocks]) for s in document.sections]
+    svgs = charts(report)
+    if svgs:
+        # Right after the overview: the pictures are what a reader looks at next.
+        rendered.insert(1, ("charts", "Charts", [f'<div class="charts">{"".join(svgs)}</div>']))
+    nav = "".join(f'<a href="#{id_}">{escape(title)}</a>' for id_, title, _ in rendered)
+    body = [f"<h1>{escape(document.title)}</h1>", f"<nav>{nav}</nav>"]
+    body += [render_block(b) for b in document.intro]
+    body += [_section(*parts) for parts in rendered]
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(document.title)}</title>\n<style>{STYLE}</style>\n</head>\n"
+        "<body>\n<main>\n" + "\n".join(body) + "\n</main>\n</body>\n</html>\n"
+    )
+
+
+class HtmlReporter:
+    name = "html"
+
+    def render(self, report: Report) -> Files:
+        return {FILE_NAME: render_html(report)}
