@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from runner import statistics as st
 from runner.errors import BadInputError
+from runner.redaction import redact_data
 from schemas.goals import Goal, parse_goal
 from schemas.metrics import METRICS, metric_info
 from schemas.report import (
@@ -75,7 +76,6 @@ VARIANCE_METRICS = (
 MIN_SAMPLES_FOR_CV = 3
 # Reasons JetStream (and nats-py) give when a stream limit refuses a publish.
 LIMIT_REASON = re.compile(r"limit|maximum|max[_ ]?(msgs|bytes)|exceeded|insufficient", re.I)
-REDACTED = "***"
 
 CellTuple = tuple[str, str, str]
 Samples = dict[CellTuple, dict[str, list[float]]]
@@ -142,26 +142,6 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
         else:
             merged[key] = value
     return merged
-
-
-def redact(data: Any, secrets: Iterable[str]) -> Any:
-    """`data` with every occurrence of a secret string replaced by ***."""
-    secrets = sorted((s for s in secrets if s), key=len, reverse=True)
-    if not secrets:
-        return data
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in secrets:
-                value = value.replace(secret, REDACTED)
-            return value
-        if isinstance(value, Mapping):
-            return {walk(k): walk(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [walk(v) for v in value]
-        return value
-
-    return walk(data)
 
 
 # --------------------------------------------------------------------------- the report
@@ -285,7 +265,7 @@ def analyse(
     """
     secrets = list(secrets)
     if secrets:
-        trials = [TrialResult.model_validate(redact(t.model_dump(), secrets)) for t in trials]
+        trials = [TrialResult.model_validate(redact_data(t.model_dump(), secrets)) for t in trials]
     ctx = _Context(spec, trials, cells)
     run_data = run.model_dump(mode="json") if isinstance(run, BaseModel) else dict(run or {})
     run_summary = _run_summary(run_data, trials)
@@ -304,12 +284,12 @@ def analyse(
         partial=partial,
         spec=SpecSummary(
             name=spec.name,
-            description=redact(spec.description.strip(), secrets),
+            description=redact_data(spec.description.strip(), secrets),
             sha256=spec_sha256 or run_data.get("spec_sha256"),
-            document=redact(spec.model_dump(mode="json"), secrets),
+            document=redact_data(spec.model_dump(mode="json"), secrets),
         ),
         run=run_summary,
-        environment=redact(dict(environment or {}), secrets),
+        environment=redact_data(dict(environment or {}), secrets),
         statistics=ctx.settings,
         brokers=[BrokerInfo(name=b, type=_broker_type(ctx, b)) for b in ctx.brokers],
         variants=ctx.variants,
