@@ -45,6 +45,13 @@ class Metrics(BaseModel):
     )
     duration_s: float | None = Field(None, description="measured phase")
     trial_duration_s: float | None = Field(None, description="whole trial, setup to teardown")
+    # Per-trial fixed costs, outside the measured phase (what a whole run spends besides it).
+    spawn_s: float | None = Field(None, description="starting the trial process")
+    create_s: float | None = Field(None, description="creating the topic / stream")
+    connect_s: float | None = Field(None, description="consumers ready and producers connected")
+    teardown_s: float | None = Field(
+        None, description="closing the clients and deleting the topic (settle time excluded)"
+    )
     rss_before_mb: float | None = None
     rss_peak_mb: float | None = None
     rss_after_mb: float | None = None

@@ -1,0 +1,145 @@
+"""Resource figures of the trial process (RSS, OS threads, asyncio tasks) and of a local broker.
+
+Sampling runs as an asyncio task, not a thread, so the sampler never shows up in the thread
+counts it reports; its own task (and the trial's main task) are excluded from the task counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import psutil
+
+MB = 1024 * 1024  # "MB" in results is MiB, as process tools report it
+SAMPLE_INTERVAL_S = 0.025
+
+
+@dataclass(frozen=True)
+class Usage:
+    rss_mb: float
+    threads: int
+    tasks: int
+
+
+class ResourceSampler:
+    """Point-in-time usage on demand, and peaks sampled between start_phase() and end_phase()."""
+
+    def __init__(self, broker_pid: int | None, interval: float = SAMPLE_INTERVAL_S) -> None:
+        self._process = psutil.Process()
+        self._interval = interval
+        self._harness: set[asyncio.Task[object]] = set()
+        self._sampling = False
+        self._task: asyncio.Task[None] | None = None
+        self.peak_rss_mb = 0.0
+        self.peak_threads = 0
+        self.peak_tasks = 0
+        self._broker = _BrokerProbe(broker_pid) if broker_pid is not None else None
+
+    def start(self) -> None:
+        """Start the sampling task; it and the calling task are the harness's, never counted."""
+        self._task = asyncio.create_task(self._run(), name="exprun-sampler")
+        current = asyncio.current_task()
+        self._harness = {t for t in (self._task, current) if t is not None}
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def usage(self) -> Usage:
+        return Usage(
+            rss_mb=round(self._process.memory_info().rss / MB, 3),
+            threads=self._process.num_threads(),
+            tasks=len(asyncio.all_tasks() - self._harness),
+        )
+
+    def start_phase(self) -> None:
+        self._sampling = True
+        if self._broker is not None:
+            self._broker.start()
+        self.sample()
+
+    def end_phase(self) -> None:
+        self.sample()
+        self._sampling = False
+        if self._broker is not None:
+            self._broker.stop()
+
+    def sample(self) -> None:
+        """Fold the current usage into the peaks (also called at the phase's key moments)."""
+        if not self._sampling:
+            return
+        usage = self.usage()
+        self.peak_rss_mb = max(self.peak_rss_mb, usage.rss_mb)
+        self.peak_threads = max(self.peak_threads, usage.threads)
+        self.peak_tasks = max(self.peak_tasks, usage.tasks)
+        if self._broker is not None:
+            self._broker.sample()
+
+    @property
+    def broker_rss_mb(self) -> float | None:
+        return self._broker.peak_rss_mb if self._broker is not None else None
+
+    @property
+    def broker_cpu_percent(self) -> float | None:
+        return self._broker.cpu_percent if self._broker is not None else None
+
+    @property
+    def broker_gone(self) -> bool:
+        return self._broker is not None and self._broker.gone
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self._interval)
+
+
+class _BrokerProbe:
+    """Peak RSS and mean CPU (% of one core) of the local broker process over the phase."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.gone = False
+        self.peak_rss_mb: float | None = None
+        self.cpu_percent: float | None = None
+        self._start: tuple[float, float] | None = None
+        try:
+            self._process: psutil.Process | None = psutil.Process(pid)
+        except psutil.Error:
+            self._process, self.gone = None, True
+
+    def start(self) -> None:
+        self._start = self._cpu_and_wall()
+
+    def stop(self) -> None:
+        end = self._cpu_and_wall()
+        if self._start is not None and end is not None and end[1] > self._start[1]:
+            cpu = (end[0] - self._start[0]) / (end[1] - self._start[1])
+            self.cpu_percent = round(100.0 * cpu, 2)
+
+    def sample(self) -> None:
+        if self._process is None:
+            return
+        try:
+            if self._process.status() == psutil.STATUS_ZOMBIE:
+                raise psutil.NoSuchProcess(self.pid)
+            rss = self._process.memory_info().rss / MB
+        except psutil.Error:
+            self._process, self.gone = None, True
+            return
+        self.peak_rss_mb = round(max(self.peak_rss_mb or 0.0, rss), 3)
+
+    def _cpu_and_wall(self) -> tuple[float, float] | None:
+        if self._process is None:
+            return None
+        try:
+            times = self._process.cpu_times()
+        except psutil.Error:
+            self._process, self.gone = None, True
+            return None
+        return times.user + times.system, time.monotonic()
