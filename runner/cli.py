@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -12,10 +13,16 @@ import click
 from runner.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
+    EXIT_TRIALS_FAILED,
+    BadInputError,
     ExprunError,
     SpecError,
 )
 from runner.plan import Plan, make_plan, render_plan
+from runner.report_commands import diff_command, report_command
+from runner.reporting import markdown_summary, write_reports
+from runner.run import execute, new_run, open_for_resume
+from runner.run_folder import default_run_dir
 from runner.spec_loader import load_spec
 from schemas.json_schema import experiment_schema
 
@@ -74,14 +81,56 @@ def _plan(spec_path: str, **filters: Any) -> Plan:
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="print the plan and its estimate; run nothing")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="run folder (default: results/<spec name>/<UTC timestamp>/)",
+)
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="continue this run folder: run only the trials it has not recorded",
+)
 @_filters
-def run(spec: str, dry_run: bool, **filters: Any) -> None:
-    """Run every trial of SPEC's matrix and write the reports."""
-    plan = _plan(spec, **filters)
-    click.echo(render_plan(plan))
-    if dry_run:
-        return
-    raise ExprunError("running trials is not available yet: this build can validate and plan")
+def run(spec: str, dry_run: bool, out: Path | None, resume: Path | None, **filters: Any) -> None:
+    """Run every trial of SPEC's matrix and write the run folder and reports."""
+    loaded = load_spec(spec)
+    chosen = {k: list(v) if isinstance(v, tuple) else v for k, v in filters.items() if v}
+    if resume is not None:
+        if chosen or out is not None:
+            raise BadInputError("--resume takes the filters and folder of the run it resumes")
+        folder, info, done = open_for_resume(loaded, resume)
+        plan = make_plan(loaded.spec, loaded.cells, seed=info.seed, **info.filters)
+    else:
+        plan = make_plan(loaded.spec, loaded.cells, **filters)
+        if dry_run:
+            click.echo(render_plan(plan))
+            return
+        folder, info = new_run(loaded, plan, out or default_run_dir(loaded.spec.name), chosen)
+        done = []
+    click.echo(
+        f"{loaded.spec.name}: {len(plan.trials) - len(done)} trials over {len(plan.cells)} "
+        f"cells -> {folder.path}",
+        err=True,
+    )
+    outcome = execute(
+        loaded, plan, folder, info, done=done, announce=lambda m: click.echo(m, err=True)
+    )
+    report = write_reports(folder.path, loaded.spec.reports)
+    click.echo(markdown_summary(report))
+    click.echo(f"run folder: {folder.path}", err=True)
+    if outcome.interrupted:
+        click.echo(
+            f"exprun: interrupted after {len(outcome.results)} of {len(plan.trials)} trials; "
+            f"reports cover what finished; continue with --resume {folder.path}",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    if outcome.failed:
+        click.echo(f"exprun: {outcome.failed} trial(s) failed; see the report", err=True)
+        sys.exit(EXIT_TRIALS_FAILED)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -117,6 +166,10 @@ def validate(specs: tuple[str, ...]) -> None:
 def schema() -> None:
     """Print the JSON Schema of the spec format (for editors and linters)."""
     click.echo(json.dumps(experiment_schema(), indent=2))
+
+
+cli.add_command(report_command)
+cli.add_command(diff_command)
 
 
 def main() -> None:

@@ -54,6 +54,11 @@ _ALL: tuple[MetricInfo, ...] = (
     _m("duration_s", "s", "lower", "Duration"),
     # Setup, warm-up and the fixed settle wait dominate it, so it carries no direction.
     _m("trial_duration_s", "s", None, "Trial duration"),
+    # The harness's own per-trial fixed costs: lower means more of the trial is measurement.
+    _m("spawn_s", "s", "lower", "Trial process spawn"),
+    _m("create_s", "s", "lower", "Topic/stream create"),
+    _m("connect_s", "s", "lower", "Clients ready"),
+    _m("teardown_s", "s", "lower", "Teardown"),
     _m("rss_before_mb", "MB", "lower", "RSS before"),
     _m("rss_peak_mb", "MB", "lower", "RSS peak"),
     _m("rss_after_mb", "MB", "lower", "RSS after"),

@@ -6,7 +6,7 @@ import math
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 SIZE_UNITS: dict[str, int] = {
     "B": 1,
@@ -18,10 +18,12 @@ SIZE_UNITS: dict[str, int] = {
     "GiB": 1024**3,
 }
 DURATION_UNITS: dict[str, float] = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+# Sub-second units divide by an exact integer, so that 100us is exactly 0.0001.
+_PER_SECOND = {"us": 1_000_000, "ms": 1_000}
 
-_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)?\s*$")
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*([A-Za-z]+)?\s*$")
 SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$"
-DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(us|ms|s|m)\s*$"
+DURATION_PATTERN = r"^\s*\d+(\.\d+)?(e[+-]?\d+)?\s*(us|ms|s|m)\s*$"
 
 
 def _split(text: str, what: str, units: dict[str, Any]) -> tuple[float, str | None]:
@@ -71,6 +73,8 @@ def parse_duration(value: object) -> float:
         if number == 0:
             return 0.0
         raise ValueError(f"{value!r} has no unit; write e.g. {value}ms or {value}s")
+    if unit in _PER_SECOND:
+        return number / _PER_SECOND[unit]
     return number * DURATION_UNITS[unit]
 
 
@@ -104,14 +108,21 @@ def format_size(size: int) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    """A readable spelling of seconds (0.25 -> '250ms')."""
+    """The most readable spelling that parses back to exactly `seconds` (0.25 -> '250ms')."""
     if seconds == 0:
         return "0s"
-    for unit, scale in (("m", 60.0), ("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+    for unit in ("m", "s", "ms", "us"):
+        scale = DURATION_UNITS[unit]
         if seconds >= scale:
-            value = seconds / scale
-            return f"{value:g}{unit}"
-    return f"{seconds * 1e6:g}us"
+            text = f"{_in_unit(seconds, unit):g}{unit}"
+            if parse_duration(text) == seconds:
+                return text
+            break
+    return f"{seconds!r}s"
+
+
+def _in_unit(seconds: float, unit: str) -> float:
+    return seconds / DURATION_UNITS[unit] if unit in ("m", "s") else seconds * _PER_SECOND[unit]
 
 
 def format_rate(rate: float | None) -> str:
@@ -134,6 +145,8 @@ ByteSize = Annotated[
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
+    # Written back as text so that a dumped spec or config validates again.
+    PlainSerializer(lambda seconds: format_duration(seconds), return_type=str, when_used="json"),
     WithJsonSchema(
         {
             "anyOf": [{"const": 0}, {"type": "string", "pattern": DURATION_PATTERN}],

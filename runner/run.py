@@ -1,0 +1,264 @@
+"""Run a plan: brokers up, every trial in its own process, results on disk as they finish."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from runner.brokers import (
+    BrokerStartError,
+    RunningBroker,
+    connect_external,
+    start_kafka,
+    start_nats,
+)
+from runner.environment import collect_environment
+from runner.errors import BadInputError, ExprunError
+from runner.plan import Plan, PlannedTrial, trial_estimate
+from runner.redaction import redact_data
+from runner.run_folder import (
+    ENVIRONMENT_FILE,
+    RUN_FILE,
+    RunFolder,
+    RunInfo,
+    TrialLog,
+    create_run_folder,
+    rewrite_trials,
+    utc_now,
+    write_json,
+)
+from runner.spec_loader import LoadedSpec
+from runner.trial import TrialRequest, prestart, run_trial
+from schemas.results import TrialResult
+from schemas.spec import KafkaBroker, NatsBroker
+
+
+class BrokerUnavailable(ExprunError):
+    """A broker could not be started or reached before the run (exit code 3)."""
+
+
+@dataclass
+class RunOutcome:
+    folder: RunFolder
+    results: list[TrialResult] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> int:
+        return sum(r.status == "failed" for r in self.results)
+
+
+def start_broker(name: str, config: KafkaBroker | NatsBroker) -> RunningBroker:
+    """The broker a spec names: started embedded, or reached at its endpoint."""
+    try:
+        if not config.embedded:
+            return connect_external(config.type, config.endpoint)
+        return start_kafka() if config.type == "kafka" else start_nats()
+    except BrokerStartError as error:
+        hint = ""
+        if config.type == "kafka" and config.embedded:
+            hint = " (to run the rest of the spec without Kafka, pass --broker for the others)"
+        raise BrokerUnavailable(f"broker {name!r} ({config.type}): {error}{hint}") from None
+
+
+@contextlib.contextmanager
+def running_brokers(
+    plan: Plan, pending: list[tuple[int, PlannedTrial]]
+) -> Iterator[dict[str, RunningBroker]]:
+    """Every broker the pending trials need, stopped on the way out whatever happens."""
+    brokers: dict[str, RunningBroker] = {}
+    try:
+        for name in dict.fromkeys(t.cell.broker for _, t in pending):
+            brokers[name] = start_broker(name, plan.spec.brokers[name])
+        yield brokers
+    finally:
+        for broker in reversed(list(brokers.values())):
+            broker.stop()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run exactly as Ctrl-C does: finished trials kept, brokers stopped."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Progress:
+    """`[i/n] cell  elapsed  ETA` on a terminal; nothing when output is not a terminal."""
+
+    def __init__(self, plan: Plan, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.total = len(plan.trials)
+        self.expected = [trial_estimate(t.config) for t in plan.trials]
+        self.started = time.monotonic()
+
+    def trial_started(self, position: int, trial: PlannedTrial) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.started
+        done = sum(self.expected[:position])
+        left = sum(self.expected[position:])
+        # Scale the rough per-trial estimates by how fast this machine has actually been.
+        eta = left * (elapsed / done) if done else left
+        kind = "warm-up" if trial.warmup else f"rep {trial.repetition}"
+        line = (
+            f"[{position + 1}/{self.total}] {trial.cell} ({kind})  "
+            f"elapsed {_clock(elapsed)}  ETA {_clock(eta)}"
+        )
+        self.stream.write("\r\x1b[2K" + line)
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}:{rest:02d}"
+
+
+def new_run(
+    loaded: LoadedSpec, plan: Plan, run_dir: Path, filters: dict[str, Any]
+) -> tuple[RunFolder, RunInfo]:
+    """Create the run folder (spec copy, run.json) before anything can fail."""
+    info = RunInfo(
+        spec_name=loaded.spec.name,
+        spec_path=str(loaded.path),
+        spec_sha256=loaded.digest,
+        started_at=utc_now(),
+        planned_trials=len(plan.trials),
+        seed=plan.seed,
+        filters=filters,
+    )
+    return create_run_folder(run_dir, loaded.text, info), info
+
+
+def open_for_resume(
+    loaded: LoadedSpec, run_dir: Path
+) -> tuple[RunFolder, RunInfo, list[TrialResult]]:
+    """An earlier run of the same spec, with the trials it finished (a cut last line dropped)."""
+    folder = RunFolder(run_dir)
+    info = folder.info()
+    if info.spec_sha256 != loaded.digest:
+        raise BadInputError(
+            f"--resume {run_dir}: the spec changed since that run (sha256 {info.spec_sha256[:12]} "
+            f"then, {loaded.digest[:12]} now); start a new run instead"
+        )
+    done = folder.trials()
+    # Rewrite without a line cut by a crash, so that appended trials start on a fresh line.
+    rewrite_trials(folder.trials_path, done)
+    return folder, info, done
+
+
+def execute(
+    loaded: LoadedSpec,
+    plan: Plan,
+    folder: RunFolder,
+    info: RunInfo,
+    *,
+    done: Sequence[TrialResult] = (),
+    announce: Callable[[str], None] = lambda message: None,
+) -> RunOutcome:
+    """Run the plan's trials not in `done`; each result is appended to trials.jsonl at once."""
+    outcome = RunOutcome(folder, results=list(done))
+    recorded = {r.key for r in done}
+    pending = [(i, t) for i, t in enumerate(plan.trials) if t.key not in recorded]
+    run_id = secrets.token_hex(3)
+    log = TrialLog(folder.trials_path)
+    try:
+        with sigterm_as_interrupt(), running_brokers(plan, pending) as brokers:
+            environment = collect_environment(loaded.path, _broker_facts(brokers))
+            write_json(folder.path / ENVIRONMENT_FILE, environment)
+            announce(f"brokers ready: {_describe(brokers)}")
+            prestart()
+            progress = Progress(plan)
+            try:
+                for position, trial in pending:
+                    progress.trial_started(position, trial)
+                    broker = brokers[trial.cell.broker]
+                    result = _run_one(trial, position, broker, run_id)
+                    result = _redacted(result, loaded.secrets)
+                    log.append(result)
+                    outcome.results.append(result)
+            finally:
+                progress.finish()
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    finally:
+        log.close()
+        finished = info.model_copy(
+            update={
+                "finished_at": utc_now(),
+                "complete": len(outcome.results) >= len(plan.trials),
+                "interrupted": outcome.interrupted,
+            }
+        )
+        write_json(folder.path / RUN_FILE, finished.model_dump(mode="json"))
+    return outcome
+
+
+def _redacted(result: TrialResult, secrets: frozenset[str]) -> TrialResult:
+    if not secrets:
+        return result
+    return TrialResult.model_validate(redact_data(result.model_dump(mode="json"), secrets))
+
+
+def _run_one(trial: PlannedTrial, position: int, broker: RunningBroker, run_id: str) -> TrialResult:
+    if broker.embedded and not broker.alive():
+        # A broker that died takes down this trial's cell only; restart it for the next ones.
+        with contextlib.suppress(BrokerStartError):
+            broker.restart(new_ports=True)
+    cell = trial.cell
+    request = TrialRequest(
+        index=position,
+        broker=cell.broker,
+        variant=cell.variant,
+        scenario=cell.scenario,
+        repetition=trial.repetition,
+        warmup=trial.warmup,
+        address=broker.address,
+        broker_pid=broker.pid,
+        broker_config=trial.config.broker,
+        workload=trial.config.workload,
+        topic=f"exprun-{run_id}-{position}",
+    )
+    return run_trial(request)
+
+
+def _broker_facts(brokers: dict[str, RunningBroker]) -> dict[str, dict[str, object]]:
+    return {
+        name: {
+            "type": b.kind,
+            "version": b.version,
+            "embedded": b.embedded,
+            "address": b.address,
+            "start_seconds": b.start_seconds,
+        }
+        for name, b in brokers.items()
+    }
+
+
+def _describe(brokers: dict[str, RunningBroker]) -> str:
+    parts = []
+    for name, b in brokers.items():
+        how = f"embedded, ready in {b.start_seconds:.1f}s" if b.start_seconds else "external"
+        parts.append(f"{name} {b.kind} {b.version or ''} at {b.address} ({how})")
+    return "; ".join(parts)
