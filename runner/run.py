@@ -36,7 +36,7 @@ from runner.run_folder import (
     write_json,
 )
 from runner.spec_loader import LoadedSpec
-from runner.trial import TrialRequest, prestart, run_trial
+from runner.trial import TrialProcess, TrialRequest, prestart, start_trial
 from schemas.results import TrialResult
 from schemas.spec import KafkaBroker, NatsBroker
 
@@ -190,16 +190,30 @@ def execute(
             announce(f"brokers ready: {_describe(brokers)}")
             prestart()
             progress = Progress(plan)
+            settling: list[TrialProcess] = []
+
+            def record(trial: TrialProcess) -> None:
+                result = _redacted(trial.result(), loaded.secrets)
+                log.append(result)
+                outcome.results.append(result)
+
             try:
-                for position, trial in pending:
-                    progress.trial_started(position, trial)
-                    broker = brokers[trial.cell.broker]
-                    result = _run_one(trial, position, broker, run_id)
-                    result = _redacted(result, loaded.secrets)
-                    log.append(result)
-                    outcome.results.append(result)
+                for position, planned in pending:
+                    progress.trial_started(position, planned)
+                    trial = _start(planned, position, brokers[planned.cell.broker], run_id)
+                    settling.append(trial)
+                    # Settle waits overlap the next trials: a settling trial process only
+                    # sleeps and then counts its own threads, so it cannot disturb them.
+                    trial.wait_settling()
+                    for ended in [t for t in settling if t.done()]:
+                        settling.remove(ended)
+                        record(ended)
+                while settling:
+                    record(settling.pop(0))
             finally:
                 progress.finish()
+                for trial in settling:
+                    trial.close()
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
@@ -221,7 +235,7 @@ def _redacted(result: TrialResult, secrets: frozenset[str]) -> TrialResult:
     return TrialResult.model_validate(redact_data(result.model_dump(mode="json"), secrets))
 
 
-def _run_one(trial: PlannedTrial, position: int, broker: RunningBroker, run_id: str) -> TrialResult:
+def _start(trial: PlannedTrial, position: int, broker: RunningBroker, run_id: str) -> TrialProcess:
     if broker.embedded and not broker.alive():
         # A broker that died takes down this trial's cell only; restart it for the next ones.
         with contextlib.suppress(BrokerStartError):
@@ -240,7 +254,7 @@ def _run_one(trial: PlannedTrial, position: int, broker: RunningBroker, run_id: 
         workload=trial.config.workload,
         topic=f"exprun-{run_id}-{position}",
     )
-    return run_trial(request)
+    return start_trial(request)
 
 
 def _broker_facts(brokers: dict[str, RunningBroker]) -> dict[str, dict[str, object]]:

@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
@@ -132,53 +133,106 @@ def _trial_process(*args: Any) -> None:
     child_main(*args)
 
 
-def run_trial(request: TrialRequest, *, timeout: float | None = None) -> TrialResult:
-    """Run one trial in a fresh child process; never raises for trial failures: returns status
-    "failed" with the reason."""
-    limit = trial_timeout(request) if timeout is None else timeout
-    started_at = datetime.now(UTC).isoformat()
-    if request.broker_pid is not None and not _running(request.broker_pid):
-        return _failed(request, started_at, f"the broker process {request.broker_pid} is gone")
-    context = _context()
-    reader, writer = context.Pipe(duplex=False)
-    fd, log_path = tempfile.mkstemp(prefix=f"exprun-trial-{request.index}-", suffix=".log")
-    os.close(fd)
-    process = context.Process(
-        target=_trial_process,
-        args=(request, writer, log_path, now_ns()),
-        name=f"exprun-trial-{request.index}",
-        daemon=True,
-    )
-    try:
-        with _main_not_reimported():
-            process.start()
-        writer.close()  # so a dead child reads as EOF, not as a hang
-        payload, reason = _collect(process, reader, limit)
-        if payload is not None:
+SETTLING = b"settling"  # sent by the trial process once it no longer uses the broker
+
+
+class TrialProcess:
+    """A started trial; `wait_settling()` returns once it is done with the broker."""
+
+    def __init__(self, request: TrialRequest, timeout: float | None = None) -> None:
+        self.request = request
+        self.started_at = datetime.now(UTC).isoformat()
+        self.limit = trial_timeout(request) if timeout is None else timeout
+        self.deadline = time.monotonic() + self.limit
+        self._result: TrialResult | None = None
+        self._settling = False
+        fd, self.log_path = tempfile.mkstemp(prefix=f"exprun-trial-{request.index}-", suffix=".log")
+        os.close(fd)
+        context = _context()
+        self.reader, writer = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_trial_process,
+            args=(request, writer, self.log_path, now_ns()),
+            name=f"exprun-trial-{request.index}",
+            daemon=True,
+        )
+        try:
+            if request.broker_pid is not None and not _running(request.broker_pid):
+                reason = f"the broker process {request.broker_pid} is gone"
+                self._result = _failed(request, self.started_at, reason)
+                return
+            with _main_not_reimported():
+                self.process.start()
+        except Exception as error:  # e.g. the forkserver could not start
+            self._result = _failed(
+                request, self.started_at, f"could not run the trial process: {error}"
+            )
+        finally:
+            writer.close()  # so a dead child reads as EOF, not as a hang
+
+    def wait_settling(self) -> None:
+        """Block until the trial settles (its broker work is over) or ends either way."""
+        while self._result is None and not self._settling:
+            self._receive()
+
+    def done(self) -> bool:
+        """True once the result is in (never blocks)."""
+        while self._result is None and self.reader.poll(0):
+            self._receive()
+        return self._result is not None
+
+    def result(self) -> TrialResult:
+        """Wait for the trial's result (failed with the reason on crash or timeout)."""
+        try:
+            while self._result is None:
+                self._receive()
+            return self._result
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Kill the trial process if it still runs; idempotent."""
+        # On every way out, KeyboardInterrupt included: the trial process must not survive.
+        _kill(self.process)
+        self.reader.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.log_path)
+
+    def _receive(self) -> None:
+        remaining = self.deadline - time.monotonic()
+        payload, reason = _collect(self.process, self.reader, remaining, self.limit)
+        if payload == SETTLING and reason is None:
+            self._settling = True
+        elif payload is not None and payload != SETTLING:
             result = TrialResult.model_validate_json(payload)
             if reason is not None:
                 result = result.model_copy(
                     update={"status": "failed", "error": f"{reason} ({result.error})"}
                 )
-            return result
-        tail = [line for line in tail_file(Path(log_path), 5) if line.strip()]
-        last = f": {tail[-1].strip()[:300]}" if tail else ""
-        return _failed(request, started_at, f"{reason}{last}")
-    except Exception as error:  # e.g. the forkserver could not start
-        return _failed(request, started_at, f"could not run the trial process: {error}")
-    finally:
-        # On every way out, KeyboardInterrupt included: the trial process must not survive.
-        _kill(process)
-        reader.close()
-        with contextlib.suppress(OSError):
-            os.unlink(log_path)
+            self._result = result
+        else:
+            tail = [line for line in tail_file(Path(self.log_path), 5) if line.strip()]
+            last = f": {tail[-1].strip()[:300]}" if tail else ""
+            reason = reason or "the trial process ended without a result"
+            self._result = _failed(self.request, self.started_at, f"{reason}{last}")
+
+
+def start_trial(request: TrialRequest, *, timeout: float | None = None) -> TrialProcess:
+    """Start one trial in a fresh child process; its result never raises for trial failures."""
+    return TrialProcess(request, timeout)
+
+
+def run_trial(request: TrialRequest, *, timeout: float | None = None) -> TrialResult:
+    """Run one trial in a fresh child process; never raises for trial failures: returns status
+    "failed" with the reason."""
+    return start_trial(request, timeout=timeout).result()
 
 
 def _collect(
-    process: BaseProcess, reader: Connection, limit: float
+    process: BaseProcess, reader: Connection, remaining: float, limit: float
 ) -> tuple[bytes | None, str | None]:
-    """(result payload or None, failure reason or None) of a started trial process."""
-    ready = wait([reader, process.sentinel], timeout=limit)
+    """(next message or None, failure reason or None) of a started trial process."""
+    ready = wait([reader, process.sentinel], timeout=max(0.0, remaining))
     if reader in ready or (ready and reader.poll(0)):
         with contextlib.suppress(EOFError, OSError):
             return reader.recv_bytes(), None
@@ -190,9 +244,14 @@ def _collect(
     with contextlib.suppress(ProcessLookupError):
         if process.pid is not None:
             os.kill(process.pid, signal.SIGTERM)
-    if wait([reader], timeout=TERMINATE_GRACE_S):
+    deadline = time.monotonic() + TERMINATE_GRACE_S
+    while wait([reader], timeout=max(0.0, deadline - time.monotonic())):
         with contextlib.suppress(EOFError, OSError):
-            return reader.recv_bytes(), reason
+            payload = reader.recv_bytes()
+            if payload != SETTLING:
+                return payload, reason
+            continue
+        break
     return None, reason
 
 

@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection
@@ -31,6 +31,7 @@ from runner.measure.faults import start_leaked_threads, start_lingering_thread
 from runner.measure.handlers import HandlerPool
 from runner.measure.messages import NS_PER_S, MessageCodec, now_ns
 from runner.measure.resources import ResourceSampler, Usage
+from runner.trial import SETTLING
 from schemas.results import Metrics, TrialResult
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def child_main(request: TrialRequest, conn: Connection, log_path: str, spawned_n
     spawn_s = (now_ns() - spawned_ns) / NS_PER_S
     _isolate()
     _redirect_output(log_path)
-    result = asyncio.run(_run(request, spawn_s))
+    result = asyncio.run(_run(request, spawn_s, lambda: conn.send_bytes(SETTLING)))
     conn.send_bytes(result.model_dump_json().encode())
     conn.close()
     sys.stdout.flush()
@@ -94,8 +95,10 @@ def _redirect_output(log_path: str) -> None:
     os.close(fd)
 
 
-async def _run(request: TrialRequest, spawn_s: float) -> TrialResult:
-    trial = _Trial(request, spawn_s)
+async def _run(
+    request: TrialRequest, spawn_s: float, settling: Callable[[], None] = lambda: None
+) -> TrialResult:
+    trial = _Trial(request, spawn_s, settling)
     main = asyncio.current_task()
     assert main is not None
     # The parent sends SIGTERM when the trial overruns its timeout: report what was measured.
@@ -117,8 +120,9 @@ async def _run(request: TrialRequest, spawn_s: float) -> TrialResult:
 class _Trial:
     """One trial's steps, and everything measured so far (a failure reports the partial)."""
 
-    def __init__(self, request: TrialRequest, spawn_s: float) -> None:
+    def __init__(self, request: TrialRequest, spawn_s: float, settling: Callable[[], None]) -> None:
         self.request = request
+        self.settling = settling
         self.started_at = datetime.now(UTC).isoformat()
         self.t0 = now_ns()
         self.stage = "setting up"
@@ -195,6 +199,9 @@ class _Trial:
         metrics.threads_after_immediate = immediate.threads
 
         self.stage = "settling"
+        # The parent may start the next trial now: this process only waits and counts itself
+        # (the topic deletion after the wait is one small admin request).
+        self.settling()
         await asyncio.sleep(workload.settle_time)
         after = sampler.usage()
         await sampler.stop()

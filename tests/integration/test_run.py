@@ -77,7 +77,9 @@ def test_run_records_every_trial_exactly(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     run = tmp_path / "run"
-    trials = read_jsonl(run / "trials.jsonl")
+    # Settle waits overlap, so trials may finish (and be recorded) out of order.
+    trials = sorted(read_jsonl(run / "trials.jsonl"), key=lambda t: int(str(t["index"])))
+    assert [t["index"] for t in trials] == list(range(16))
     assert len(trials) == 2 * 2 * 2 * 2  # brokers x variants x scenarios x repetitions
     messages = {"Small": 300, "Large": 1000}
     for trial in trials:
