@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -19,6 +23,7 @@ from runner.errors import (
     SpecError,
 )
 from runner.plan import Plan, make_plan, render_plan
+from runner.redaction import redact
 from runner.report_commands import diff_command, report_command
 from runner.reporting import markdown_summary, write_reports
 from runner.run import execute, new_run, open_for_resume
@@ -93,8 +98,16 @@ def _plan(spec_path: str, **filters: Any) -> Plan:
     default=None,
     help="continue this run folder: run only the trials it has not recorded",
 )
+@click.option("--check-targets", is_flag=True, help="exit 1 when any target of the spec is not met")
 @_filters
-def run(spec: str, dry_run: bool, out: Path | None, resume: Path | None, **filters: Any) -> None:
+def run(
+    spec: str,
+    dry_run: bool,
+    out: Path | None,
+    resume: Path | None,
+    check_targets: bool,
+    **filters: Any,
+) -> None:
     """Run every trial of SPEC's matrix and write the run folder and reports."""
     loaded = load_spec(spec)
     chosen = {k: list(v) if isinstance(v, tuple) else v for k, v in filters.items() if v}
@@ -115,10 +128,17 @@ def run(spec: str, dry_run: bool, out: Path | None, resume: Path | None, **filte
         f"cells -> {folder.path}",
         err=True,
     )
-    outcome = execute(
-        loaded, plan, folder, info, done=done, announce=lambda m: click.echo(m, err=True)
-    )
-    report = write_reports(folder.path, loaded.spec.reports)
+    try:
+        outcome = execute(
+            loaded, plan, folder, info, done=done, announce=lambda m: click.echo(m, err=True)
+        )
+        report = write_reports(folder.path, loaded.spec.reports)
+    except ExprunError as error:
+        # A secret may sit in an endpoint or a property that a broker's error repeats.
+        error.args = (redact(str(error), loaded.secrets),)
+        raise
+    except OSError as error:
+        raise ExprunError(f"cannot write the reports in {folder.path}: {error}") from None
     click.echo(markdown_summary(report))
     click.echo(f"run folder: {folder.path}", err=True)
     if outcome.interrupted:
@@ -128,8 +148,12 @@ def run(spec: str, dry_run: bool, out: Path | None, resume: Path | None, **filte
             err=True,
         )
         sys.exit(EXIT_INTERRUPTED)
-    if outcome.failed:
-        click.echo(f"exprun: {outcome.failed} trial(s) failed; see the report", err=True)
+    unmet = report.targets.total - report.targets.passed
+    if outcome.failed or (check_targets and unmet):
+        if outcome.failed:
+            click.echo(f"exprun: {outcome.failed} trial(s) failed; see the report", err=True)
+        if check_targets and unmet:
+            click.echo(f"exprun: {unmet} target score(s) not met (--check-targets)", err=True)
         sys.exit(EXIT_TRIALS_FAILED)
 
 
@@ -172,8 +196,41 @@ cli.add_command(report_command)
 cli.add_command(diff_command)
 
 
+def _warning_line(message: Warning | str, *args: object, **kwargs: object) -> None:
+    click.echo(f"exprun: warning: {message}", err=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """First Ctrl-C or SIGTERM: stop in order (finished trials kept, brokers stopped)."""
+    signal.signal(signal.SIGINT, _exit_now)
+    signal.signal(signal.SIGTERM, _exit_now)
+    raise KeyboardInterrupt
+
+
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    """Second one: exit at once; brokers and trial processes die with us (PR_SET_PDEATHSIG)."""
+    os.write(2, b"\nexprun: interrupted again: exiting now\n")
+    os._exit(EXIT_INTERRUPTED)
+
+
 def main() -> None:
     """Console entry point: one readable message and a documented exit code on failure."""
+    warnings.showwarning = _warning_line
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    # A file-size limit (or a full quota) then fails the write with an error we report,
+    # instead of killing exprun with its brokers still to stop.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        _run_cli()
+    finally:
+        # Past this point everything is stopped: a late signal must not turn the exit status
+        # into "killed by SIGINT" (Python restores the default handlers while it shuts down).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _run_cli() -> None:
     try:
         cli.main(standalone_mode=False)
     except ExprunError as error:

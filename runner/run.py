@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 
 from runner.brokers import (
@@ -45,6 +43,10 @@ class BrokerUnavailable(ExprunError):
     """A broker could not be started or reached before the run (exit code 3)."""
 
 
+class ResultsUnwritable(ExprunError):
+    """The run folder stopped taking writes (full disk, ...) mid-run (exit code 3)."""
+
+
 @dataclass
 class RunOutcome:
     folder: RunFolder
@@ -56,7 +58,9 @@ class RunOutcome:
         return sum(r.status == "failed" for r in self.results)
 
 
-def start_broker(name: str, config: KafkaBroker | NatsBroker) -> RunningBroker:
+def start_broker(
+    name: str, config: KafkaBroker | NatsBroker, others: Sequence[str] = ()
+) -> RunningBroker:
     """The broker a spec names: started embedded, or reached at its endpoint."""
     try:
         if not config.embedded:
@@ -64,8 +68,9 @@ def start_broker(name: str, config: KafkaBroker | NatsBroker) -> RunningBroker:
         return start_kafka() if config.type == "kafka" else start_nats()
     except BrokerStartError as error:
         hint = ""
-        if config.type == "kafka" and config.embedded:
-            hint = " (to run the rest of the spec without Kafka, pass --broker for the others)"
+        if others:
+            flags = " ".join(f"--broker {other}" for other in others)
+            hint = f" (to run the rest of the spec without it: {flags})"
         raise BrokerUnavailable(f"broker {name!r} ({config.type}): {error}{hint}") from None
 
 
@@ -76,26 +81,14 @@ def running_brokers(
     """Every broker the pending trials need, stopped on the way out whatever happens."""
     brokers: dict[str, RunningBroker] = {}
     try:
-        for name in dict.fromkeys(t.cell.broker for _, t in pending):
-            brokers[name] = start_broker(name, plan.spec.brokers[name])
+        names = list(dict.fromkeys(t.cell.broker for _, t in pending))
+        for name in names:
+            others = [other for other in names if other != name]
+            brokers[name] = start_broker(name, plan.spec.brokers[name], others)
         yield brokers
     finally:
         for broker in reversed(list(brokers.values())):
             broker.stop()
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops a run exactly as Ctrl-C does: finished trials kept, brokers stopped."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class Progress:
@@ -184,7 +177,7 @@ def execute(
     run_id = secrets.token_hex(3)
     log = TrialLog(folder.trials_path)
     try:
-        with sigterm_as_interrupt(), running_brokers(plan, pending) as brokers:
+        with running_brokers(plan, pending) as brokers:
             environment = collect_environment(loaded.path, _broker_facts(brokers))
             write_json(folder.path / ENVIRONMENT_FILE, environment)
             announce(f"brokers ready: {_describe(brokers)}")
@@ -194,13 +187,21 @@ def execute(
 
             def record(trial: TrialProcess) -> None:
                 result = _redacted(trial.result(), loaded.secrets)
-                log.append(result)
+                try:
+                    log.append(result)
+                except OSError as error:
+                    raise ResultsUnwritable(
+                        f"cannot record trial results in {log.path}: "
+                        f"{error.strerror or error}; stopped after "
+                        f"{len(outcome.results)} recorded trials, which are intact"
+                    ) from None
                 outcome.results.append(result)
 
             try:
                 for position, planned in pending:
                     progress.trial_started(position, planned)
-                    trial = _start(planned, position, brokers[planned.cell.broker], run_id)
+                    broker = brokers[planned.cell.broker]
+                    trial = _start(planned, position, broker, run_id, announce)
                     settling.append(trial)
                     # Settle waits overlap the next trials: a settling trial process only
                     # sleeps and then counts its own threads, so it cannot disturb them.
@@ -217,7 +218,8 @@ def execute(
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
-        log.close()
+        with contextlib.suppress(OSError):
+            log.close()
         finished = info.model_copy(
             update={
                 "finished_at": utc_now(),
@@ -225,7 +227,9 @@ def execute(
                 "interrupted": outcome.interrupted,
             }
         )
-        write_json(folder.path / RUN_FILE, finished.model_dump(mode="json"))
+        # On a full disk the old run.json stays whole: write_json replaces it atomically.
+        with contextlib.suppress(OSError):
+            write_json(folder.path / RUN_FILE, finished.model_dump(mode="json"))
     return outcome
 
 
@@ -235,12 +239,15 @@ def _redacted(result: TrialResult, secrets: frozenset[str]) -> TrialResult:
     return TrialResult.model_validate(redact_data(result.model_dump(mode="json"), secrets))
 
 
-def _start(trial: PlannedTrial, position: int, broker: RunningBroker, run_id: str) -> TrialProcess:
-    if broker.embedded and not broker.alive():
-        # A broker that died takes down this trial's cell only; restart it for the next ones.
-        with contextlib.suppress(BrokerStartError):
-            broker.restart(new_ports=True)
+def _start(
+    trial: PlannedTrial,
+    position: int,
+    broker: RunningBroker,
+    run_id: str,
+    announce: Callable[[str], None],
+) -> TrialProcess:
     cell = trial.cell
+    unavailable = _ensure_alive(cell.broker, broker, announce)
     request = TrialRequest(
         index=position,
         broker=cell.broker,
@@ -254,7 +261,23 @@ def _start(trial: PlannedTrial, position: int, broker: RunningBroker, run_id: st
         workload=trial.config.workload,
         topic=f"exprun-{run_id}-{position}",
     )
-    return start_trial(request)
+    return start_trial(request, unavailable=unavailable)
+
+
+def _ensure_alive(name: str, broker: RunningBroker, announce: Callable[[str], None]) -> str | None:
+    """None when the broker can take a trial, else why not (after trying to restart it)."""
+    if broker.alive():
+        return None
+    if not broker.embedded:
+        # An external broker that went away fails its remaining trials fast; others go on.
+        return f"the external {broker.kind} broker {name!r} at {broker.address} is unreachable"
+    announce(f"broker {name!r} ({broker.kind}) died: restarting it")
+    try:
+        broker.restart(new_ports=True)
+    except BrokerStartError as error:
+        return f"the embedded {broker.kind} broker {name!r} died and did not restart: {error}"
+    announce(f"broker {name!r} restarted at {broker.address}")
+    return None
 
 
 def _broker_facts(brokers: dict[str, RunningBroker]) -> dict[str, dict[str, object]]:

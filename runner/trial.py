@@ -139,7 +139,9 @@ SETTLING = b"settling"  # sent by the trial process once it no longer uses the b
 class TrialProcess:
     """A started trial; `wait_settling()` returns once it is done with the broker."""
 
-    def __init__(self, request: TrialRequest, timeout: float | None = None) -> None:
+    def __init__(
+        self, request: TrialRequest, timeout: float | None = None, unavailable: str | None = None
+    ) -> None:
         self.request = request
         self.started_at = datetime.now(UTC).isoformat()
         self.limit = trial_timeout(request) if timeout is None else timeout
@@ -157,9 +159,11 @@ class TrialProcess:
             daemon=True,
         )
         try:
-            if request.broker_pid is not None and not _running(request.broker_pid):
-                reason = f"the broker process {request.broker_pid} is gone"
-                self._result = _failed(request, self.started_at, reason)
+            pid = request.broker_pid
+            if unavailable is None and pid is not None and not _running(pid):
+                unavailable = f"the broker process {pid} is gone"
+            if unavailable is not None:
+                self._result = _failed(request, self.started_at, unavailable)
                 return
             with _main_not_reimported():
                 self.process.start()
@@ -217,9 +221,14 @@ class TrialProcess:
             self._result = _failed(self.request, self.started_at, f"{reason}{last}")
 
 
-def start_trial(request: TrialRequest, *, timeout: float | None = None) -> TrialProcess:
-    """Start one trial in a fresh child process; its result never raises for trial failures."""
-    return TrialProcess(request, timeout)
+def start_trial(
+    request: TrialRequest, *, timeout: float | None = None, unavailable: str | None = None
+) -> TrialProcess:
+    """Start one trial in a fresh child process; its result never raises for trial failures.
+
+    `unavailable` (why the broker cannot be used) fails the trial at once without a process.
+    """
+    return TrialProcess(request, timeout, unavailable)
 
 
 def run_trial(request: TrialRequest, *, timeout: float | None = None) -> TrialResult:

@@ -34,11 +34,15 @@ class HandlerPool:
 
     async def deliver(self, payload: bytes) -> None:
         """Hand one message to the pool; waits while every handler is busy and the queue full."""
+        if self.processing_time == 0 and self._queue.empty():
+            self._accounting.on_delivery(payload, now_ns())
+            self.last_done_ns = now_ns()
+            return
         await self._queue.put(payload)
 
     async def deliver_many(self, payloads: Iterable[bytes]) -> None:
         for payload in payloads:
-            await self._queue.put(payload)
+            await self.deliver(payload)
 
     async def idle(self) -> None:
         """Returns once every delivered message has been handled."""
