@@ -132,11 +132,12 @@ def run(
         outcome = execute(
             loaded, plan, folder, info, done=done, announce=lambda m: click.echo(m, err=True)
         )
-        report = write_reports(folder.path, loaded.spec.reports)
     except ExprunError as error:
         # A secret may sit in an endpoint or a property that a broker's error repeats.
         error.args = (redact(str(error), loaded.secrets),)
         raise
+    try:
+        report = write_reports(folder.path, loaded.spec.reports)
     except OSError as error:
         raise ExprunError(f"cannot write the reports in {folder.path}: {error}") from None
     click.echo(markdown_summary(report))

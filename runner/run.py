@@ -181,7 +181,10 @@ def execute(
             environment = collect_environment(loaded.path, _broker_facts(brokers))
             write_json(folder.path / ENVIRONMENT_FILE, environment)
             announce(f"brokers ready: {_describe(brokers)}")
-            prestart()
+            try:
+                prestart()
+            except OSError as error:
+                raise ExprunError(f"cannot start the trial processes: {error}") from None
             progress = Progress(plan)
             settling: list[TrialProcess] = []
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib.machinery
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -47,6 +48,7 @@ FIXED_COST_S = 60.0  # bound on setup + teardown steps (each bounded in the tria
 SLOWEST_UNPACED_RATE = 1000.0  # msg/s assumed for the timeout of an unpaced trial
 TERMINATE_GRACE_S = 5.0  # after SIGTERM, time the trial process has to report what it measured
 REAP_TIMEOUT_S = 5.0
+MAX_SOCKET_PARENT = 60  # leaves room for "/pymp-XXXXXXXX/listener-XXXXXXXX" within 107 bytes
 
 
 class TrialRequest(BaseModel):
@@ -86,11 +88,29 @@ _CONTEXT: ForkServerContext | None = None
 def _context() -> ForkServerContext:
     global _CONTEXT
     if _CONTEXT is None:
+        _short_socket_dir()
         context = multiprocessing.get_context("forkserver")
         assert isinstance(context, ForkServerContext)
         context.set_forkserver_preload(PRELOAD)
         _CONTEXT = context
     return _CONTEXT
+
+
+def _short_socket_dir() -> None:
+    """Keep the forkserver's socket path short enough for AF_UNIX (at most 107 bytes).
+
+    multiprocessing puts it in a folder under the temp dir and remembers that folder for the
+    process; a deep TMPDIR would make the socket path too long, so create the folder in the
+    system's short temp dir in that case. Trial processes still inherit TMPDIR itself.
+    """
+    if len(tempfile.gettempdir()) <= MAX_SOCKET_PARENT:
+        return
+    saved = tempfile.tempdir
+    tempfile.tempdir = "/tmp" if os.path.isdir("/tmp") else saved
+    try:
+        multiprocessing.util.get_temp_dir()
+    finally:
+        tempfile.tempdir = saved
 
 
 _MAIN_LOCK = threading.Lock()

@@ -1,12 +1,15 @@
 """Shared fixtures: real embedded brokers started through exprun's own code, and a leak check.
 
-The session ends in failure if any broker process started by this pytest process (a descendant
-of it, so brokers of other people's concurrent runs are never counted) is still alive.
+The session ends in failure if any broker or trial process started by this suite is still
+alive: brokers descended from pytest, and anything started under the suite's own TMPDIR (so
+processes of other people's concurrent runs are never counted).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 
 import psutil
@@ -16,6 +19,13 @@ from runner.brokers import RunningBroker, start_kafka, start_nats
 
 # Process command-line markers of the broker processes this suite may start.
 BROKER_MAINS = ("kafka.Kafka", "kafka.tools.StorageTool")
+
+
+# Everything this suite starts (exprun runs, their brokers and trial processes) inherits this
+# temp dir, so whatever outlives the suite is found even after its parent exited.
+SUITE_TMP = tempfile.mkdtemp(prefix="exprun-suite-")
+os.environ["TMPDIR"] = SUITE_TMP
+tempfile.tempdir = None
 
 
 def broker_processes() -> list[psutil.Process]:
@@ -30,6 +40,25 @@ def broker_processes() -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return found
+
+
+def suite_processes() -> list[psutil.Process]:
+    """Brokers descended from pytest, and any process started under the suite's temp dir."""
+    found = {p.pid: p for p in broker_processes()}
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if not proc.environ().get("TMPDIR", "").startswith(SUITE_TMP):
+                continue
+            # The forkserver and resource tracker of in-process trial runs end with pytest
+            # itself, not before.
+            if proc.ppid() == os.getpid() and "from multiprocessing." in " ".join(proc.cmdline()):
+                continue
+            found[proc.pid] = proc
+        except psutil.Error:
+            continue
+    return list(found.values())
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,8 +98,8 @@ def kafka_broker() -> Iterator[RunningBroker]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if a broker started by this suite outlived it (then kill it)."""
-    leftovers = broker_processes()
+    """Fail the run if a process started by this suite outlived it (then kill it)."""
+    leftovers = suite_processes()
     if leftovers:
         _, leftovers = psutil.wait_procs(leftovers, timeout=5.0)
     if not leftovers:
@@ -82,9 +111,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.ensure_newline()
-        reporter.write_sep("=", "leaked broker processes", red=True, bold=True)
+        reporter.write_sep("=", "leaked processes", red=True, bold=True)
         reporter.write_line(
-            "FAILED: broker processes started by this test run were still alive at the end "
+            "FAILED: processes started by this test run were still alive at the end "
             "(now killed):\n" + "\n".join(lines),
             red=True,
         )
