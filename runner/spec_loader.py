@@ -18,7 +18,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from runner.drivers.kafka_config import ROLES, Role, property_problem
 from runner.errors import SpecError, SpecIssue
 from schemas.problems import Loc, problems_from
-from schemas.resolve import CellConfig, ResolutionError, resolve_cells
+from schemas.resolve import CellConfig, ResolutionError, lookup, resolve_cells
 from schemas.spec import Experiment, KafkaBroker
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -273,20 +273,12 @@ def _check_kafka_properties(cells: list[CellConfig], document: _Document) -> Non
             if found is None:
                 continue
             prop, message = found
-            override = _lookup(document.data, "variants", variant, "brokers", name, role) or {}
+            override = lookup(document.data, "variants", variant, "brokers", name, role) or {}
             base: Loc = (
                 ("variants", variant, "brokers", name) if prop in override else ("brokers", name)
             )
             loc = (*base, role, prop) if prop is not None else (*base, role)
             document.issue(loc, f"librdkafka: {message}", at_key=prop is not None)
-
-
-def _lookup(data: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(key)
-    return data
 
 
 def _find_bad_property(

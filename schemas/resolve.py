@@ -62,7 +62,7 @@ def resolve_cells(spec: Experiment, raw: Mapping[str, Any]) -> list[CellConfig]:
     for variant in spec.variant_names:
         for broker in spec.brokers:
             sources: list[Source] = [(("brokers", broker), raw["brokers"][broker])]
-            override = _get(raw, "variants", variant, "brokers", broker)
+            override = lookup(raw, "variants", variant, "brokers", broker)
             if override is not None:
                 sources.append((("variants", variant, "brokers", broker), override))
             try:
@@ -71,9 +71,9 @@ def resolve_cells(spec: Experiment, raw: Mapping[str, Any]) -> list[CellConfig]:
                 problems.extend(error.problems)
         for scenario in spec.scenarios:
             sources = [
-                (("defaults",), _get(raw, "defaults") or {}),
+                (("defaults",), lookup(raw, "defaults") or {}),
                 (("scenarios", scenario), raw["scenarios"][scenario]),
-                (("variants", variant, "defaults"), _get(raw, "variants", variant, "defaults")),
+                (("variants", variant, "defaults"), lookup(raw, "variants", variant, "defaults")),
             ]
             try:
                 workloads[variant, scenario] = _validate(TrialSettings, sources)
@@ -149,7 +149,8 @@ def _model_of(target: Any, merged: Mapping[str, Any]) -> type[BaseModel]:
     return KafkaBroker if merged.get("type") == "kafka" else NatsBroker
 
 
-def _get(data: Any, *path: str) -> Any:
+def lookup(data: Any, *path: str) -> Any:
+    """The value at `path` in nested mappings, or None where any step is missing."""
     for key in path:
         if not isinstance(data, Mapping):
             return None
