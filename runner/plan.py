@@ -15,7 +15,7 @@ from schemas.units import format_duration, format_rate, format_size
 
 # Rough costs behind the estimate; a run's own figures replace them once it has any.
 ASSUMED_THROUGHPUT = {"kafka": 20_000.0, "nats": 20_000.0}
-ASSUMED_TRIAL_OVERHEAD_S = 1.5
+ASSUMED_TRIAL_OVERHEAD_S = 0.3
 ASSUMED_START_S = {"kafka": 15.0, "nats": 1.0}
 
 
@@ -48,18 +48,23 @@ class Plan:
         return sum(not t.warmup for t in self.trials)
 
     def estimate_seconds(self) -> float:
-        """A rough wall-time estimate: broker starts plus every trial's expected duration."""
+        """A rough wall-time estimate: broker starts, every trial, and the last settle wait."""
         kinds = {c.broker.type for c in self.cells}
-        return sum(ASSUMED_START_S[k] for k in kinds) + sum(
-            trial_estimate(t.config) for t in self.trials
+        # Settle waits overlap the next trials (see runner.run): only the last one adds up.
+        last_settle = max((t.config.workload.settle_time for t in self.trials), default=0.0)
+        return (
+            sum(ASSUMED_START_S[k] for k in kinds)
+            + sum(trial_estimate(t.config) for t in self.trials)
+            + last_settle
         )
 
 
 def trial_estimate(config: CellConfig) -> float:
+    """Expected wall time of one trial up to its settle wait."""
     work = config.workload
     rate = work.rate or ASSUMED_THROUGHPUT[config.broker.type]
     handling = work.messages * work.processing_time / (config.broker.workers * work.consumers)
-    return ASSUMED_TRIAL_OVERHEAD_S + work.settle_time + max(work.messages / rate, handling)
+    return ASSUMED_TRIAL_OVERHEAD_S + max(work.messages / rate, handling)
 
 
 def make_plan(
@@ -183,7 +188,7 @@ def render_plan(plan: Plan) -> str:
     lines += [
         "",
         f"estimated run time: {_minutes(plan.estimate_seconds())} "
-        "(rough: assumes ~20k msg/s and 1.5 s per-trial overhead)",
+        f"(rough: assumes ~20k msg/s and {ASSUMED_TRIAL_OVERHEAD_S:g} s per-trial overhead)",
     ]
     return "\n".join(lines)
 
