@@ -100,12 +100,15 @@ class Progress:
         self.total = len(plan.trials)
         self.expected = [trial_estimate(t.config) for t in plan.trials]
         self.started = time.monotonic()
+        self.first: int | None = None  # a resumed run starts part-way through the plan
 
     def trial_started(self, position: int, trial: PlannedTrial) -> None:
         if not self.enabled:
             return
+        if self.first is None:
+            self.first = position
         elapsed = time.monotonic() - self.started
-        done = sum(self.expected[:position])
+        done = sum(self.expected[self.first : position])
         left = sum(self.expected[position:])
         # Scale the rough per-trial estimates by how fast this machine has actually been.
         eta = left * (elapsed / done) if done else left
