@@ -3,6 +3,14 @@
 Measured on 2 cores (20,000 x 1 KiB, in-memory stream): nats-py's own `publish_async` loop
 ~70k msg/s, the window below ~157k msg/s (no future, no JSON parse per successful ack); an
 ordered push consumer delivers ~210k msg/s, a pull consumer with 500-message fetches ~45k msg/s.
+
+nats-py does all its work (protocol parsing included) in Python on the event loop, so the
+producers run in a publisher process forked from the trial process, with their own loop and
+connections; the trial process keeps the consumers and the handler pool. Measured with
+benchmarks.harness (100,000 x 1 KiB, 256 workers, zero processing time): end-to-end 58k ->
+95k msg/s, end-to-end / publish 0.60 -> 0.98. The publisher process's own RSS, threads and
+tasks are not in the trial's resource figures (it exits when its messages are answered);
+EXPRUN_NATS_PUBLISHER=loop runs the producers on the trial's loop instead.
 """
 
 from __future__ import annotations
@@ -10,8 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing
+import os
+import signal
+import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from multiprocessing.connection import Connection
+from typing import Any, NoReturn
 
 import nats
 from nats.aio.client import Client as NATS
@@ -28,6 +41,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from runner.brokers.base import _child_preexec
 from runner.drivers.base import (
     Driver,
     DriverError,
@@ -45,6 +59,9 @@ PULL_BATCH = 512
 PULL_WAIT_S = 0.5  # a pull request's expiry when the stream is idle
 NO_RESPONDERS = "no responders (no stream for the subject)"
 WATCH_INTERVAL_S = 0.1
+# Where the producers run: "process" (a forked publisher process, the default) or "loop" (on the
+# trial's own event loop, next to the consumers). The benchmark flips it to measure the gain.
+PUBLISHER_ENV = "EXPRUN_NATS_PUBLISHER"
 
 
 class NatsDriver(Driver):
@@ -62,6 +79,7 @@ class NatsDriver(Driver):
         self._subscriptions: list[Any] = []  # JetStream push / pull subscriptions
         self._closing = False
         self._closed_by_us: set[str] = set()  # connection names whose end is no problem
+        self._publisher: _PublisherProcess | None = None
         self.client_errors: list[str] = []
 
     # --- connections ---------------------------------------------------------------------
@@ -195,13 +213,34 @@ class NatsDriver(Driver):
     # --- producers -----------------------------------------------------------------------
 
     async def connect_producers(self, count: int) -> None:
+        if os.environ.get(PUBLISHER_ENV, "process") == "loop":
+            await self._connect_producers_here(count)
+        else:
+            self._publisher = await _PublisherProcess.start(self, count)
+
+    async def publish(
+        self, plan: PublishPlan, ledgers: Sequence[ProducerLedger], resolve_timeout: float
+    ) -> None:
+        if self._publisher is None:
+            await self._publish_here(plan, ledgers, resolve_timeout)
+            return
+        try:
+            problem, errors = await self._publisher.publish(plan, ledgers, resolve_timeout)
+        finally:
+            for ledger in ledgers:
+                ledger.close()
+        self.client_errors.extend(errors[: 100 - len(self.client_errors)])
+        if problem is not None and self.problem is None:
+            self.problem = problem
+
+    async def _connect_producers_here(self, count: int) -> None:
         for index in range(count):
             nc = await self._connection(f"exprun-producer-{index}")
             producer = _Producer(nc, self.config.publish.max_pending)
             await producer.listen()
             self._producers.append(producer)
 
-    async def publish(
+    async def _publish_here(
         self, plan: PublishPlan, ledgers: Sequence[ProducerLedger], resolve_timeout: float
     ) -> None:
         start = now_ns()
@@ -229,6 +268,9 @@ class NatsDriver(Driver):
 
     async def close(self) -> None:
         self._closing = True
+        if self._publisher is not None:
+            await self._publisher.stop(self.setup_timeout)
+            self._publisher = None
         for task in self._consumer_tasks:
             task.cancel()
         await asyncio.gather(*self._consumer_tasks, return_exceptions=True)
@@ -255,7 +297,7 @@ class _Producer:
 
     def __init__(self, nc: NATS, max_pending: int) -> None:
         self.nc = nc
-        self.window = asyncio.Semaphore(max_pending)
+        self.window = _Window(max_pending)
         self.prefix = f"{nc.new_inbox()}."
         self.ledger: ProducerLedger | None = None
         self.sending = False
@@ -271,19 +313,22 @@ class _Producer:
     ) -> None:
         self.ledger, self.sending = ledger, True
         window, publish, prefix = self.window, self.nc.publish, self.prefix
+        encode, paced = plan.codec.encode, plan.rate is not None
         for seq in plan.seqs(index):
-            _, wait = plan.schedule(seq, start)
-            if wait > 0:
-                await asyncio.sleep(wait)
-            if window.locked():
+            if paced:
+                _, wait = plan.schedule(seq, start)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            if not window.free:
                 self.blocked_since = now_ns()
-            await window.acquire()
-            self.blocked_since = None
+                await window.opened()
+                self.blocked_since = None
+            window.free -= 1
             # Unpaced messages are stamped now, after the window opened: waiting for the window
             # is the producer's back-pressure, not the message's latency.
-            stamp, _ = plan.schedule(seq, start)
+            stamp = plan.schedule(seq, start)[0] if paced else now_ns()
             ledger.on_send(stamp)
-            await publish(subject, plan.codec.encode(seq, stamp), reply=f"{prefix}{seq}-{stamp}")
+            await publish(subject, encode(seq, stamp), reply=f"{prefix}{seq}-{stamp}")
         self.sending = False
         self._check_done()
 
@@ -309,6 +354,27 @@ class _Producer:
             self.all_answered.set()
 
 
+class _Window:
+    """At most `size` messages in flight, for the one task that sends them: a counter and one
+    waiter (asyncio.Semaphore.locked() scans its waiters on every call: ~7% of a producer)."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def opened(self) -> None:
+        """Returns once a slot is free."""
+        while not self.free:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+    def release(self) -> None:
+        self.free += 1
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
 async def _watch_stalls(
     tasks: list[asyncio.Task[None]], producers: list[_Producer], timeout: float
 ) -> None:
@@ -330,6 +396,165 @@ async def _watch_stalls(
                     f"publishing stalled: the in-flight window was full and no JetStream answer "
                     f"came for {timeout:g}s"
                 )
+
+
+class _PublisherProcess:
+    """The trial's producers in a forked child with its own event loop and connections.
+
+    nats-py does all its work in Python on one event loop; shared with the consumers, the
+    producers got half of one core at most. The child is forked from the trial process (its
+    modules are already loaded), dies with it, and sends back every producer's books once all
+    its messages are answered, so the accounting stays exact.
+    """
+
+    def __init__(self, pid: int, conn: Connection) -> None:
+        self.pid = pid
+        self.conn = conn
+        self.publishing = False  # "go" sent, "done" not yet received
+        self.exited = False
+
+    @classmethod
+    async def start(cls, driver: NatsDriver, count: int) -> _PublisherProcess:
+        """Fork the publisher; returns once its `count` producers are connected."""
+        ours, theirs = multiprocessing.Pipe()
+        trial_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            ours.close()
+            _publisher_main(theirs, trial_pid, driver, count)
+        theirs.close()
+        publisher = cls(pid, ours)
+        try:
+            kind, detail = await _receive(ours, "the NATS publisher process")
+        except BaseException:
+            await publisher.stop(0.0)
+            raise
+        if kind != "ready":
+            await publisher.stop(0.0)
+            raise DriverError(str(detail))
+        return publisher
+
+    async def publish(
+        self, plan: PublishPlan, ledgers: Sequence[ProducerLedger], resolve_timeout: float
+    ) -> tuple[str | None, list[str]]:
+        """Run the plan in the child; its ledgers' books land in `ledgers`.
+
+        Returns (connection problem, client errors) seen by the child.
+        """
+        self.publishing = True
+        self.conn.send(("go", plan, resolve_timeout))
+        _, states, failure, problem, errors = await _receive(
+            self.conn, "the NATS publisher process"
+        )
+        self.publishing = False
+        for ledger, state in zip(ledgers, states, strict=True):
+            ledger.absorb(state)
+        if failure is not None:
+            stalled, text = failure
+            raise (PublishStalled if stalled else DriverError)(text)
+        return problem, errors
+
+    async def stop(self, timeout: float) -> None:
+        """Let the child close its connections and exit (killed after `timeout`), then reap it."""
+        if self.exited:
+            return
+        if self.publishing:
+            timeout = 0.0  # interrupted mid-plan: nothing it could still report is wanted
+        else:
+            with contextlib.suppress(OSError):
+                self.conn.send(("stop",))
+        deadline = now_ns() + round(timeout * NS_PER_S)
+        while not self._reaped():
+            if now_ns() >= deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                break
+            await asyncio.sleep(0.002)
+        self.exited = True
+        self.conn.close()
+
+    def _reaped(self) -> bool:
+        try:
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        return pid == self.pid
+
+
+def _publisher_main(conn: Connection, trial_pid: int, driver: NatsDriver, count: int) -> NoReturn:
+    """Body of the forked publisher process."""
+    code = 1
+    try:
+        # The trial's event loop (inherited, never run here) wakes on the signal wakeup fd: a
+        # signal to this process must not land there.
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        die_with_trial = _child_preexec(trial_pid)
+        if die_with_trial is not None:
+            die_with_trial()
+        serve = _serve_publisher(conn, driver, count)
+        # This thread is still inside the trial's running loop: a fresh thread has none.
+        runner = threading.Thread(target=asyncio.run, args=(serve,), name="exprun-nats-publisher")
+        runner.start()
+        runner.join()
+        code = 0
+    finally:
+        os._exit(code)
+
+
+async def _serve_publisher(conn: Connection, trial_driver: NatsDriver, count: int) -> None:
+    """In the publisher process: connect, report ready, run the plan on "go", send the books."""
+    driver = NatsDriver(
+        trial_driver.address,
+        trial_driver.config,
+        trial_driver.destination,
+        trial_driver.setup_timeout,
+    )
+    try:
+        try:
+            await driver._connect_producers_here(count)
+        except DriverError as error:
+            conn.send(("error", str(error)))
+            return
+        conn.send(("ready", None))
+        request = await _receive(conn, "the trial process")
+        if request[0] != "go":
+            return
+        _, plan, resolve_timeout = request
+        ledgers = [ProducerLedger(bytearray(plan.messages)) for _ in range(count)]
+        failure: tuple[bool, str] | None = None
+        try:
+            await driver._publish_here(plan, ledgers, resolve_timeout)
+        except PublishStalled as error:
+            failure = (True, str(error))
+        except Exception as error:
+            failure = (False, f"{type(error).__name__}: {error}")
+        states = [ledger.state() for ledger in ledgers]
+        conn.send(("done", states, failure, driver.problem, driver.client_errors))
+    finally:
+        await driver.close()
+
+
+async def _receive(conn: Connection, peer: str) -> Any:
+    """The next message on `conn`, awaited on the event loop; DriverError once the peer is gone."""
+    loop = asyncio.get_running_loop()
+    while not conn.poll():
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def wake(readable: asyncio.Future[None] = readable) -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(conn.fileno(), wake)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(conn.fileno())
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        raise DriverError(f"{peer} ended without an answer") from None
 
 
 async def _pull_loop(psub: Any, sink: MessageSink) -> None:

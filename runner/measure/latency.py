@@ -39,6 +39,12 @@ class LatencyRecorder:
         counts = self.counts
         counts[micros] = counts.get(micros, 0) + 1
 
+    def add_counts(self, counts: dict[int, int]) -> None:
+        """Fold in another recorder's counts (e.g. kept in another process)."""
+        mine = self.counts
+        for value, count in counts.items():
+            mine[value] = mine.get(value, 0) + count
+
     @property
     def count(self) -> int:
         return sum(self.counts.values())

@@ -7,6 +7,7 @@ predictable effect, so these tests prove the accounting counts what really happe
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from typing import Any
@@ -15,12 +16,16 @@ import nats
 import psutil
 import pytest
 from confluent_kafka.admin import AdminClient
+from hdrh.histogram import HdrHistogram
 from nats.js.errors import NotFoundError
 
 from runner.brokers import RunningBroker
 from runner.brokers.base import free_ports
+from runner.drivers.nats import PUBLISHER_ENV
 from runner.measure.faults import Faults
+from runner.measure.latency import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, LatencyRecorder
 from runner.trial import TrialRequest, run_trial, trial_timeout
+from runner.trial_worker import _run
 from schemas.resolve import TrialSettings
 from schemas.results import TrialResult
 from schemas.spec import KafkaBroker, NatsBroker
@@ -258,3 +263,55 @@ def no_trial_processes() -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_latency_recorder_equals_an_hdr_histogram_of_every_value() -> None:
+    """Counting per bucket (cheap on the event loop) builds exactly hdrh's histogram."""
+    rng = random.Random(7)
+    values = [int(rng.lognormvariate(13, 3)) for _ in range(20_000)]
+    values += [0, 999, 2_047_999, 2_048_000, 2_049_000, 10**16]  # clamps and bucket edges
+    recorder = LatencyRecorder()
+    direct = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+    for value in values:
+        recorder.record_ns(value)
+        direct.record_value(min(max(value // 1000, LOWEST_US), HIGHEST_US))
+    built = recorder.histogram()
+    for percentile in (0.0, 1.0, 50.0, 90.0, 99.0, 99.9, 99.99, 100.0):
+        assert built.get_value_at_percentile(percentile) == direct.get_value_at_percentile(
+            percentile
+        )
+    assert built.get_total_count() == direct.get_total_count() == len(values)
+    assert (built.get_min_value(), built.get_max_value()) == (
+        direct.get_min_value(),
+        direct.get_max_value(),
+    )
+    assert built.get_mean_value() == direct.get_mean_value()
+
+
+@pytest.mark.parametrize("publisher", ["process", "loop"])
+def test_nats_publisher_in_either_place_is_exact_and_reaped(
+    publisher: str, nats_broker: RunningBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forked publisher process (default) and producers on the trial's own loop account
+    alike, discard-new refusals included; no publisher process outlives the trial."""
+    monkeypatch.setenv(PUBLISHER_ENV, publisher)
+    children = {p.pid for p in psutil.Process().children()}
+    exact = asyncio.run(_run(make_request(nats_broker, nats_config()), spawn_s=0.0))
+    assert_exact(exact)
+    config = nats_config(stream={"max_msgs": 500, "discard": "new"})
+    refused = asyncio.run(_run(make_request(nats_broker, config), spawn_s=0.0))
+    assert (refused.metrics.acked, refused.metrics.received) == (500, 500)
+    assert refused.metrics.publish_errors == {"maximum messages exceeded": 1500}
+    assert {p.pid for p in psutil.Process().children()} <= children  # reaped, no zombie
+
+
+def test_trial_stopped_while_publishing_takes_its_publisher_along(
+    nats_broker: RunningBroker,
+) -> None:
+    """Past its timeout mid-publish, the trial kills its forked publisher and cleans up."""
+    request = make_request(nats_broker, nats_config(), rate=200)  # 2000 messages: 10 s
+    result = run_trial(request, timeout=2.0)
+    assert result.status == "failed"
+    assert result.error and "publishing" in result.error
+    assert no_trial_processes()
+    assert not nats_stream_exists(nats_broker.address, request.topic)

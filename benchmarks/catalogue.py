@@ -1,0 +1,138 @@
+"""Every comparison the benchmark makes: its title, unit, reference, goal and what it compares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from benchmarks.report import Comparison
+from runner.drivers.nats import PUBLISHER_ENV
+
+
+@dataclass(frozen=True)
+class Entry:
+    title: str
+    unit: str
+    reference: str
+    goal: str | None  # on the ratio exprun / reference
+    note: str
+
+
+ENTRIES: dict[str, Entry] = {
+    "kafka_publish": Entry(
+        "Kafka publish",
+        "msg/s",
+        "ProducerPerformance",
+        ">= 0.8",
+        "exprun: publish throughput (first send -> last ack) of a trial whose consumer runs "
+        "too; the tool only produces. Same record size, count, acks, linger.ms, batch.size.",
+    ),
+    "kafka_end_to_end_vs_publish": Entry(
+        "Kafka end-to-end / publish",
+        "msg/s",
+        "publish",
+        ">= 0.7",
+        "Received msg/s (first send -> last handled) / published msg/s of the same trials; "
+        "256 workers, zero processing time.",
+    ),
+    "kafka_latency_p50": Entry(
+        "Kafka e2e latency p50",
+        "ms",
+        "EndToEndLatency",
+        None,
+        "The tool sends one record, polls until it is back, commits, repeats; exprun's trial "
+        "is paced at a low rate so that messages travel alone. Both: acks=all, linger.ms=0, "
+        "consumer fetch wait 0. The tool truncates its percentiles to whole ms.",
+    ),
+    "kafka_latency_p99": Entry(
+        "Kafka e2e latency p99", "ms", "EndToEndLatency", None, "As for p50."
+    ),
+    "kafka_latency_mean": Entry(
+        "Kafka e2e latency mean",
+        "ms",
+        "EndToEndLatency",
+        None,
+        "As for p50; the tool prints its mean to 0.1 us, so this row always compares.",
+    ),
+    "nats_publish_vs_nats_py": Entry(
+        "JetStream publish vs nats-py publish_async",
+        "msg/s",
+        "nats-py publish_async",
+        ">= 0.9",
+        "exprun: publish throughput of a trial whose consumer runs too; the bare loop only "
+        "publishes (JetStream.publish_async, the same in-flight limit, 4096).",
+    ),
+    "nats_publish_vs_nats_py_window": Entry(
+        "JetStream publish vs leanest nats-py loop",
+        "msg/s",
+        "nats-py window loop",
+        None,
+        "The fastest publish loop nats-py allows (core publish + reply inbox, acks counted, "
+        "not parsed), publishing alone: the Python client's real ceiling.",
+    ),
+    "nats_publish_vs_nats_bench": Entry(
+        "JetStream publish vs nats bench",
+        "msg/s",
+        "nats bench js pub async",
+        None,
+        "natscli (Go) publishing alone: async batches of 500, in-memory stream.",
+    ),
+    "nats_end_to_end_vs_publish": Entry(
+        "JetStream end-to-end / publish",
+        "msg/s",
+        "publish",
+        ">= 0.7",
+        "Received msg/s / published msg/s of the same trials; 256 workers, zero processing time.",
+    ),
+    "nats_end_to_end_vs_nats_py": Entry(
+        "JetStream end-to-end vs bare nats-py pub+sub",
+        "msg/s",
+        "nats-py window loop + consumer",
+        None,
+        "The same work with nothing of exprun: the leanest publish loop, and a forked process "
+        "whose ordered push consumer only counts. exprun's end-to-end against it is the "
+        "harness's own cost on top of the Python client.",
+    ),
+    "nats_publisher_process_vs_loop": Entry(
+        "JetStream e2e: forked publisher vs one loop",
+        "msg/s",
+        "publisher on trial loop",
+        None,
+        "End-to-end msg/s with the NATS driver's producers in a forked process (the default) "
+        f"vs on the trial's event loop ({PUBLISHER_ENV}=loop); both run by benchmarks.probe.",
+    ),
+    "matrix_wall": Entry(
+        "worker_pool_256 matrix wall time",
+        "s",
+        "budget",
+        "<= 1.0",
+        "`exprun run experiments/worker_pool_256.yaml` as a subprocess, the brokers' start "
+        "included; details break it down.",
+    ),
+    "trial_fixed_cost": Entry(
+        "Per-trial fixed cost (median)",
+        "s",
+        "budget",
+        "<= 1.0",
+        "spawn + topic/stream create + clients ready + tear-down, per matrix trial.",
+    ),
+    "nats_ready": Entry(
+        "Embedded NATS ready",
+        "s",
+        "budget",
+        "<= 1.0",
+        "start_seconds of every embedded NATS start of this run (harness and matrix).",
+    ),
+    "kafka_ready": Entry(
+        "Embedded Kafka ready (jars cached)",
+        "s",
+        "budget",
+        "<= 1.0",
+        "start_seconds of every embedded Kafka start of this run (harness and matrix).",
+    ),
+}
+KEYS = tuple(ENTRIES)  # table order; the smoke test checks that the JSON holds every one
+
+
+def new_comparison(key: str) -> Comparison:
+    entry = ENTRIES[key]
+    return Comparison(key, entry.title, entry.unit, entry.reference, entry.goal, entry.note)

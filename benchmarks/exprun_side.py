@@ -1,0 +1,136 @@
+"""exprun's side of each comparison: trials configured as a spec would configure them, and run
+as `exprun` runs them (a forked trial process per trial), or through benchmarks.probe.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from runner.brokers import RunningBroker
+from runner.trial import TrialRequest, run_trial
+from schemas.resolve import TrialSettings
+from schemas.results import TrialResult
+from schemas.spec import KafkaBroker, NatsBroker
+
+MESSAGE_SIZE = 1024
+WORKERS = 256  # "a large worker pool": the handler pool never limits a zero-work trial
+MAX_PENDING = 4096  # exprun's default JetStream in-flight window
+PROBE_TIMEOUT_S = 300.0
+
+
+class TrialFailed(Exception):
+    """An exprun trial of the benchmark did not finish "ok"; str() is its error."""
+
+
+def nats_config() -> NatsBroker:
+    return NatsBroker.model_validate(
+        {
+            "type": "nats",
+            "workers": WORKERS,
+            "stream": {"storage": "memory"},
+            "publish": {"max_pending": MAX_PENDING},
+        }
+    )
+
+
+def kafka_config(
+    producer: dict[str, str | int], consumer: dict[str, str | int] | None = None
+) -> KafkaBroker:
+    return KafkaBroker.model_validate(
+        {
+            "type": "kafka",
+            "workers": WORKERS,
+            "topic": {"partitions": 1, "replication_factor": 1},
+            "producer": producer,
+            "consumer": consumer or {},
+        }
+    )
+
+
+def trial_request(
+    broker: RunningBroker,
+    config: NatsBroker | KafkaBroker,
+    messages: int,
+    *,
+    rate: float | None = None,
+) -> TrialRequest:
+    """Zero processing time, no settle wait: only the clients and the broker are measured."""
+    workload = TrialSettings.model_validate(
+        {
+            "messages": messages,
+            "message_size": MESSAGE_SIZE,
+            "processing_time": "0s",
+            "settle_time": "0s",
+            "drain_timeout": "30s",
+            "rate": rate if rate is not None else "unlimited",
+        }
+    )
+    return TrialRequest(
+        index=0,
+        broker=config.type,
+        variant="benchmark",
+        scenario="benchmark",
+        repetition=0,
+        warmup=False,
+        address=broker.address,
+        broker_pid=broker.pid,
+        broker_config=config,
+        workload=workload,
+        topic=f"exprun-bench-{uuid.uuid4().hex[:12]}",
+    )
+
+
+def fresh(request: TrialRequest) -> TrialRequest:
+    """The same trial on a topic / stream of its own."""
+    return request.model_copy(update={"topic": f"exprun-bench-{uuid.uuid4().hex[:12]}"})
+
+
+def run(request: TrialRequest) -> TrialResult:
+    """One trial as exprun runs it; TrialFailed unless it is "ok" and lost nothing."""
+    return _checked(run_trial(fresh(request)))
+
+
+def run_probe(request: TrialRequest, env: dict[str, str]) -> TrialResult:
+    """One trial in a fresh interpreter (benchmarks.probe) with extra environment variables."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        handle.write(fresh(request).model_dump_json())
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.probe", handle.name],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            env={**os.environ, **env},
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    finally:
+        os.unlink(handle.name)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise TrialFailed(f"probe exit {done.returncode}: {last[:300]}")
+    return _checked(TrialResult.model_validate_json(done.stdout.strip().splitlines()[-1]))
+
+
+def _checked(result: TrialResult) -> TrialResult:
+    m = result.metrics
+    if result.status != "ok":
+        raise TrialFailed(result.error or "failed")
+    if m.lost or m.duplicated or m.publish_errors or m.received != m.sent:
+        raise TrialFailed(
+            f"inexact trial: sent {m.sent}, received {m.received}, lost {m.lost}, "
+            f"duplicated {m.duplicated}, publish errors {m.publish_errors}"
+        )
+    return result
+
+
+def fixed_costs(result: TrialResult) -> dict[str, Any]:
+    """A trial's set-up and tear-down costs, for the JSON details."""
+    m = result.metrics
+    keys = ("spawn_s", "create_s", "connect_s", "teardown_s", "duration_s", "trial_duration_s")
+    return {key: getattr(m, key) for key in keys}

@@ -1,0 +1,507 @@
+"""Does exprun measure the broker, not itself? exprun against the brokers' native tools.
+
+    python -m benchmarks.harness [--quick] [--out FILE.json] [--profile]
+
+One run, on embedded brokers (one at a time): the sides of every comparison are interleaved
+(A B A B ...) and repeated, each side summarised by its median; ratios are exprun / reference.
+Prints a table and writes JSON with the machine it ran on. Where a goal is missed, the exprun
+trial behind it is profiled with py-spy and its busiest code is named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from benchmarks import exprun_side, machine, native
+from benchmarks.catalogue import KEYS, new_comparison
+from benchmarks.exprun_side import (
+    MAX_PENDING,
+    MESSAGE_SIZE,
+    TrialFailed,
+    kafka_config,
+    nats_config,
+    trial_request,
+)
+from benchmarks.matrix import BUDGET_S, run_matrix
+from benchmarks.profile import profile_trial
+from benchmarks.report import Comparison, table, write_document
+from runner.brokers import BrokerStartError, RunningBroker, kafka_classpath, start_kafka, start_nats
+from runner.drivers.nats import PUBLISHER_ENV
+from runner.trial import TrialRequest, prestart
+from schemas.results import TrialResult
+
+T = TypeVar("T")
+
+NATS_READY_BUDGET_S = 1.0
+KAFKA_READY_BUDGET_S = 15.0
+FIXED_COST_BUDGET_S = 1.0
+# Kafka producer settings both sides share: acks and linger.ms as in worker_pool_256.yaml,
+# batch.size librdkafka's default (Java's own default is 16 KiB).
+KAFKA_PRODUCER: dict[str, str | int] = {"acks": "all", "linger.ms": 5, "batch.size": 1_000_000}
+# EndToEndLatency's own client settings (linger.ms=0, fetch.max.wait.ms=0), for exprun's side.
+LATENCY_PRODUCER: dict[str, str | int] = {"acks": "all", "linger.ms": 0}
+LATENCY_CONSUMER: dict[str, str | int] = {"fetch.wait.max.ms": 0}
+NATS_BENCH_BATCH = 500  # nats bench's default async batch
+NATS_PUBLISH = (
+    "nats_publish_vs_nats_py",
+    "nats_publish_vs_nats_py_window",
+    "nats_publish_vs_nats_bench",
+    "nats_end_to_end_vs_publish",
+)
+KAFKA_PUBLISH = ("kafka_publish", "kafka_end_to_end_vs_publish")
+KAFKA_LATENCY = ("kafka_latency_p50", "kafka_latency_p99", "kafka_latency_mean")
+MEASURED = (TrialFailed, native.ToolError, BrokerStartError)
+
+
+@dataclass(frozen=True)
+class Settings:
+    repetitions: int
+    nats_messages: int
+    kafka_messages: int
+    latency_messages: int
+    latency_rate: float  # msg/s of exprun's paced latency trial
+    warmup: bool  # one unrecorded round of every side first (JIT, page cache, connections)
+    install_natscli: bool
+    profile: str  # "missed" (goals missed), "always" or "never"
+    matrix_args: tuple[str, ...]
+    wait_s: float  # for another Kafka broker on the machine to end
+    download_jars: bool  # may resolve the Kafka jars with Maven (minutes on a fresh machine)
+
+
+FULL = Settings(
+    repetitions=5,
+    nats_messages=100_000,
+    kafka_messages=200_000,
+    latency_messages=1_000,
+    latency_rate=200.0,
+    warmup=True,
+    install_natscli=True,
+    profile="missed",
+    matrix_args=(),
+    wait_s=900.0,
+    download_jars=True,
+)
+QUICK = Settings(
+    repetitions=1,
+    nats_messages=5_000,
+    kafka_messages=10_000,
+    latency_messages=100,
+    latency_rate=200.0,
+    warmup=False,
+    install_natscli=False,
+    profile="never",
+    matrix_args=("--scenario", "Low", "--repetitions", "1"),
+    wait_s=0.0,
+    download_jars=False,
+)
+
+
+class Bench:
+    """The comparisons of one harness run, and the exprun trials behind them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.comparisons = {key: new_comparison(key) for key in KEYS}
+        self.ready: dict[str, list[float]] = {"nats": [], "kafka": []}
+        self._targets: dict[str, tuple[TrialRequest, dict[str, str]]] = {}
+        self._profiles: dict[str, dict[str, Any]] = {}  # by trial configuration
+        self.kafka_skipped = False
+
+    def __getitem__(self, key: str) -> Comparison:
+        return self.comparisons[key]
+
+    def sample(self, keys: tuple[str, ...], side: str, measure: Callable[[], T]) -> T | None:
+        """Measure one side once; on failure, every comparison that needed it says why."""
+        try:
+            return measure()
+        except MEASURED as error:
+            for key in keys:
+                self[key].fail(f"{side}: {error}")
+            return None
+
+    def add(
+        self, key: str, round_: int, exprun: float | None = None, reference: float | None = None
+    ) -> None:
+        """Record one round's figures; round -1 is the warm-up, never recorded."""
+        if round_ < 0:
+            return
+        if exprun is not None:
+            self[key].exprun_samples.append(exprun)
+        if reference is not None:
+            self[key].reference_samples.append(reference)
+
+    def rounds(self) -> range:
+        return range(-1 if self.settings.warmup else 0, self.settings.repetitions)
+
+    # --- NATS ----------------------------------------------------------------------------
+
+    def nats(self) -> None:
+        natscli, how = native.find_natscli(install=self.settings.install_natscli)
+        self["nats_publish_vs_nats_bench"].details["natscli"] = how
+        if natscli is None:
+            self["nats_publish_vs_nats_bench"].fail(how)
+        keys = (*NATS_PUBLISH, "nats_end_to_end_vs_nats_py", "nats_publisher_process_vs_loop")
+        try:
+            with self._broker(start_nats, "nats") as broker:
+                request = trial_request(broker, nats_config(), self.settings.nats_messages)
+                self._targets.update(dict.fromkeys(keys, (request, {})))
+                for round_ in self.rounds():
+                    self._nats_round(broker, request, natscli, round_)
+                self.profile(keys)
+        except BrokerStartError as error:
+            for key in keys:
+                self[key].fail(f"embedded NATS: {error}")
+
+    def _nats_round(
+        self, broker: RunningBroker, request: TrialRequest, natscli: Path | None, round_: int
+    ) -> None:
+        messages = self.settings.nats_messages
+        result = self.sample(NATS_PUBLISH, "exprun", partial(exprun_side.run, request))
+        if result is not None:
+            for key in NATS_PUBLISH[:3]:
+                self.add(key, round_, exprun=_publish(result))
+            self._end_to_end(result, "nats_end_to_end_vs_publish", round_)
+        if result is not None:
+            self.add("nats_end_to_end_vs_nats_py", round_, exprun=result.metrics.throughput)
+        for mode, key in (("async", NATS_PUBLISH[0]), ("window", NATS_PUBLISH[1])):
+            loop = partial(
+                native.bare_nats, broker.address, messages, MESSAGE_SIZE, MAX_PENDING, mode
+            )
+            rates = self.sample((key,), f"nats-py {mode} loop", loop)
+            self.add(key, round_, reference=rates[0] if rates else None)
+        pubsub = partial(
+            native.bare_nats, broker.address, messages, MESSAGE_SIZE, MAX_PENDING, "window", True
+        )
+        rates = self.sample(("nats_end_to_end_vs_nats_py",), "nats-py pub+sub", pubsub)
+        self.add("nats_end_to_end_vs_nats_py", round_, reference=rates[1] if rates else None)
+        if natscli is not None:
+            stream = f"bench-{uuid.uuid4().hex[:10]}"
+            bench = partial(
+                native.nats_bench_publish,
+                natscli,
+                broker.address,
+                stream,
+                messages,
+                MESSAGE_SIZE,
+                NATS_BENCH_BATCH,
+            )
+            rate = self.sample((NATS_PUBLISH[2],), "nats bench", bench)
+            _delete_stream(broker.address, stream)
+            self.add(NATS_PUBLISH[2], round_, reference=rate)
+        self._publisher_ab(request, round_)
+
+    def _publisher_ab(self, request: TrialRequest, round_: int) -> None:
+        """The NATS driver's forked publisher against producers on the trial's own loop."""
+        key = "nats_publisher_process_vs_loop"
+        for mode in ("process", "loop"):
+            probe = partial(exprun_side.run_probe, request, {PUBLISHER_ENV: mode})
+            result = self.sample((key,), f"exprun ({PUBLISHER_ENV}={mode})", probe)
+            if result is None:
+                continue
+            e2e = result.metrics.throughput or 0.0
+            if mode == "process":
+                self.add(key, round_, exprun=e2e)
+            else:
+                self.add(key, round_, reference=e2e)
+            if round_ >= 0:
+                publish = self[key].details.setdefault(f"{mode}_publish_throughput", [])
+                publish.append(_publish(result))
+
+    # --- Kafka ---------------------------------------------------------------------------
+
+    def kafka(self) -> None:
+        keys = (*KAFKA_PUBLISH, *KAFKA_LATENCY)
+        if not (self.settings.download_jars or native.kafka_jars_cached()):
+            self.kafka_skipped = True
+            for key in keys:
+                self[key].fail(
+                    "Kafka jars not cached yet (--quick downloads nothing; a full run does)"
+                )
+            return
+        try:
+            kafka_classpath()  # resolved and cached before the broker's start is timed
+            with self._broker(start_kafka, "kafka") as broker:
+                config = kafka_config(KAFKA_PRODUCER)
+                request = trial_request(broker, config, self.settings.kafka_messages)
+                self._targets.update(dict.fromkeys(KAFKA_PUBLISH, (request, {})))
+                for round_ in self.rounds():
+                    self._kafka_round(broker, request, round_)
+                for round_ in self.rounds():
+                    self._latency_round(broker, round_)
+                self._latency_comparable()
+                self.profile(KAFKA_PUBLISH)
+        except BrokerStartError as error:
+            self.kafka_skipped = True
+            for key in keys:
+                self[key].fail(f"embedded Kafka: {error}")
+
+    def _kafka_round(self, broker: RunningBroker, request: TrialRequest, round_: int) -> None:
+        result = self.sample(KAFKA_PUBLISH, "exprun", partial(exprun_side.run, request))
+        if result is not None:
+            self.add("kafka_publish", round_, exprun=_publish(result))
+            self._end_to_end(result, "kafka_end_to_end_vs_publish", round_)
+        properties = {key: str(value) for key, value in KAFKA_PRODUCER.items()}
+
+        def tool() -> float:
+            topic = _kafka_topic(broker.address)
+            records = self.settings.kafka_messages
+            return native.producer_performance(
+                broker.address, topic, records, MESSAGE_SIZE, properties
+            )
+
+        rate = self.sample(("kafka_publish",), "ProducerPerformance", tool)
+        self.add("kafka_publish", round_, reference=rate)
+
+    def _latency_round(self, broker: RunningBroker, round_: int) -> None:
+        s = self.settings
+        config = kafka_config(LATENCY_PRODUCER, LATENCY_CONSUMER)
+        request = trial_request(broker, config, s.latency_messages, rate=s.latency_rate)
+        result = self.sample(KAFKA_LATENCY, "exprun", partial(exprun_side.run, request))
+        if result is not None:
+            latency = result.metrics.latency_ms
+            self.add("kafka_latency_p50", round_, exprun=latency.p50)
+            self.add("kafka_latency_p99", round_, exprun=latency.p99)
+            self.add("kafka_latency_mean", round_, exprun=latency.mean)
+
+        def tool() -> native.LatencyFigures:
+            topic = _kafka_topic(broker.address)
+            return native.end_to_end_latency(
+                broker.address, topic, s.latency_messages, MESSAGE_SIZE
+            )
+
+        figures = self.sample(KAFKA_LATENCY, "EndToEndLatency", tool)
+        if figures is not None:
+            self.add("kafka_latency_p50", round_, reference=figures.p50_ms)
+            self.add("kafka_latency_p99", round_, reference=figures.p99_ms)
+            self.add("kafka_latency_mean", round_, reference=figures.mean_ms)
+
+    def _latency_comparable(self) -> None:
+        for key in KAFKA_LATENCY[:2]:
+            reference = self[key].reference
+            if reference is not None and reference < 1.0:
+                self[key].fail(
+                    "EndToEndLatency truncates percentiles to whole ms: it printed 0 (< 1 ms)"
+                )
+
+    # --- matrix and readiness ------------------------------------------------------------
+
+    def matrix(self) -> None:
+        args = list(self.settings.matrix_args)
+        if self.kafka_skipped:
+            args += ["--broker", "nats"]  # what failed above would fail the matrix too
+        run = run_matrix(args)
+        wall, fixed = self["matrix_wall"], self["trial_fixed_cost"]
+        wall.details = {"argv": run.argv[3:], **run.breakdown()}
+        if args:
+            wall.note += " Reduced matrix: " + " ".join(args)
+        if run.error is not None:
+            wall.fail(run.error)
+            fixed.fail(run.error)
+        self.add("matrix_wall", 0, exprun=run.wall_s, reference=BUDGET_S)
+        if run.fixed_costs:
+            median = statistics.median(run.fixed_costs)
+            self.add("trial_fixed_cost", 0, exprun=median, reference=FIXED_COST_BUDGET_S)
+        for name, seconds in run.broker_start_s.items():
+            self.ready.setdefault(name, []).append(seconds)
+
+    def readiness(self) -> None:
+        for name, budget in (("nats", NATS_READY_BUDGET_S), ("kafka", KAFKA_READY_BUDGET_S)):
+            comparison = self[f"{name}_ready"]
+            comparison.exprun_samples.extend(self.ready.get(name, []))
+            comparison.reference_samples.append(budget)
+            if not comparison.exprun_samples:
+                comparison.fail(f"no embedded {name} broker started")
+
+    # --- helpers -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _broker(self, start: Callable[[], RunningBroker], name: str) -> Iterator[RunningBroker]:
+        """An embedded broker for one section; its start time counts towards readiness."""
+        broker = start()
+        self.ready[name].append(broker.start_seconds or 0.0)
+        try:
+            prestart()
+            yield broker
+        finally:
+            broker.stop()
+
+    def _end_to_end(self, result: TrialResult, key: str, round_: int) -> None:
+        self.add(key, round_, exprun=result.metrics.throughput, reference=_publish(result))
+        if round_ >= 0:
+            costs = self[key].details.setdefault("fixed_costs", [])
+            costs.append(exprun_side.fixed_costs(result))
+
+    def profile(self, keys: tuple[str, ...]) -> None:
+        """Profile the exprun trial behind each missed (with --profile: every) goal of `keys`,
+        while their broker still runs."""
+        mode = self.settings.profile
+        for key in keys:
+            comparison, target = self[key], self._targets.get(key)
+            wanted = mode == "always" or (mode == "missed" and comparison.met is False)
+            if target is None or not wanted:
+                continue
+            request, env = target
+            signature = request.model_dump_json(exclude={"topic"}) + repr(sorted(env.items()))
+            if signature not in self._profiles:
+                print(f"   profiling the exprun trial of {key}", file=sys.stderr, flush=True)
+                self._profiles[signature] = profile_trial(exprun_side.fresh(request), env)
+            comparison.bottleneck = self._profiles[signature]
+
+    def explain_misses(self) -> None:
+        """A missed goal without a profile gets what was measured about it instead."""
+        for comparison in self.comparisons.values():
+            if comparison.met is False and comparison.bottleneck is None:
+                comparison.bottleneck = _measured_bottleneck(comparison, self.settings.profile)
+
+
+def _measured_bottleneck(comparison: Comparison, mode: str) -> dict[str, Any]:
+    if comparison.key == "matrix_wall":
+        parts = comparison.details
+        return {"largest_parts": {k: v for k, v in parts.items() if k.endswith("_s")}}
+    if comparison.key.endswith("_ready"):
+        return {"note": "the broker process's own start (JVM / server boot), not exprun code"}
+    why = "not profiled in --quick" if mode == "never" else "no exprun trial behind it"
+    return {"unavailable": why}
+
+
+def _publish(result: TrialResult) -> float:
+    return result.metrics.publish_throughput or 0.0
+
+
+def _kafka_topic(bootstrap: str) -> str:
+    """A fresh one-partition topic, as each exprun trial gets (the tools would auto-create)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    name = f"bench-{uuid.uuid4().hex[:10]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    future = admin.create_topics([NewTopic(name, 1, 1)], operation_timeout=30)[name]
+    try:
+        future.result(timeout=30)
+    except Exception as error:
+        raise native.ToolError(f"cannot create topic {name}: {error}") from None
+    return name
+
+
+def _delete_stream(server: str, stream: str) -> None:
+    """Drop a nats bench stream: in memory, they would pile up in the broker."""
+    import nats
+
+    async def delete() -> None:
+        nc = await nats.connect(server)
+        try:
+            await nc.jetstream().delete_stream(stream)
+        finally:
+            await nc.close()
+
+    with contextlib.suppress(Exception):
+        asyncio.run(delete())
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.harness",
+        description="exprun against the brokers' native benchmark tools",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: small counts, 1 round")
+    parser.add_argument("--out", type=Path, help="JSON file (default results/benchmark-*.json)")
+    parser.add_argument("--repetitions", type=int, help="rounds per comparison (default 5)")
+    parser.add_argument(
+        "--profile", action="store_true", help="profile every exprun trial, not only misses"
+    )
+    parser.add_argument(
+        "--wait", type=float, help="seconds to wait for another Kafka to end (default 900)"
+    )
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    settings = QUICK if args.quick else FULL
+    if args.repetitions is not None:
+        settings = replace(settings, repetitions=max(1, args.repetitions))
+    if args.profile:
+        settings = replace(settings, profile="always")
+    if args.wait is not None:
+        settings = replace(settings, wait_s=args.wait)
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    settings = settings_from(args)
+    started, clock = datetime.now(UTC), time.monotonic()
+    others = machine.wait_for_quiet_machine(settings.wait_s)
+    bench = Bench(settings)
+    _section("NATS JetStream", bench.nats)
+    _section("Kafka", bench.kafka)
+    _section("worker_pool_256 matrix", bench.matrix)
+    bench.readiness()
+    bench.explain_misses()
+    comparisons = [bench[key] for key in KEYS]
+    print(table(comparisons))
+    for line in bottleneck_lines(comparisons):
+        print(line)
+    document = {
+        "benchmark": "exprun vs the brokers' native tools (python -m benchmarks.harness)",
+        "quick": args.quick,
+        "started_at": started.isoformat(),
+        "wall_s": round(time.monotonic() - clock, 1),
+        "machine": machine.describe(),
+        "other_brokers_running_at_start": others,
+        "settings": asdict(settings),
+        "comparisons": [c.document() for c in comparisons],
+    }
+    out = args.out or Path("results") / f"benchmark-{started:%Y%m%dT%H%M%SZ}.json"
+    write_document(out, document)
+    print(f"\nJSON: {out}", file=sys.stderr)
+    return 0
+
+
+def _section(name: str, body: Callable[[], None]) -> None:
+    print(f"== {name} ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    body()
+    print(f"   {name}: {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+
+
+def bottleneck_lines(comparisons: list[Comparison]) -> list[str]:
+    """For every missed goal: what was measured to limit it."""
+    lines = []
+    for c in comparisons:
+        if c.met is False:
+            lines.append(f"\n{c.title}: goal {c.goal} missed (ratio {c.ratio:.2f}); measured:")
+            lines += [f"  {line}" for line in describe_bottleneck(c.bottleneck or {})]
+    return lines
+
+
+def describe_bottleneck(bottleneck: Mapping[str, Any]) -> list[str]:
+    """A profile (or a breakdown) as a few readable lines."""
+    if "unavailable" in bottleneck:
+        return [f"profile unavailable: {bottleneck['unavailable']}"]
+    lines = []
+    for process in bottleneck.get("processes", []):
+        packages = ", ".join(f"{k} {v:.0%}" for k, v in process["packages"].items())
+        top = list(process["top_functions"].items())[:4]
+        busy = process["busy_share"]
+        lines.append(f"{process['process']}: busy {busy:.0%} of its samples; {packages}")
+        lines.append("    top: " + ", ".join(f"{k} {v:.0%}" for k, v in top))
+    lines += [f"{key}: {value}" for key, value in bottleneck.items() if key != "processes"]
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
