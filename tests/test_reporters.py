@@ -270,10 +270,16 @@ def test_html_charts_show_throughput_and_p99_with_ci(report: Report) -> None:
 
 def test_write_reports_writes_the_chosen_formats(tmp_path: Path) -> None:
     run = write_run_folder(tmp_path / "run", source_like_trials(repetitions=3))
+    spec = run / "spec.yaml"
+    text = spec.read_text()
+    assert "\nreports: [markdown, csv, json, html]\n" in text
+    spec.write_text(
+        text.replace("reports: [markdown, csv, json, html]", "reports: [markdown, csv]")
+    )
     written: list[Path] = []
     report = write_reports(run, None, announce=written.append)
-    # The spec's `reports:` list: markdown, csv, json.
-    assert {p.name for p in written} == ALL_FILES - {"report.html"}
+    # The spec's `reports:` list: markdown and csv only.
+    assert {p.name for p in written} == {"report.md", "trials.csv", "cells.csv", "comparisons.csv"}
     assert report.spec.name == "worker-pool-256"
     assert report.environment["machine"]["cpu"] == "Synthetic CPU @ 3.0GHz"
     assert not list(run.glob("*.partial"))
