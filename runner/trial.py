@@ -31,7 +31,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 from pydantic import BaseModel, ConfigDict
@@ -40,7 +40,7 @@ from runner.brokers.base import tail_file
 from runner.measure.faults import Faults
 from runner.measure.messages import now_ns
 from schemas.resolve import TrialSettings
-from schemas.results import TrialResult
+from schemas.results import Metrics, TrialResult
 from schemas.spec import Broker
 
 PRELOAD = ["runner.trial_worker"]
@@ -70,6 +70,32 @@ class TrialRequest(BaseModel):
     # valid for a Kafka topic, a JetStream stream and a NATS subject alike.
     topic: str
     faults: Faults = Faults()  # harness self-tests only, see runner.measure.faults
+
+    def result(
+        self,
+        status: Literal["ok", "failed"],
+        error: str | None,
+        started_at: str,
+        metrics: Metrics | None = None,
+    ) -> TrialResult:
+        """This trial's result record, with whatever was measured."""
+        return TrialResult(
+            index=self.index,
+            broker=self.broker,
+            broker_type=self.broker_config.type,
+            variant=self.variant,
+            scenario=self.scenario,
+            repetition=self.repetition,
+            warmup=self.warmup,
+            status=status,
+            error=error,
+            started_at=started_at,
+            config={
+                "broker": self.broker_config.model_dump(mode="json"),
+                "workload": self.workload.model_dump(mode="json"),
+            },
+            metrics=metrics or Metrics(),
+        )
 
 
 def trial_timeout(request: TrialRequest) -> float:
@@ -315,19 +341,4 @@ def _running(pid: int) -> bool:
 
 
 def _failed(request: TrialRequest, started_at: str, reason: str) -> TrialResult:
-    return TrialResult(
-        index=request.index,
-        broker=request.broker,
-        broker_type=request.broker_config.type,
-        variant=request.variant,
-        scenario=request.scenario,
-        repetition=request.repetition,
-        warmup=request.warmup,
-        status="failed",
-        error=reason,
-        started_at=started_at,
-        config={
-            "broker": request.broker_config.model_dump(mode="json"),
-            "workload": request.workload.model_dump(mode="json"),
-        },
-    )
+    return request.result("failed", reason, started_at)

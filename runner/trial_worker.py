@@ -243,23 +243,7 @@ class _Trial:
             metrics.broker_rss_mb = sampler.broker_rss_mb
             metrics.broker_cpu_percent = sampler.broker_cpu_percent
         metrics.trial_duration_s = _seconds(now_ns() - self.t0)
-        return TrialResult(
-            index=request.index,
-            broker=request.broker,
-            broker_type=request.broker_config.type,
-            variant=request.variant,
-            scenario=request.scenario,
-            repetition=request.repetition,
-            warmup=request.warmup,
-            status="ok" if status == "ok" else "failed",
-            error=error,
-            started_at=self.started_at,
-            config={
-                "broker": request.broker_config.model_dump(mode="json"),
-                "workload": request.workload.model_dump(mode="json"),
-            },
-            metrics=metrics,
-        )
+        return request.result("ok" if status == "ok" else "failed", error, self.started_at, metrics)
 
     async def cleanup(self) -> None:
         """After a failure: close what is open and delete the topic, best effort, bounded."""
