@@ -277,26 +277,29 @@ def compare(
         return result(None, None, False, "insufficient data")
 
     test: str | None
-    if _is_constant(a) and _is_constant(b):
-        # No variance on either side: no test statistic exists, and none is needed.
-        test, p = None, (1.0 if delta == 0 else 0.0)
+    p: float | None
+    constant = _is_constant(a) and _is_constant(b)
+    if constant:
         notes.insert(0, f"no variance: baseline {a[0]:g} and candidate {b[0]:g} every time")
+    if constant and (delta == 0 or min(len(a), len(b)) < MIN_SAMPLES_FOR_MWU):
+        # No test statistic exists: equal sides are no change; different ones are a change,
+        # but no p-value is claimed for them (Welch's t is undefined without variance).
+        test, p = None, (1.0 if delta == 0 else None)
     elif min(len(a), len(b)) >= MIN_SAMPLES_FOR_MWU:
         test, p = _mann_whitney(a, b)
     else:
         test, p = _welch(a, b)
         sizes = _sizes(len(a), len(b))
         notes.insert(0, f"{sizes}: Welch's t-test (Mann-Whitney U needs {MIN_SAMPLES_FOR_MWU})")
-    if math.isnan(p):
+    if p is not None and math.isnan(p):
         return result(test, None, False, "~")
 
     noise_ok = delta != 0 and (change is None or abs(change) >= noise_pct)
-    if p < alpha and not noise_ok:
+    decided = p < alpha if p is not None else delta != 0
+    if decided and not noise_ok:
         shown = _pct(abs(change)) if change is not None else "0"
-        notes.append(
-            f"p={p:.3g} but the change {shown} is below the {noise_pct:g}% noise threshold"
-        )
-    significant = p < alpha and noise_ok
+        notes.append(f"the change {shown} is below the {noise_pct:g}% noise threshold")
+    significant = decided and noise_ok
     verdict = _direction(delta, better) if significant else "~"
     return result(test, p, significant, verdict)
 

@@ -188,11 +188,14 @@ def test_unequal_sides_use_smaller_side() -> None:
 def test_constant_but_different_sides_are_significant() -> None:
     # leaked_threads 0 before the fix and 1 after, at every repetition.
     worse = compare([0.0] * 3, [1.0] * 3, better="lower")
-    assert worse.significant and worse.p_value == 0.0 and worse.verdict == "worse"
+    # Welch's t is undefined without variance: significant, but no p-value is claimed.
+    assert worse.significant and worse.p_value is None and worse.verdict == "worse"
     assert worse.note is not None and "no variance" in worse.note
     assert worse.change_pct is None and worse.delta == 1.0
     fixed = compare([1.0] * 5, [0.0] * 5, better="lower")
     assert fixed.verdict == "better" and fixed.change_pct == pytest.approx(-100.0)
+    # With 5 per side the exact U test decides, at its smallest possible p: 2 / C(10, 5).
+    assert fixed.p_value == pytest.approx(2 / 252) and fixed.test is not None
 
 
 def test_constant_and_equal_sides_are_tilde() -> None:
@@ -202,7 +205,7 @@ def test_constant_and_equal_sides_are_tilde() -> None:
 
 def test_constant_small_difference_is_still_subject_to_noise_threshold() -> None:
     c = compare([100.0] * 5, [101.0] * 5, better="higher")
-    assert c.p_value == 0.0 and not c.significant and c.verdict == "~"
+    assert c.p_value == pytest.approx(2 / 252) and not c.significant and c.verdict == "~"
 
 
 def test_ties_use_exact_permutation_p() -> None:
