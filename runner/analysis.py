@@ -43,7 +43,7 @@ from schemas.report import (
     TargetsSummary,
 )
 from schemas.report import format_number as num
-from schemas.resolve import CellConfig
+from schemas.resolve import CellConfig, resolve_cells
 from schemas.results import TrialResult
 from schemas.spec import Experiment
 
@@ -134,16 +134,6 @@ def _find_setting(data: Any, key: str) -> Any:
     return None
 
 
-def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 # --------------------------------------------------------------------------- the report
 
 
@@ -164,7 +154,10 @@ class _Context:
             cv_threshold_pct=spec.statistics.cv_threshold,
             trend_factor=TREND_FACTOR,
         )
-        self.configs = {(c.cell.broker, c.cell.variant, c.cell.scenario): c for c in cells or ()}
+        if cells is None:
+            # The spec dumped as JSON validates again (units are written back as text).
+            cells = resolve_cells(spec, spec.model_dump(mode="json", exclude_unset=True))
+        self.configs = {(c.cell.broker, c.cell.variant, c.cell.scenario): c for c in cells}
         self.brokers = _ordered((t.broker for t in trials), spec.brokers)
         self.variants = _ordered((t.variant for t in trials), spec.variant_names)
         self.scenarios = _ordered((t.scenario for t in trials), spec.scenarios)
@@ -198,28 +191,10 @@ class _Context:
             if found is not None:
                 return found
         config = self.configs.get(key)
-        if config is not None:
-            dumped = {
-                "broker": config.broker.model_dump(),
-                "workload": config.workload.model_dump(),
-            }
-            return _find_setting(dumped, name)
-        return _find_setting(self._declared(key), name)
-
-    def _declared(self, key: CellTuple) -> dict[str, Any]:
-        """The cell's settings merged from the spec models, when no resolved cells were given."""
-        broker, variant, scenario = key
-        spec = self.spec
-        declared = spec.brokers.get(broker)
-        merged: dict[str, Any] = declared.model_dump() if declared else {}
-        chosen = spec.variants.get(variant)
-        if chosen is not None:
-            merged = _deep_merge(merged, chosen.brokers.get(broker, {}))
-        workload = spec.defaults.model_dump()
-        for override in (spec.scenarios.get(scenario), chosen.defaults if chosen else None):
-            if override is not None:
-                workload.update(override.model_dump(exclude_none=True))
-        return {"broker": merged, "workload": workload}
+        if config is None:
+            return None
+        dumped = {"broker": config.broker.model_dump(), "workload": config.workload.model_dump()}
+        return _find_setting(dumped, name)
 
     def messages(self, scenario: str) -> int | None:
         known = self.spec.scenarios.get(scenario)

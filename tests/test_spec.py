@@ -14,6 +14,7 @@ from runner.errors import SpecError
 from runner.plan import make_plan
 from runner.spec_loader import load_spec
 from schemas.json_schema import experiment_schema
+from schemas.resolve import resolve_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "experiments").glob("*.yaml"))
@@ -316,3 +317,11 @@ def test_schema_command_prints_the_schema() -> None:
     result = exprun("schema")
     assert result.returncode == 0
     assert json.loads(result.stdout) == experiment_schema()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.name)
+def test_dumped_spec_resolves_to_the_same_cells(spec: Path) -> None:
+    # Reports re-resolve cells from a spec dumped as JSON: units must survive the round trip.
+    loaded = load_spec(spec)
+    dumped = loaded.spec.model_dump(mode="json", exclude_unset=True)
+    assert resolve_cells(loaded.spec, dumped) == loaded.cells
