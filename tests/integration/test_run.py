@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import psutil
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from exprun_process import exprun, no_leftovers, read_jsonl
 
 SPEC = """\
 version: 1
@@ -40,31 +35,6 @@ repetitions: 2
 warmup: 0
 reports: [markdown, json]
 """
-
-
-def exprun(*args: str, tmp: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runner.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp,
-        env={**os.environ, "TMPDIR": str(tmp)},
-        timeout=timeout,
-    )
-
-
-def leftovers(tmp: Path) -> list[str]:
-    """Broker or trial processes whose command line points into this test's temp dir."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
-        if str(tmp) in cmdline and process.pid != os.getpid():
-            found.append(cmdline[:200])
-    return found
-
-
-def read_jsonl(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @pytest.mark.timeout(400)
@@ -98,4 +68,4 @@ def test_run_records_every_trial_exactly(tmp_path: Path) -> None:
     assert info["complete"] is True and info["planned_trials"] == 16
     assert (run / "spec.yaml").read_text() == SPEC
     assert (run / "report.md").is_file() and (run / "results.json").is_file()
-    assert leftovers(tmp_path) == []
+    assert no_leftovers(tmp_path) == []
