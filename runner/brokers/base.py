@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -345,6 +345,48 @@ def start_error(what: str, log_files: Sequence[Path]) -> BrokerStartError:
 
 
 OWNER_FILE = "exprun.owner"
+
+
+class EmbeddedLauncher(Protocol):
+    """What an embedded broker's launcher knows once it has started the broker."""
+
+    @property
+    def version(self) -> str | None: ...
+
+    @property
+    def endpoints(self) -> dict[str, str]: ...
+
+    @property
+    def log_files(self) -> list[Path]: ...
+
+    def launch(
+        self, new_ports: bool, timeout: float | None
+    ) -> tuple[subprocess.Popen[bytes], str]: ...
+
+
+def start_embedded(
+    kind: str, launcher: EmbeddedLauncher, workdir: Path, timeout: float
+) -> RunningBroker:
+    """First launch of an embedded broker; its temp dir goes if it fails to start."""
+    started = time.monotonic()
+    try:
+        proc, address = launcher.launch(False, timeout)
+    except BaseException:
+        remove_workdir(workdir)
+        raise
+    return RunningBroker(
+        kind=kind,
+        address=address,
+        version=launcher.version,
+        embedded=True,
+        pid=proc.pid,
+        workdir=workdir,
+        endpoints=launcher.endpoints,
+        log_files=launcher.log_files,
+        start_seconds=time.monotonic() - started,
+        _proc=proc,
+        _relaunch=launcher.launch,
+    )
 
 
 def make_workdir(kind: str, parent: Path | None) -> Path:

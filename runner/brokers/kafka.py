@@ -24,9 +24,9 @@ from runner.brokers.base import (
     free_ports,
     is_port_conflict,
     make_workdir,
-    remove_workdir,
     run_tool,
     spawn,
+    start_embedded,
     start_error,
     tail_files,
     tcp_open,
@@ -461,22 +461,4 @@ def start_kafka(
     launcher = _KafkaLauncher(
         java, classpath, version, workdir, port, dict(overrides or {}), tuple(jvm_opts), timeout
     )
-    started = time.monotonic()
-    try:
-        proc, address = launcher.launch(False, timeout)
-    except BaseException:
-        remove_workdir(workdir)
-        raise
-    return RunningBroker(
-        kind="kafka",
-        address=address,
-        version=version,
-        embedded=True,
-        pid=proc.pid,
-        workdir=workdir,
-        endpoints=launcher.endpoints,
-        log_files=launcher.log_files,
-        start_seconds=time.monotonic() - started,
-        _proc=proc,
-        _relaunch=launcher.launch,
-    )
+    return start_embedded("kafka", launcher, workdir, timeout)

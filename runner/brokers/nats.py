@@ -23,8 +23,8 @@ from runner.brokers.base import (
     free_ports,
     is_port_conflict,
     make_workdir,
-    remove_workdir,
     spawn,
+    start_embedded,
     start_error,
     terminate_group,
     wait_until,
@@ -151,6 +151,10 @@ class _NatsLauncher:
     def log_path(self) -> Path:
         return self.workdir / "server.log"
 
+    @property
+    def log_files(self) -> list[Path]:
+        return [self.log_path]
+
     def launch(self, new_ports: bool, timeout: float | None) -> tuple[subprocess.Popen[bytes], str]:
         """Start the server; fresh data and new ports if new_ports or first start."""
         deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
@@ -222,22 +226,4 @@ def start_nats(
     binary = find_nats_server()
     workdir = make_workdir("nats", workdir_parent)
     launcher = _NatsLauncher(binary, workdir, port, dict(overrides or {}), timeout)
-    started = time.monotonic()
-    try:
-        proc, address = launcher.launch(False, timeout)
-    except BaseException:
-        remove_workdir(workdir)
-        raise
-    return RunningBroker(
-        kind="nats",
-        address=address,
-        version=launcher.version,
-        embedded=True,
-        pid=proc.pid,
-        workdir=workdir,
-        endpoints=launcher.endpoints,
-        log_files=[launcher.log_path],
-        start_seconds=time.monotonic() - started,
-        _proc=proc,
-        _relaunch=launcher.launch,
-    )
+    return start_embedded("nats", launcher, workdir, timeout)
