@@ -43,6 +43,17 @@ CONSUME_WAIT_S = 0.05  # how long a consume() call blocks: bounds how fast a con
 POLL_EVERY = 64  # serve delivery reports every this many produce() calls
 # Errors after which the client cannot do its job: the trial fails instead of timing out.
 FATAL_ERRORS = {KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION}
+# Answers of a broker whose fresh partition is not served yet: metadata can name a leader a
+# moment before that broker has taken the partition over.
+NOT_SERVED_YET = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError._UNKNOWN_TOPIC,
+}
 
 
 class KafkaDriver(Driver):
@@ -327,9 +338,9 @@ class _ConsumerThread(threading.Thread):
                 # offset lookup only after 500 ms, which would land in the measured phase. And
                 # an absolute start offset (the fresh topic's low watermark) needs no lookup.
                 consumer.list_topics(self.assigned[0].topic, timeout=self.setup_timeout)
+                deadline = time.monotonic() + self.setup_timeout
                 for partition in self.assigned:
-                    low, _ = consumer.get_watermark_offsets(partition, timeout=self.setup_timeout)
-                    partition.offset = low
+                    partition.offset = _low_watermark(consumer, partition, deadline)
             consumer.assign(self.assigned)
             self._signal_ready(None)
             self._consume(consumer)
@@ -394,6 +405,25 @@ async def _join(thread: threading.Thread) -> None:
     """Join a thread without blocking the event loop."""
     while thread.is_alive():
         await asyncio.sleep(0.005)
+
+
+def _low_watermark(consumer: Consumer, partition: TopicPartition, deadline: float) -> int:
+    """The partition's first offset, asked again while its leader is still taking it over."""
+    while True:
+        try:
+            low, _ = consumer.get_watermark_offsets(
+                partition, timeout=max(0.1, deadline - time.monotonic())
+            )
+            return int(low)
+        except KafkaException as error:
+            code = (
+                error.args[0].code()
+                if error.args and isinstance(error.args[0], KafkaError)
+                else None
+            )
+            if code not in NOT_SERVED_YET or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
 
 
 def _properties(properties: KafkaProperties) -> dict[str, Any]:

@@ -15,12 +15,14 @@ from typing import Any
 import nats
 import psutil
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from hdrh.histogram import HdrHistogram
 from nats.js.errors import NotFoundError
 
 from runner.brokers import RunningBroker
 from runner.brokers.base import free_ports
+from runner.drivers.kafka import _low_watermark
 from runner.drivers.nats import PUBLISHER_ENV
 from runner.measure.faults import Faults
 from runner.measure.latency import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, LatencyRecorder
@@ -138,6 +140,22 @@ def test_kafka_trial_is_exact_and_cleans_up(kafka_broker: RunningBroker) -> None
     assert m.threads_peak > m.threads_before
     assert m.leaked_threads == 0
     assert not kafka_topic_exists(kafka_broker.address, request.topic)
+
+
+def test_kafka_start_offset_waits_for_a_partition_still_being_created(
+    kafka_broker: RunningBroker,
+) -> None:
+    """Asked before the topic's leader serves it, the lookup retries instead of failing."""
+    topic = f"exprun-test-{uuid.uuid4().hex[:12]}"
+    admin = AdminClient({"bootstrap.servers": kafka_broker.address})
+    consumer = Consumer({"bootstrap.servers": kafka_broker.address, "group.id": topic})
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)])  # not awaited: the race is the point
+        deadline = time.monotonic() + 15
+        assert _low_watermark(consumer, TopicPartition(topic, 0), deadline) == 0
+    finally:
+        consumer.close()
+        admin.delete_topics([topic])[topic].result(timeout=15)
 
 
 def test_worker_pool_size_matters(nats_broker: RunningBroker) -> None:
