@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from reporters.diff import FORMATS, render_diff
-from runner.analysis import diff as diff_reports
+from runner.diff import diff as diff_reports
 from runner.errors import BadInputError
 from runner.reporting import load_report, write_reports
 from schemas.report import Diff
