@@ -58,6 +58,7 @@ COMPARISON_COLUMNS = (
     "candidate_median",
     "change_pct",
     "p_value",
+    "p_adjusted",
     "test",
     "verdict",
 )
@@ -154,6 +155,7 @@ def comparisons_csv(report: Report) -> str:
                     c.candidate_median,
                     c.change_pct,
                     c.p_value,
+                    c.p_adjusted,
                     c.test,
                     c.verdict,
                 )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from reporters import document as doc
 from reporters.csv import to_csv
 from reporters.markdown import render_blocks
-from schemas.report import Diff, DiffRow, MetricMeta
+from schemas.report import Diff, DiffRow, MetricMeta, verdict_p
 
 FORMATS = ("markdown", "csv", "json")
 DIFF_COLUMNS = (
@@ -23,6 +23,7 @@ DIFF_COLUMNS = (
     "new_median",
     "change_pct",
     "p_value",
+    "p_adjusted",
     "test",
     "verdict",
     "regression",
@@ -80,7 +81,7 @@ def _metric_blocks(
             doc.fmt(r.old_median),
             doc.fmt(r.new_median),
             doc.fmt_change(r.change_pct),
-            doc.fmt_p(r.p_value),
+            doc.fmt_p(verdict_p(r)),
             r.verdict + (" (regression)" if r in diff.regressions else ""),
             doc.short_test(r.test),
         ]
@@ -121,7 +122,8 @@ def diff_blocks(diff: Diff, *, chosen_metrics: bool = False) -> list[doc.Block]:
     blocks.append(
         doc.Text(
             f"Medians per cell, old vs new. better/worse: p < {s.alpha:g} and a change of at "
-            f"least {s.noise_threshold_pct:g}%; ~: no significant change.",
+            f"least {s.noise_threshold_pct:g}%; ~: no significant change"
+            f"{doc.correction_note(s, len(diff.rows))}.",
             "note",
         )
     )
@@ -134,7 +136,7 @@ def diff_blocks(diff: Diff, *, chosen_metrics: bool = False) -> list[doc.Block]:
         if diff.regressions:
             items = [
                 f"{_meta(diff, r.metric).label} {r.new.broker}/{_variant(r)}/{r.new.scenario}: "
-                f"{doc.fmt_change(r.change_pct)} (p={doc.fmt_p(r.p_value)})"
+                f"{doc.fmt_change(r.change_pct)} (p={doc.fmt_p(verdict_p(r))})"
                 for r in diff.regressions
             ]
             blocks += [
@@ -166,6 +168,7 @@ def render_diff_csv(diff: Diff) -> str:
             r.new_median,
             r.change_pct,
             r.p_value,
+            r.p_adjusted,
             r.test,
             r.verdict,
             r in diff.regressions,

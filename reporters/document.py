@@ -17,8 +17,10 @@ from schemas.report import (
     Comparison,
     ComparisonGeomean,
     Report,
+    StatisticsSettings,
     TargetScore,
     format_number,
+    verdict_p,
 )
 
 # The source report's overview columns: what a reader looks at first.
@@ -152,6 +154,16 @@ def fmt_p(p: float | None) -> str:
     if p is None:
         return "-"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+CORRECTIONS = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
+
+
+def correction_note(settings: StatisticsSettings, family: int) -> str:
+    """What the p column holds, when p-values are adjusted for the family of comparisons."""
+    if settings.correction == "none":
+        return ""
+    return f"; p is {CORRECTIONS[settings.correction]}-adjusted over the {family} comparisons"
 
 
 def fmt_ci(low: float | None, high: float | None) -> str:
@@ -348,17 +360,17 @@ def _comparison_row(c: Comparison, *lead: str) -> list[str]:
         fmt(c.baseline_median),
         fmt(c.candidate_median),
         fmt_change(c.change_pct),
-        fmt_p(c.p_value),
+        fmt_p(verdict_p(c)),
         c.verdict,
         short_test(c.test),
     ]
 
 
-def _verdict_legend(report: Report) -> str:
+def _verdict_legend(report: Report, family: int) -> str:
     s = report.statistics
     return (
         f"better/worse: p < {s.alpha:g} and a change of at least {s.noise_threshold_pct:g}%; "
-        "~: no significant change (or one below that noise threshold)"
+        "~: no significant change (or one below that noise threshold)" + correction_note(s, family)
     )
 
 
@@ -376,7 +388,7 @@ def variant_section(report: Report) -> Section | None:
         blocks.append(
             Text(
                 f"Median of each cell, {variant} against the baseline {base}, same broker and "
-                f"scenario. {_verdict_legend(report)}.",
+                f"scenario. {_verdict_legend(report, len(report.variant_comparisons))}.",
                 "note",
             )
         )
@@ -522,7 +534,7 @@ def broker_section(report: Report) -> Section | None:
         blocks.append(
             Text(
                 f"{other} against {first} within each variant; verdicts are for {other}. "
-                f"{_verdict_legend(report)}.",
+                f"{_verdict_legend(report, len(report.broker_comparisons))}.",
                 "note",
             )
         )
@@ -698,6 +710,41 @@ def environment_section(report: Report) -> Section:
     return Section("environment", "Environment", [table])
 
 
+def _multiplicity(report: Report) -> str:
+    s = report.statistics
+    family = len(report.variant_comparisons) + len(report.broker_comparisons)
+    if s.correction == "none":
+        # Said plainly: with many tests at alpha, a few "significant" ones are chance.
+        return (
+            f"Each comparison is tested alone (statistics.correction: none): of {family} "
+            f"comparisons without a real change, about {family * s.alpha:.0f} would be called "
+            "significant by chance; set statistics.correction to holm or bh to adjust for that."
+        )
+    text = (
+        f"p-values are {CORRECTIONS[s.correction]}-adjusted (statistics.correction: "
+        f"{s.correction}) within each family: the {len(report.variant_comparisons)} variant "
+        f"comparisons, the {len(report.broker_comparisons)} broker comparisons; targets use "
+        "the variant comparisons' verdicts."
+    )
+    lost = [
+        c
+        for c in (*report.variant_comparisons, *report.broker_comparisons)
+        if c.p_value is not None
+        and c.p_value < s.alpha
+        and (adjusted := verdict_p(c)) is not None
+        and adjusted >= s.alpha
+    ]
+    if lost:
+        # The exact U test cannot go below 2/C(2n, n): few repetitions and a large family
+        # can make every adjusted p miss alpha, which is worth saying outright.
+        text += (
+            f" {len(lost)} comparisons with p < {s.alpha:g} on their own are not significant "
+            "after the adjustment: more repetitions (or bh instead of holm) give the family "
+            "a chance to decide."
+        )
+    return text
+
+
 def method_section(report: Report) -> Section:
     s = report.statistics
     text = (
@@ -707,6 +754,6 @@ def method_section(report: Report) -> Section:
         "exact Mann-Whitney U with 5 or more repetitions per side, Welch's t-test on log values "
         "with 3-4, no verdict below 3. "
         f"Alpha {s.alpha:g}; changes under {s.noise_threshold_pct:g}% are reported as ~; "
-        f"cells with a CV above {s.cv_threshold_pct:g}% are flagged."
+        f"cells with a CV above {s.cv_threshold_pct:g}% are flagged. " + _multiplicity(report)
     )
     return Section("method", "Method", [Text(text)])

@@ -11,7 +11,7 @@ from tabulate import tabulate
 
 from reporters import document as doc
 from reporters.base import Files
-from schemas.report import Report
+from schemas.report import Report, verdict_p
 
 FILE_NAME = "report.md"
 SEVERITY_MARK = {"warning": "⚠️", "info": "ℹ️"}  # noqa: RUF001 (the information sign is meant)
@@ -102,7 +102,7 @@ def render_summary(report: Report) -> str:
                 c.candidate.broker,
                 c.candidate.variant,
                 doc.fmt_change(c.change_pct),
-                doc.fmt_p(c.p_value),
+                doc.fmt_p(verdict_p(c)),
                 c.verdict,
             ]
             for c in changes

@@ -66,6 +66,7 @@ def analyse(
     settings = StatisticsSettings(
         alpha=spec.statistics.alpha,
         noise_threshold_pct=spec.statistics.noise_threshold,
+        correction=spec.statistics.correction,
         cv_threshold_pct=spec.statistics.cv_threshold,
         trend_factor=TREND_FACTOR,
     )
@@ -104,7 +105,7 @@ def analyse(
         broker_comparisons=broker_comparisons,
         geomeans=_geomeans("variant", variant_comparisons)
         + _geomeans("broker", broker_comparisons),
-        targets=score_targets(ctx),
+        targets=score_targets(ctx, variant_comparisons),
         anomalies=find_anomalies(ctx),
         trials=list(trials),
     )
@@ -152,31 +153,44 @@ def _variant_comparisons(ctx: AnalysisContext) -> list[Comparison]:
     base = ctx.spec.baseline
     if base is None or base not in ctx.variants:
         return []
-    out: list[Comparison] = []
-    for broker in ctx.brokers:
-        for variant in ctx.variants:
-            if variant == base:
-                continue
-            for scenario in ctx.scenarios:
-                b, c = (broker, base, scenario), (broker, variant, scenario)
-                if b in ctx.by_cell and c in ctx.by_cell:
-                    out.extend(ctx.compare(b, c, m) for m in ctx.compared_metrics(b, c))
-    return out
+    return _compare_cells(
+        ctx,
+        [
+            ((broker, base, scenario), (broker, variant, scenario))
+            for broker in ctx.brokers
+            for variant in ctx.variants
+            if variant != base
+            for scenario in ctx.scenarios
+        ],
+    )
 
 
 def _broker_comparisons(ctx: AnalysisContext) -> list[Comparison]:
     """Within each variant, every broker vs the first one of the spec."""
-    if len(ctx.brokers) < 2:
-        return []
-    first, others = ctx.brokers[0], ctx.brokers[1:]
-    out: list[Comparison] = []
-    for variant in ctx.variants:
-        for broker in others:
-            for scenario in ctx.scenarios:
-                b, c = (first, variant, scenario), (broker, variant, scenario)
-                if b in ctx.by_cell and c in ctx.by_cell:
-                    out.extend(ctx.compare(b, c, m) for m in ctx.compared_metrics(b, c))
-    return out
+    first, others = ctx.brokers[0] if ctx.brokers else "", ctx.brokers[1:]
+    return _compare_cells(
+        ctx,
+        [
+            ((first, variant, scenario), (broker, variant, scenario))
+            for variant in ctx.variants
+            for broker in others
+            for scenario in ctx.scenarios
+        ],
+    )
+
+
+def _compare_cells(
+    ctx: AnalysisContext, cells: Sequence[tuple[CellTuple, CellTuple]]
+) -> list[Comparison]:
+    """Every compared metric of the cell pairs that both ran, as one family of tests."""
+    return ctx.compare(
+        [
+            (b, c, metric)
+            for b, c in cells
+            if b in ctx.by_cell and c in ctx.by_cell
+            for metric in ctx.compared_metrics(b, c)
+        ]
+    )
 
 
 def _geomeans(

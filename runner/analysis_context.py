@@ -75,17 +75,27 @@ class AnalysisContext:
         known = self.spec.scenarios.get(scenario)
         return known.messages if known else None
 
-    def compare(self, base: CellTuple, cand: CellTuple, metric: str) -> Comparison:
-        result = st.compare(
-            self.samples.get(base, {}).get(metric, []),
-            self.samples.get(cand, {}).get(metric, []),
-            better=metric_info(metric).better,
+    def compare(self, pairs: Sequence[tuple[CellTuple, CellTuple, str]]) -> list[Comparison]:
+        """(baseline cell, candidate cell, metric) compared as one family of tests."""
+        results = st.compare_family(
+            [
+                (
+                    self.samples.get(base, {}).get(metric, []),
+                    self.samples.get(cand, {}).get(metric, []),
+                    metric_info(metric).better,
+                )
+                for base, cand, metric in pairs
+            ],
             alpha=self.settings.alpha,
             noise_pct=self.settings.noise_threshold_pct,
+            correction=self.settings.correction,
         )
-        return Comparison(
-            metric=metric, baseline=cell_key(base), candidate=cell_key(cand), **asdict(result)
-        )
+        return [
+            Comparison(
+                metric=metric, baseline=cell_key(base), candidate=cell_key(cand), **asdict(result)
+            )
+            for (base, cand, metric), result in zip(pairs, results, strict=True)
+        ]
 
     def compared_metrics(self, base: CellTuple, cand: CellTuple) -> list[str]:
         """Metrics with a better direction that either cell measured."""

@@ -14,6 +14,7 @@ from runner.samples import (
     Samples,
     cell_key,
     cell_samples,
+    cell_tuple,
     geomean_change,
     metric_meta,
     metric_order,
@@ -89,37 +90,38 @@ def diff(
     else:
         chosen = [n for n in metric_order(available) if metric_info(n).better is not None]
     settings = new.statistics
-    rows: list[DiffRow] = []
-    for metric in chosen:
-        for o, w in pairs:
-            a, b = old_samples[o].get(metric, []), new_samples[w].get(metric, [])
-            if not a and not b:
-                continue
-            result = st.compare(
-                a,
-                b,
-                better=metric_info(metric).better,
-                alpha=settings.alpha,
-                noise_pct=settings.noise_threshold_pct,
-            )
-            rows.append(
-                DiffRow(
-                    metric=metric,
-                    old=cell_key(o),
-                    new=cell_key(w),
-                    n_old=result.n_baseline,
-                    n_new=result.n_candidate,
-                    old_median=result.baseline_median,
-                    new_median=result.candidate_median,
-                    change_pct=result.change_pct,
-                    delta=result.delta,
-                    test=result.test,
-                    p_value=result.p_value,
-                    significant=result.significant,
-                    verdict=result.verdict,
-                    note=result.note,
-                )
-            )
+    compared = [
+        (metric, o, w, old_samples[o].get(metric, []), new_samples[w].get(metric, []))
+        for metric in chosen
+        for o, w in pairs
+        if old_samples[o].get(metric) or new_samples[w].get(metric)
+    ]
+    results = st.compare_family(
+        [(a, b, metric_info(metric).better) for metric, _, _, a, b in compared],
+        alpha=settings.alpha,
+        noise_pct=settings.noise_threshold_pct,
+        correction=settings.correction,
+    )
+    rows = [
+        DiffRow(
+            metric=metric,
+            old=cell_key(o),
+            new=cell_key(w),
+            n_old=result.n_baseline,
+            n_new=result.n_candidate,
+            old_median=result.baseline_median,
+            new_median=result.candidate_median,
+            change_pct=result.change_pct,
+            delta=result.delta,
+            test=result.test,
+            p_value=result.p_value,
+            p_adjusted=result.p_adjusted,
+            significant=result.significant,
+            verdict=result.verdict,
+            note=result.note,
+        )
+        for (metric, o, w, _, _), result in zip(compared, results, strict=True)
+    ]
     if old.spec.name != new.spec.name:
         warnings.append(f"different specs: {old.spec.name!r} vs {new.spec.name!r}")
     for label, report in ((old_label, old), (new_label, new)):
@@ -208,7 +210,7 @@ def _match_cells(
 
 
 def _cells(report: Report) -> list[CellTuple]:
-    return [(c.cell.broker, c.cell.variant, c.cell.scenario) for c in report.cells]
+    return [cell_tuple(c.cell) for c in report.cells]
 
 
 def _describe(cells: Sequence[CellTuple]) -> str:

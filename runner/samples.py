@@ -19,6 +19,10 @@ def cell_key(cell: CellTuple) -> CellKey:
     return CellKey(broker=cell[0], variant=cell[1], scenario=cell[2])
 
 
+def cell_tuple(key: CellKey) -> CellTuple:
+    return key.broker, key.variant, key.scenario
+
+
 def metric_order(names: Iterable[str]) -> list[str]:
     """Registry order first (a stable, meaningful order), then unknown names sorted."""
     present = set(names)

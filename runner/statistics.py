@@ -39,6 +39,7 @@ import numpy as np
 from scipy import stats as sps
 
 from schemas.goals import Goal
+from schemas.spec import Correction
 
 Better = Literal["higher", "lower"]
 Verdict = Literal["better", "worse", "changed", "~", "insufficient data"]
@@ -165,6 +166,7 @@ class Comparison:
     delta: float | None
     test: str | None
     p_value: float | None
+    p_adjusted: float | None  # p_value adjusted for the family it was tested in, if asked
     significant: bool
     verdict: Verdict
     note: str | None
@@ -228,23 +230,23 @@ def _direction(delta: float, better: Better | None) -> Verdict:
     return "better" if (delta > 0) == (better == "higher") else "worse"
 
 
-def compare(
-    baseline: Iterable[float],
-    candidate: Iterable[float],
-    *,
-    better: Better | None,
-    alpha: float = 0.05,
-    noise_pct: float = 2.0,
-) -> Comparison:
-    """Compare candidate to baseline (see the module docstring for the test choice).
+@dataclass(frozen=True)
+class _Tested:
+    """Both sides' medians and the test's raw p-value, before a verdict is drawn."""
 
-    `significant` needs p < alpha and |change_pct| >= noise_pct; when the baseline median
-    is 0 the relative change is undefined and any non-zero `delta` passes the noise check.
-    """
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    if noise_pct < 0:
-        raise ValueError(f"noise_pct must be >= 0, got {noise_pct}")
+    a: list[float]
+    b: list[float]
+    median_a: float | None
+    median_b: float | None
+    delta: float | None
+    change: float | None
+    test: str | None
+    p: float | None
+    notes: tuple[str, ...]
+    testable: bool  # enough samples, and a p-value that is a number
+
+
+def _test(baseline: Iterable[float], candidate: Iterable[float]) -> _Tested:
     a = _finite(baseline, "compare baseline")
     b = _finite(candidate, "compare candidate")
     med_a = pystats.median(a) if a else None
@@ -255,27 +257,12 @@ def compare(
     if delta is not None and change is None:
         notes.append("baseline median is 0 (or tiny): relative change undefined, see delta")
 
-    def result(
-        test: str | None, p: float | None, significant: bool, verdict: Verdict
-    ) -> Comparison:
-        return Comparison(
-            n_baseline=len(a),
-            n_candidate=len(b),
-            baseline_median=med_a,
-            candidate_median=med_b,
-            change_pct=change,
-            delta=delta,
-            test=test,
-            p_value=p,
-            significant=significant,
-            verdict=verdict,
-            note="; ".join(notes) or None,
-        )
+    def tested(test: str | None, p: float | None, testable: bool) -> _Tested:
+        return _Tested(a, b, med_a, med_b, delta, change, test, p, tuple(notes), testable)
 
     if delta is None or min(len(a), len(b)) < MIN_SAMPLES_FOR_TEST:
         notes.insert(0, _sample_note(len(a), len(b)))
-        return result(None, None, False, "insufficient data")
-
+        return tested(None, None, False)
     test: str | None
     p: float | None
     constant = _is_constant(a) and _is_constant(b)
@@ -292,16 +279,120 @@ def compare(
         sizes = _sizes(len(a), len(b))
         notes.insert(0, f"{sizes}: Welch's t-test (Mann-Whitney U needs {MIN_SAMPLES_FOR_MWU})")
     if p is not None and math.isnan(p):
-        return result(test, None, False, "~")
+        return tested(test, None, False)
+    return tested(test, p, True)
 
-    noise_ok = delta != 0 and (change is None or abs(change) >= noise_pct)
-    decided = p < alpha if p is not None else delta != 0
-    if decided and not noise_ok:
-        shown = _pct(abs(change)) if change is not None else "0"
-        notes.append(f"the change {shown} is below the {noise_pct:g}% noise threshold")
-    significant = decided and noise_ok
-    verdict = _direction(delta, better) if significant else "~"
-    return result(test, p, significant, verdict)
+
+def _decide(
+    t: _Tested,
+    *,
+    better: Better | None,
+    alpha: float,
+    noise_pct: float,
+    p_adjusted: float | None = None,
+) -> Comparison:
+    notes = list(t.notes)
+    significant = False
+    verdict: Verdict = "~" if t.delta is not None else "insufficient data"
+    if t.delta is not None and t.testable:
+        p = p_adjusted if p_adjusted is not None else t.p
+        noise_ok = t.delta != 0 and (t.change is None or abs(t.change) >= noise_pct)
+        decided = p < alpha if p is not None else t.delta != 0
+        if decided and not noise_ok:
+            shown = _pct(abs(t.change)) if t.change is not None else "0"
+            notes.append(f"the change {shown} is below the {noise_pct:g}% noise threshold")
+        significant = decided and noise_ok
+        verdict = _direction(t.delta, better) if significant else "~"
+    elif t.delta is not None and min(len(t.a), len(t.b)) < MIN_SAMPLES_FOR_TEST:
+        verdict = "insufficient data"
+    return Comparison(
+        n_baseline=len(t.a),
+        n_candidate=len(t.b),
+        baseline_median=t.median_a,
+        candidate_median=t.median_b,
+        change_pct=t.change,
+        delta=t.delta,
+        test=t.test,
+        p_value=t.p,
+        p_adjusted=p_adjusted,
+        significant=significant,
+        verdict=verdict,
+        note="; ".join(notes) or None,
+    )
+
+
+def _check_levels(alpha: float, noise_pct: float) -> None:
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if noise_pct < 0:
+        raise ValueError(f"noise_pct must be >= 0, got {noise_pct}")
+
+
+def compare(
+    baseline: Iterable[float],
+    candidate: Iterable[float],
+    *,
+    better: Better | None,
+    alpha: float = 0.05,
+    noise_pct: float = 2.0,
+) -> Comparison:
+    """Compare candidate to baseline (see the module docstring for the test choice).
+
+    `significant` needs p < alpha and |change_pct| >= noise_pct; when the baseline median
+    is 0 the relative change is undefined and any non-zero `delta` passes the noise check.
+    """
+    _check_levels(alpha, noise_pct)
+    return _decide(_test(baseline, candidate), better=better, alpha=alpha, noise_pct=noise_pct)
+
+
+def compare_family(
+    pairs: Sequence[tuple[Iterable[float], Iterable[float], Better | None]],
+    *,
+    alpha: float = 0.05,
+    noise_pct: float = 2.0,
+    correction: Correction = "none",
+) -> list[Comparison]:
+    """`compare` for each (baseline, candidate, better), deciding on p-values adjusted for
+    the whole family by `correction` (see `adjust_p_values`)."""
+    _check_levels(alpha, noise_pct)
+    tested = [_test(a, b) for a, b, _ in pairs]
+    # Only real tests make up the family: a p = 1 set for two constant, equal sides is none.
+    raw = [t.p if t.testable and t.test is not None else None for t in tested]
+    adjusted = adjust_p_values(raw, correction) if correction != "none" else raw
+    return [
+        _decide(
+            t,
+            better=better,
+            alpha=alpha,
+            noise_pct=noise_pct,
+            p_adjusted=q if correction != "none" else None,
+        )
+        for t, q, (_, _, better) in zip(tested, adjusted, pairs, strict=True)
+    ]
+
+
+def adjust_p_values(p_values: Sequence[float | None], method: Correction) -> list[float | None]:
+    """p-values adjusted for the number of tests made together; None (no test) stays None.
+
+    holm: Holm-Bonferroni step-down, bounds the chance of any false "significant" (FWER).
+    bh: Benjamini-Hochberg, bounds the expected share of false ones among them (FDR).
+    """
+    found = [(i, p) for i, p in enumerate(p_values) if p is not None]
+    out = list(p_values)
+    if method == "none" or not found:
+        return out
+    ps = np.array([p for _, p in found], dtype=float)
+    if method == "bh":
+        adjusted = sps.false_discovery_control(ps, method="bh")
+    else:
+        adjusted = np.empty_like(ps)
+        running = 0.0
+        for rank, index in enumerate(np.argsort(ps, kind="stable")):
+            running = max(running, min(1.0, (len(ps) - rank) * ps[index]))
+            adjusted[index] = running
+    for (i, _), q in zip(found, adjusted, strict=True):
+        out[i] = float(q)
+    return out
 
 
 # --------------------------------------------------------------------------- trend breaks

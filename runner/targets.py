@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from runner import statistics as st
 from runner.analysis_context import AnalysisContext
-from runner.samples import CellTuple, cell_key
+from runner.samples import CellTuple, cell_key, cell_tuple
 from schemas.goals import Goal, parse_goal
-from schemas.report import Comparison, TargetScore, TargetsSummary
+from schemas.report import Comparison, TargetScore, TargetsSummary, verdict_p
 from schemas.report import format_number as num
 
 
-def score_targets(ctx: AnalysisContext) -> TargetsSummary:
+def score_targets(ctx: AnalysisContext, comparisons: Sequence[Comparison]) -> TargetsSummary:
+    """Each target in each cell it names; change goals reuse the variant `comparisons`."""
+    # The verdict of a target is the one the comparison tables show, adjusted as they are.
+    known = {(cell_tuple(c.baseline), cell_tuple(c.candidate), c.metric): c for c in comparisons}
     scores: list[TargetScore] = []
     for index, target in enumerate(ctx.spec.targets):
         goal = parse_goal(target.change or target.value or "")
@@ -31,7 +35,7 @@ def score_targets(ctx: AnalysisContext) -> TargetsSummary:
                     if cell not in ctx.by_cell:
                         continue  # not run (filtered out): nothing to score
                     if target.change is not None:
-                        scores.append(_change_score(ctx, index, goal, cell))
+                        scores.append(_change_score(ctx, index, goal, cell, known))
                     else:
                         scores.append(_value_score(ctx, index, goal, cell))
     passed = sum(s.passed for s in scores)
@@ -43,10 +47,17 @@ def score_targets(ctx: AnalysisContext) -> TargetsSummary:
     )
 
 
-def _change_score(ctx: AnalysisContext, index: int, goal: Goal, cell: CellTuple) -> TargetScore:
+def _change_score(
+    ctx: AnalysisContext,
+    index: int,
+    goal: Goal,
+    cell: CellTuple,
+    known: Mapping[tuple[CellTuple, CellTuple, str], Comparison],
+) -> TargetScore:
     target = ctx.spec.targets[index]
     base = (cell[0], ctx.spec.baseline or "", cell[2])
-    comparison = ctx.compare(base, cell, target.metric)
+    pair = (base, cell, target.metric)
+    comparison = known.get(pair) or ctx.compare([pair])[0]
     # Goals in % score the relative change of the medians; others the difference itself.
     scored = st.score_target(
         goal,
@@ -66,7 +77,7 @@ def _change_score(ctx: AnalysisContext, index: int, goal: Goal, cell: CellTuple)
         achievement_pct=scored.achievement_pct,
         passed=scored.passed,
         verdict=comparison.verdict,
-        p_value=comparison.p_value,
+        p_value=verdict_p(comparison),
         note="; ".join(notes) or None,
     )
 
@@ -75,7 +86,8 @@ def _significance_note(comparison: Comparison) -> str | None:
     if comparison.verdict == "insufficient data":
         return comparison.note
     if not comparison.significant and comparison.change_pct is not None:
-        p = f"p={comparison.p_value:.3g}" if comparison.p_value is not None else "no p-value"
+        decisive = verdict_p(comparison)
+        p = f"p={decisive:.3g}" if decisive is not None else "no p-value"
         return f"change not significant ({p}): it may be noise"
     return None
 

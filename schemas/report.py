@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.results import TrialResult
+from schemas.spec import Correction
 
 REPORT_SCHEMA_VERSION: Literal[1] = 1
 REPORT_SCHEMA_ID = "https://exprun.dev/schemas/results.schema.json"
@@ -81,6 +82,7 @@ class BrokerInfo(ReportModel):
 class StatisticsSettings(ReportModel):
     alpha: float
     noise_threshold_pct: float
+    correction: Correction = "none"
     cv_threshold_pct: float
     trend_factor: float = Field(description="a scenario this many times off its neighbours breaks")
 
@@ -134,6 +136,9 @@ class Comparison(ReportModel):
     delta: float | None
     test: str | None
     p_value: float | None
+    p_adjusted: float | None = Field(
+        None, description="p_value adjusted for the family of comparisons (statistics.correction)"
+    )
     significant: bool
     verdict: Verdict
     note: str | None
@@ -168,7 +173,9 @@ class TargetScore(ReportModel):
     achievement_pct: float | None
     passed: bool
     verdict: Verdict | None = Field(None, description="significance of the change, for changes")
-    p_value: float | None = None
+    p_value: float | None = Field(
+        None, description="p-value of the verdict (adjusted when statistics.correction is set)"
+    )
     note: str | None = None
 
 
@@ -244,9 +251,17 @@ class DiffRow(ReportModel):
     delta: float | None
     test: str | None
     p_value: float | None
+    p_adjusted: float | None = Field(
+        None, description="p_value adjusted for the family of comparisons (statistics.correction)"
+    )
     significant: bool
     verdict: Verdict
     note: str | None
+
+
+def verdict_p(row: Comparison | DiffRow) -> float | None:
+    """The p-value the verdict was decided on: the adjusted one when a correction is set."""
+    return row.p_adjusted if row.p_adjusted is not None else row.p_value
 
 
 class DiffGeomean(ReportModel):

@@ -42,6 +42,8 @@ GoalText = Annotated[
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 # librdkafka property values as YAML gives them; librdkafka itself checks them at load time.
 KafkaProperties = dict[str, str | int | float | bool]
+# How p-values are adjusted for the many comparisons of one report.
+Correction = Literal["none", "holm", "bh"]
 
 
 class StrictModel(BaseModel):
@@ -231,6 +233,12 @@ class Target(StrictModel):
 
 class StatisticsSettings(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=1, description="significance level of comparisons")
+    correction: Correction = Field(
+        "none",
+        description="adjust p-values for the many comparisons of one report: none (each "
+        "comparison alone, as benchstat), holm (no false 'significant' in the whole family "
+        "with chance 1-alpha) or bh (Benjamini-Hochberg: false ones at most an alpha share)",
+    )
     noise_threshold: float = Field(
         2.0, ge=0, description="changes smaller than this many % are reported as '~'"
     )

@@ -15,6 +15,7 @@ from synthetic_runs import (
     source_like_trials,
 )
 
+from reporters.markdown import render_markdown
 from runner.analysis import analyse
 from runner.spec_loader import load_spec
 from runner.statistics import TEST_MWU_EXACT, TEST_WELCH_LOG
@@ -262,6 +263,55 @@ def test_leaks_surviving_settle_vs_lingering_threads() -> None:
 def test_clean_run_has_no_anomalies() -> None:
     trials = cell_trials("before", "Low", BASE5) + cell_trials("after", "Low", BASE5)
     assert analyse(small_spec(), trials).anomalies == []
+
+
+# --------------------------------------------------------------------------- many comparisons
+
+
+def with_correction(correction: str) -> Experiment:
+    spec = load_spec(SPEC).spec
+    return spec.model_copy(
+        update={"statistics": spec.statistics.model_copy(update={"correction": correction})}
+    )
+
+
+def test_without_correction_p_values_are_not_adjusted_and_the_method_says_so() -> None:
+    report = analyse(load_spec(SPEC).spec, source_like_trials())
+    assert report.statistics.correction == "none"
+    assert all(c.p_adjusted is None for c in report.variant_comparisons)
+    method = render_markdown(report).split("## Method", 1)[1]
+    family = len(report.variant_comparisons) + len(report.broker_comparisons)
+    assert f"of {family} comparisons without a real change, about {family * 0.05:.0f}" in method
+
+
+def test_bh_decides_on_adjusted_p_and_targets_follow_the_tables() -> None:
+    report = analyse(with_correction("bh"), source_like_trials())
+    tested = [c for c in report.variant_comparisons if c.test is not None]
+    assert tested and all(
+        c.p_adjusted is not None and c.p_value is not None and c.p_adjusted >= c.p_value
+        for c in tested
+    )
+    for c in tested:
+        assert c.significant == (
+            c.p_adjusted is not None and c.p_adjusted < 0.05 and c.verdict != "~"
+        )
+    # The planted NATS gains hold across the family (80 tests, half of them real changes).
+    nats = [c for c in tested if c.candidate.broker == "nats" and c.metric == "throughput"]
+    assert [c.verdict for c in nats] == ["better", "better", "worse", "better"]
+    by_cell = {(str(c.candidate), c.metric): c for c in report.variant_comparisons}
+    for score in report.targets.scores:
+        if score.kind == "change":
+            shown = by_cell[str(score.cell), score.metric]
+            assert (score.verdict, score.p_value) == (shown.verdict, shown.p_adjusted)
+
+
+def test_holm_at_five_repetitions_is_too_strict_for_a_large_family_and_says_so() -> None:
+    """80 tests: Holm needs p < 0.05/80, but the exact U test stops at 2/252 = 0.0079."""
+    report = analyse(with_correction("holm"), source_like_trials())
+    assert not any(c.significant for c in report.variant_comparisons)
+    method = render_markdown(report).split("## Method", 1)[1]
+    assert "Holm-adjusted" in method
+    assert "not significant after the adjustment" in method
 
 
 # --------------------------------------------------------------------------- targets

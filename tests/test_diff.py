@@ -10,12 +10,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from synthetic_runs import environment, source_like_trials, write_run_folder
+from synthetic_runs import SPEC, environment, source_like_trials, write_run_folder
 
+from reporters.diff import render_diff_csv, render_diff_markdown
+from runner.analysis import analyse
+from runner.diff import diff as diff_reports
 from runner.errors import BadInputError
 from runner.report_commands import diff_command
 from runner.reporting import write_reports
-from schemas.report import Diff
+from runner.spec_loader import load_spec
+from schemas.report import Diff, verdict_p
 
 
 def drop_nats_after(fraction: float) -> Any:
@@ -182,3 +186,32 @@ def test_single_variants_under_different_names_are_matched_with_a_warning(
     assert result.exit_code == 0, result.output
     assert "variants matched by position: 'before' (old) vs 'v2' (new)" in result.output
     assert "before -> v2" in result.output
+
+
+def test_a_corrected_spec_adjusts_the_diff_family_too() -> None:
+    spec = load_spec(SPEC).spec
+    spec = spec.model_copy(
+        update={"statistics": spec.statistics.model_copy(update={"correction": "bh"})}
+    )
+    old = analyse(spec, source_like_trials(seed=1))
+    new = analyse(spec, source_like_trials(seed=2, tweak=drop_nats_after(0.30)))
+    # The family is what is compared: 16 throughput cells, 4 of them with a real drop.
+    result = diff_reports(
+        old,
+        new,
+        old_label="old",
+        new_label="new",
+        metrics=["throughput"],
+        fail_on_regression_pct=10,
+    )
+    assert len(result.rows) == 16
+    for row in result.rows:
+        adjusted = verdict_p(row)
+        assert row.p_adjusted is not None and adjusted is not None and row.p_value is not None
+        assert adjusted >= row.p_value
+        assert row.significant == (adjusted < 0.05 and row.verdict != "~")
+    assert {(r.new.broker, r.new.variant) for r in result.regressions} == {("nats", "after")}
+    assert len(result.regressions) == 4
+    assert "Benjamini-Hochberg-adjusted over the 16 comparisons" in render_diff_markdown(result)
+    header = render_diff_csv(result).splitlines()[0].split(",")
+    assert header[header.index("p_value") + 1] == "p_adjusted"

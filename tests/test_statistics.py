@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -17,8 +18,11 @@ from runner.statistics import (
     TEST_MWU_EXACT_TIES,
     TEST_WELCH_LOG,
     TEST_WELCH_RAW,
+    Better,
     TargetScore,
+    adjust_p_values,
     compare,
+    compare_family,
     geometric_mean,
     high_variance,
     overall_score,
@@ -28,6 +32,7 @@ from runner.statistics import (
 )
 from schemas.goals import Goal, parse_goal
 from schemas.metrics import METRICS, metric_info
+from schemas.spec import Correction
 
 # Throughput-like samples with about 1% run-to-run noise.
 BASE5 = [1000.0, 1012.0, 991.0, 1006.0, 997.0]
@@ -232,6 +237,90 @@ def test_compare_validates_parameters() -> None:
         compare(BASE5, BASE5, better="higher", alpha=0.0)
     with pytest.raises(ValueError, match="noise_pct"):
         compare(BASE5, BASE5, better="higher", noise_pct=-1.0)
+
+
+# --------------------------------------------------------------------------- many comparisons
+
+# Four p-values and one comparison that had no test (None); adjusted values by hand.
+FIVE_P = [0.01, 0.04, None, 0.03, 0.005]
+
+
+def test_holm_adjusts_step_down_and_keeps_untested_none() -> None:
+    # Sorted 0.005, 0.01, 0.03, 0.04 (m=4): x4, x3, x2, x1, each at least the one before.
+    assert adjust_p_values(FIVE_P, "holm") == pytest.approx(
+        [0.03, 0.06, None, 0.06, 0.02], abs=1e-12
+    )
+
+
+def test_benjamini_hochberg_adjusts_step_up() -> None:
+    # p * m / rank, then the running minimum from the largest: 0.04*4/4 = 0.04 bounds all.
+    assert adjust_p_values(FIVE_P, "bh") == pytest.approx([0.02, 0.04, None, 0.04, 0.02])
+
+
+def test_no_correction_leaves_p_values_alone() -> None:
+    assert adjust_p_values(FIVE_P, "none") == FIVE_P
+    assert adjust_p_values([None, None], "holm") == [None, None]
+
+
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=30))
+def test_adjusted_p_values_are_p_values_never_below_the_raw_ones(ps: list[float]) -> None:
+    methods: list[Correction] = ["holm", "bh"]
+    for method in methods:
+        adjusted = adjust_p_values(ps, method)
+        for raw, adj in zip(ps, adjusted, strict=True):
+            assert adj is not None and raw <= adj + 1e-12 and 0 <= adj <= 1
+        # Adjusting keeps the order of the raw p-values.
+        ranked = sorted(range(len(ps)), key=lambda i: ps[i])
+        values = [adjusted[i] for i in ranked]
+        assert all(a is not None and b is not None and a <= b + 1e-12 for a, b in pairwise(values))
+
+
+Family = list[tuple[list[float], list[float], Better]]
+
+
+def _family_with_one_chance_finding(n_null: int) -> Family:
+    """One perfectly separated pair (exact U p = 0.0079) among pairs with no change."""
+    shifted: tuple[list[float], list[float], Better] = (
+        [100.0, 101, 102, 103, 104],
+        [110.0, 111, 112, 113, 114],
+        "higher",
+    )
+    same: Family = [([100.0, 102, 104, 106, 108], [101.0, 103, 105, 107, 109], "higher")] * n_null
+    return [shifted, *same]
+
+
+def test_without_correction_a_family_is_compare_one_by_one() -> None:
+    family = _family_with_one_chance_finding(3)
+    results = compare_family(family)
+    assert results == [compare(a, b, better="higher") for a, b, _ in family]
+    assert results[0].verdict == "better" and results[0].p_adjusted is None
+
+
+@pytest.mark.parametrize("method", ["holm", "bh"])
+def test_correction_turns_a_lone_finding_among_many_tests_into_noise(method: Correction) -> None:
+    results = compare_family(_family_with_one_chance_finding(19), correction=method)
+    first = results[0]
+    assert first.p_value == pytest.approx(2 / 252)  # the raw p-value is kept
+    assert first.p_adjusted == pytest.approx(20 * 2 / 252)
+    assert first.verdict == "~" and not first.significant
+    assert all(r.verdict == "~" for r in results)
+
+
+@pytest.mark.parametrize("method", ["holm", "bh"])
+def test_correction_keeps_changes_that_hold_across_the_family(method: Correction) -> None:
+    base = [100.0, 101, 102, 103, 104]
+    family: Family = [(base, [v * 1.2 for v in base], "higher")] * 5
+    results = compare_family(family, correction=method)
+    assert all(r.verdict == "better" and r.p_adjusted is not None for r in results)
+    assert all(r.p_adjusted is not None and r.p_adjusted < 0.05 for r in results)
+
+
+def test_constant_equal_sides_are_not_counted_as_tests() -> None:
+    constant: Family = [([0.0] * 5, [0.0] * 5, "lower")] * 2  # e.g. leaked threads: 0 always
+    family = [*_family_with_one_chance_finding(0), *constant]
+    results = compare_family(family, correction="holm")
+    assert results[0].p_adjusted == pytest.approx(2 / 252) and results[0].verdict == "better"
+    assert results[1].p_adjusted is None and results[1].verdict == "~"
 
 
 # --------------------------------------------------------------------------- trend breaks
