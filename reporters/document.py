@@ -712,13 +712,15 @@ def environment_section(report: Report) -> Section:
 
 def _multiplicity(report: Report) -> str:
     s = report.statistics
-    family = len(report.variant_comparisons) + len(report.broker_comparisons)
     if s.correction == "none":
+        tests = sum(
+            c.test is not None for c in (*report.variant_comparisons, *report.broker_comparisons)
+        )
         # Said plainly: with many tests at alpha, a few "significant" ones are chance.
         return (
-            f"Each comparison is tested alone (statistics.correction: none): of {family} "
-            f"comparisons without a real change, about {family * s.alpha:.0f} would be called "
-            "significant by chance; set statistics.correction to holm or bh to adjust for that."
+            f"Each comparison is tested alone (statistics.correction: none): of {tests} tests, "
+            f"about {tests * s.alpha:.0f} would be called significant by chance if none had a "
+            "real change behind it; statistics.correction holm or bh adjusts for that."
         )
     text = (
         f"p-values are {CORRECTIONS[s.correction]}-adjusted (statistics.correction: "
@@ -739,8 +741,9 @@ def _multiplicity(report: Report) -> str:
         # can make every adjusted p miss alpha, which is worth saying outright.
         text += (
             f" {len(lost)} comparisons with p < {s.alpha:g} on their own are not significant "
-            "after the adjustment: more repetitions (or bh instead of holm) give the family "
-            "a chance to decide."
+            "after the adjustment: more repetitions"
+            + (" (or bh instead of holm)" if s.correction == "holm" else "")
+            + " give the family a chance to decide."
         )
     return text
 
