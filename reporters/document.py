@@ -18,6 +18,7 @@ from schemas.report import (
     ComparisonGeomean,
     Report,
     StatisticsSettings,
+    Stats,
     TargetScore,
     format_number,
     verdict_p,
@@ -631,7 +632,7 @@ def targets_section(report: Report) -> Section | None:
 
 
 def group_anomalies(anomalies: Sequence[Anomaly]) -> list[list[Anomaly]]:
-    """Trend breaks per cell, variance per broker and variant, the rest also per metric."""
+    """Trend breaks per cell, variance in one group, the rest per broker, variant and metric."""
     groups: dict[tuple[Any, ...], list[Anomaly]] = {}
     for a in anomalies:
         cell = a.cell
@@ -639,7 +640,8 @@ def group_anomalies(anomalies: Sequence[Anomaly]) -> list[list[Anomaly]]:
         if a.kind == "trend_break" and cell is not None:
             key: tuple[Any, ...] = (a.kind, broker, variant, cell.scenario)
         elif a.kind == "high_variance":
-            key = (a.kind, broker, variant)
+            # Noise is a property of the machine and the metric more than of one cell.
+            key = (a.kind,)
         else:
             key = (a.kind, broker, variant, a.metric)
         groups.setdefault(key, []).append(a)
@@ -656,22 +658,52 @@ def finding(report: Report, group: Sequence[Anomaly]) -> Finding:
     if first.kind == "trend_break" and cell is not None:
         title += f": {cell.broker}/{cell.variant} at {cell.scenario}"
         lines = [(report.metric(a.metric or "").label, a.evidence) for a in group]
+    elif first.kind == "high_variance":
+        return _variance_finding(report, group)
     else:
         if cell is not None:
             title += f": {cell.broker}/{cell.variant}"
         if first.metric and first.kind == "leak":
             title += f", {report.metric(first.metric).label.lower()}"
-        lines = [(_where(report, a), a.evidence) for a in group]
+        lines = [(a.cell.scenario if a.cell else "run", a.evidence) for a in group]
     if first.advice:
         lines.append(("Advice", first.advice))
     return Finding(title, first.severity, lines)
 
 
-def _where(report: Report, anomaly: Anomaly) -> str:
-    scenario = anomaly.cell.scenario if anomaly.cell else "run"
-    if anomaly.kind == "high_variance" and anomaly.metric:
-        return f"{scenario}, {report.metric(anomaly.metric).label.lower()}"
-    return scenario
+def _variance_finding(report: Report, group: Sequence[Anomaly]) -> Finding:
+    """All noisy cells in one finding, a line per metric: how many cells, CV range, worst."""
+    by_metric: dict[str, list[tuple[Stats, Anomaly]]] = {}
+    for a in group:
+        stats = report.cell(a.cell.broker, a.cell.variant, a.cell.scenario) if a.cell else None
+        summary = stats.metrics.get(a.metric or "") if stats else None
+        if summary is not None and summary.cv_pct is not None:
+            by_metric.setdefault(a.metric or "", []).append((summary, a))
+    lines = []
+    for meta in report.metrics:
+        found = by_metric.get(meta.name)
+        if not found:
+            continue
+        measured = sum(meta.name in c.metrics for c in report.cells)
+        cvs = sorted(summary.cv_pct or 0.0 for summary, _ in found)
+        sizes = sorted({summary.n for summary, _ in found})
+        n = f"n={sizes[0]}" if len(sizes) == 1 else f"n={sizes[0]}..{sizes[-1]}"
+        worst, where = max(found, key=lambda f: f[0].cv_pct or 0.0)
+        lines.append(
+            (
+                meta.label,
+                f"{len(found)} of {measured} cells, CV "
+                + (f"{cvs[0]:.1f}%" if len(cvs) == 1 else f"{cvs[0]:.1f}..{cvs[-1]:.1f}%")
+                + f" ({n}); {'worst' if len(found) > 1 else 'in'} {where.cell}: median "
+                f"{fmt(worst.median)}, range {fmt(worst.min)}..{fmt(worst.max)}",
+            )
+        )
+    if group[0].advice:
+        lines.append(("Advice", group[0].advice))
+    threshold = report.statistics.cv_threshold_pct
+    metrics = f"{len(by_metric)} metric" + ("s" if len(by_metric) > 1 else "")
+    title = f"{KIND_TITLES['high_variance']}: {metrics} with a CV above {threshold:g}%"
+    return Finding(title, group[0].severity, lines)
 
 
 def anomalies_section(report: Report) -> Section:

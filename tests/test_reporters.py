@@ -131,6 +131,23 @@ def test_markdown_of_a_target_scored_like_the_source_report() -> None:
     assert cells[5:] == ["+152.7%", "38.2%", "better, p=0.008", "FAIL"]
 
 
+def test_markdown_sums_up_noise_in_one_finding_a_line_per_metric() -> None:
+    noisy = [1000.0, 700, 1300, 900, 1150]  # CV 23%
+    trials = cell_trials("before", "Low", noisy) + cell_trials("after", "Low", noisy[::-1])
+    trials += cell_trials("before", "Medium", [2000.0, 1000, 3000, 1800, 2300])  # CV 36%
+    trials += cell_trials("after", "Medium", [1000.0, 1001, 999, 1000, 1002])
+    md = render_markdown(analyse(small_spec(), trials))
+    anomalies = md.split("## Anomalies", 1)[1].split("\n## ", 1)[0]
+    variance = [line for line in anomalies.splitlines() if "run-to-run variance" in line]
+    assert variance == ["- ⚠️ **High run-to-run variance: 2 metrics with a CV above 10%**"]
+    assert (
+        "  - Throughput: 3 of 4 cells, CV 22.8..36.1% (n=5); worst nats/before/Medium: "
+        "median 2,000, range 1,000..3,000"
+    ) in anomalies
+    assert "  - Duration: 3 of 4 cells" in anomalies
+    assert anomalies.count("Advice: add repetitions") == 1
+
+
 def test_markdown_warns_about_partial_runs() -> None:
     trials = cell_trials("before", "Low", [1000.0, 1010.0, 990.0])
     report = analyse(small_spec(), trials, {}, {"complete": False, "interrupted": True})
