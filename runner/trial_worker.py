@@ -150,7 +150,7 @@ class _Trial:
         metrics.create_s = _seconds(now_ns() - mark)
 
         # Baseline before any client of the measured trial exists.
-        sampler = self.sampler = ResourceSampler(request.broker_pid)
+        sampler = self.sampler = ResourceSampler(request.broker_pid, helpers=driver.helper_pids)
         sampler.start()
         before = self.before = sampler.usage()
         metrics.rss_before_mb, metrics.threads_before = before.rss_mb, before.threads

@@ -53,11 +53,15 @@ class Metrics(BaseModel):
         None, description="closing the clients and deleting the topic (settle time excluded)"
     )
     rss_before_mb: float | None = None
-    rss_peak_mb: float | None = None
+    rss_peak_mb: float | None = Field(
+        None, description="trial process, plus the unique memory of its helper processes"
+    )
     rss_after_mb: float | None = None
     memory_delta_mb: float | None = Field(None, description="RSS after settle minus before")
     threads_before: int | None = None
-    threads_peak: int | None = None
+    threads_peak: int | None = Field(
+        None, description="trial process, plus the threads of its helper processes"
+    )
     threads_after_immediate: int | None = Field(None, description="right after the measured phase")
     threads_after: int | None = Field(None, description="after the settle time")
     leaked_threads: int | None = Field(None, description="after settle minus before")

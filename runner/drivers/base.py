@@ -73,6 +73,10 @@ class Driver(ABC):
         # A fatal client-side event seen during the trial (e.g. the connection was lost).
         self.problem: str | None = None
 
+    def helper_pids(self) -> Sequence[int]:
+        """Processes this driver runs for the trial now: their threads and memory are its."""
+        return ()
+
     @abstractmethod
     async def create_destination(self) -> None:
         """Create the topic / stream with the declared settings; ready to use on return."""

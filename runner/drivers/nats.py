@@ -9,7 +9,9 @@ producers run in a publisher process forked from the trial process, with their o
 connections; the trial process keeps the consumers and the handler pool. Measured with
 benchmarks.harness (100,000 x 1 KiB, 256 workers, zero processing time): end-to-end 58k ->
 95k msg/s, end-to-end / publish 0.60 -> 0.98. The publisher process's own RSS, threads and
-tasks are not in the trial's resource figures (it exits when its messages are answered);
+tasks are not in the trial's figures before and after the phase (it exits when its messages
+are answered), but its threads and unique memory count in the peaks (threads_peak,
+rss_peak_mb), as producer threads do in the Kafka driver; its asyncio tasks do not.
 EXPRUN_NATS_PUBLISHER=loop runs the producers on the trial's loop instead.
 """
 
@@ -211,6 +213,10 @@ class NatsDriver(Driver):
         return nc
 
     # --- producers -----------------------------------------------------------------------
+
+    def helper_pids(self) -> Sequence[int]:
+        publisher = self._publisher
+        return (publisher.pid,) if publisher is not None and not publisher.exited else ()
 
     async def connect_producers(self, count: int) -> None:
         if os.environ.get(PUBLISHER_ENV, "process") == "loop":

@@ -2,6 +2,9 @@
 
 Sampling runs as an asyncio task, not a thread, so the sampler never shows up in the thread
 counts it reports; its own task (and the trial's main task) are excluded from the task counts.
+Helper processes a driver starts for the trial (the NATS publisher) count in the peaks: their
+threads, and their unique memory (USS: pages shared with the trial process after the fork
+are the trial's already).
 """
 
 from __future__ import annotations
@@ -9,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import psutil
 
 MB = 1024 * 1024  # "MB" in results is MiB, as process tools report it
 SAMPLE_INTERVAL_S = 0.025
+# A helper's USS takes ~1 ms to read (/proc/PID/smaps_rollup): refreshed at most this often.
+HELPER_MEMORY_INTERVAL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -27,8 +33,14 @@ class Usage:
 class ResourceSampler:
     """Point-in-time usage on demand, and peaks sampled between start_phase() and end_phase()."""
 
-    def __init__(self, broker_pid: int | None, interval: float = SAMPLE_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        broker_pid: int | None,
+        interval: float = SAMPLE_INTERVAL_S,
+        helpers: Callable[[], Sequence[int]] = tuple,
+    ) -> None:
         self._process = psutil.Process()
+        self._helpers = _Helpers(helpers)
         self._interval = interval
         self._harness: set[asyncio.Task[object]] = set()
         self._sampling = False
@@ -75,8 +87,9 @@ class ResourceSampler:
         if not self._sampling:
             return
         usage = self.usage()
-        self.peak_rss_mb = max(self.peak_rss_mb, usage.rss_mb)
-        self.peak_threads = max(self.peak_threads, usage.threads)
+        helper_threads, helper_mb = self._helpers.usage()
+        self.peak_rss_mb = round(max(self.peak_rss_mb, usage.rss_mb + helper_mb), 3)
+        self.peak_threads = max(self.peak_threads, usage.threads + helper_threads)
         self.peak_tasks = max(self.peak_tasks, usage.tasks)
         if self._broker is not None:
             self._broker.sample()
@@ -97,6 +110,32 @@ class ResourceSampler:
         while True:
             self.sample()
             await asyncio.sleep(self._interval)
+
+
+class _Helpers:
+    """Threads and unique memory of the driver's helper processes alive right now."""
+
+    def __init__(self, pids: Callable[[], Sequence[int]]) -> None:
+        self._pids = pids
+        self._processes: dict[int, psutil.Process] = {}
+        self._memory: dict[int, tuple[float, float]] = {}  # pid -> (read at, USS in MB)
+
+    def usage(self) -> tuple[int, float]:
+        threads, memory = 0, 0.0
+        for pid in self._pids():
+            try:
+                if pid not in self._processes:
+                    self._processes[pid] = psutil.Process(pid)
+                process = self._processes[pid]
+                threads += process.num_threads()
+                read_at, uss = self._memory.get(pid, (0.0, 0.0))
+                if time.monotonic() - read_at >= HELPER_MEMORY_INTERVAL_S:
+                    uss = process.memory_full_info().uss / MB
+                    self._memory[pid] = (time.monotonic(), uss)
+                memory += uss
+            except psutil.Error:
+                continue  # it exited between the list and the read: nothing left to count
+        return threads, memory
 
 
 class _BrokerProbe:

@@ -311,11 +311,17 @@ def test_nats_publisher_in_either_place_is_exact_and_reaped(
     publisher: str, nats_broker: RunningBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The forked publisher process (default) and producers on the trial's own loop account
-    alike, discard-new refusals included; no publisher process outlives the trial."""
+    alike, discard-new refusals included; the publisher's threads count in the trial's peak;
+    no publisher process outlives the trial."""
     monkeypatch.setenv(PUBLISHER_ENV, publisher)
     children = {p.pid for p in psutil.Process().children()}
     exact = asyncio.run(_run(make_request(nats_broker, nats_config()), spawn_s=0.0))
     assert_exact(exact)
+    m = exact.metrics
+    assert m.threads_before is not None and m.threads_peak is not None
+    if publisher == "process":
+        # The publisher's two threads (its main one and its loop's) are the trial's too.
+        assert m.threads_peak >= m.threads_before + 2
     config = nats_config(stream={"max_msgs": 500, "discard": "new"})
     refused = asyncio.run(_run(make_request(nats_broker, config), spawn_s=0.0))
     assert (refused.metrics.acked, refused.metrics.received) == (500, 500)
