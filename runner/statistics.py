@@ -24,6 +24,10 @@ is no test and the verdict is "insufficient data".
 A change counts as significant only when p < alpha AND the relative change of the medians
 is at least the noise threshold (default 2%): with tight data a 0.5% shift can be
 "statistically significant" without being worth reporting as a win or a loss.
+
+A report makes hundreds of comparisons; at alpha 0.05 one in twenty of those without a real
+change still comes out significant. `compare_family` can adjust the p-values of a family
+(Holm or Benjamini-Hochberg, `adjust_p_values`) and decide on the adjusted ones.
 """
 
 from __future__ import annotations
@@ -243,7 +247,7 @@ class _Tested:
     test: str | None
     p: float | None
     notes: tuple[str, ...]
-    testable: bool  # enough samples, and a p-value that is a number
+    testable: bool  # a verdict can be drawn: enough samples and no NaN p-value
 
 
 def _test(baseline: Iterable[float], candidate: Iterable[float]) -> _Tested:
@@ -293,8 +297,10 @@ def _decide(
 ) -> Comparison:
     notes = list(t.notes)
     significant = False
-    verdict: Verdict = "~" if t.delta is not None else "insufficient data"
-    if t.delta is not None and t.testable:
+    verdict: Verdict = "~"
+    if t.delta is None or min(len(t.a), len(t.b)) < MIN_SAMPLES_FOR_TEST:
+        verdict = "insufficient data"
+    elif t.testable:
         p = p_adjusted if p_adjusted is not None else t.p
         noise_ok = t.delta != 0 and (t.change is None or abs(t.change) >= noise_pct)
         decided = p < alpha if p is not None else t.delta != 0
@@ -303,8 +309,6 @@ def _decide(
             notes.append(f"the change {shown} is below the {noise_pct:g}% noise threshold")
         significant = decided and noise_ok
         verdict = _direction(t.delta, better) if significant else "~"
-    elif t.delta is not None and min(len(t.a), len(t.b)) < MIN_SAMPLES_FOR_TEST:
-        verdict = "insufficient data"
     return Comparison(
         n_baseline=len(t.a),
         n_candidate=len(t.b),
@@ -321,13 +325,6 @@ def _decide(
     )
 
 
-def _check_levels(alpha: float, noise_pct: float) -> None:
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    if noise_pct < 0:
-        raise ValueError(f"noise_pct must be >= 0, got {noise_pct}")
-
-
 def compare(
     baseline: Iterable[float],
     candidate: Iterable[float],
@@ -341,8 +338,7 @@ def compare(
     `significant` needs p < alpha and |change_pct| >= noise_pct; when the baseline median
     is 0 the relative change is undefined and any non-zero `delta` passes the noise check.
     """
-    _check_levels(alpha, noise_pct)
-    return _decide(_test(baseline, candidate), better=better, alpha=alpha, noise_pct=noise_pct)
+    return compare_family([(baseline, candidate, better)], alpha=alpha, noise_pct=noise_pct)[0]
 
 
 def compare_family(
@@ -352,9 +348,12 @@ def compare_family(
     noise_pct: float = 2.0,
     correction: Correction = "none",
 ) -> list[Comparison]:
-    """`compare` for each (baseline, candidate, better), deciding on p-values adjusted for
+    """`compare` for each (baseline, candidate, better), decided on p-values adjusted for
     the whole family by `correction` (see `adjust_p_values`)."""
-    _check_levels(alpha, noise_pct)
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if noise_pct < 0:
+        raise ValueError(f"noise_pct must be >= 0, got {noise_pct}")
     tested = [_test(a, b) for a, b, _ in pairs]
     # Only real tests make up the family: a p = 1 set for two constant, equal sides is none.
     raw = [t.p if t.testable and t.test is not None else None for t in tested]
