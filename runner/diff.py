@@ -21,7 +21,14 @@ from runner.samples import (
     positive_pairs,
 )
 from schemas.metrics import metric_info
-from schemas.report import Diff, DiffGeomean, DiffRow, EnvironmentDifference, Report
+from schemas.report import (
+    Diff,
+    DiffGeomean,
+    DiffRow,
+    EnvironmentDifference,
+    Report,
+    StatisticsSettings,
+)
 
 # What can make two runs' figures differ besides the spec (keys of environment.json).
 _RELEVANT_ENVIRONMENT = re.compile(
@@ -69,10 +76,12 @@ def diff(
     variants: tuple[str, str] | None = None,
     metrics: Sequence[str] = (),
     fail_on_regression_pct: float | None = None,
+    settings: StatisticsSettings | None = None,
 ) -> Diff:
     """Compare two runs cell by cell (or, with `variants`, two variants of `old` == `new`).
 
-    Raises BadInputError when nothing can be matched, or a chosen metric/variant is unknown.
+    `settings` (alpha, noise threshold, correction) default to the new run's. Raises
+    BadInputError when nothing can be matched, or a chosen metric/variant is unknown.
     """
     old_samples, new_samples = cell_samples(old.trials), cell_samples(new.trials)
     warnings: list[str] = []
@@ -89,7 +98,7 @@ def diff(
         chosen = list(dict.fromkeys(metrics))
     else:
         chosen = [n for n in metric_order(available) if metric_info(n).better is not None]
-    settings = new.statistics
+    settings = settings or new.statistics
     compared = [
         (metric, o, w, old_samples[o].get(metric, []), new_samples[w].get(metric, []))
         for metric in chosen

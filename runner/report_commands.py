@@ -7,7 +7,9 @@ Bad input raises BadInputError (exit 2 through runner.cli.main); a regression be
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -55,31 +57,32 @@ def compute_diff(
     variants: tuple[str, str] | None,
     metrics: tuple[str, ...],
     fail_on_regression: float | None,
+    statistics: Mapping[str, Any] | None = None,
 ) -> Diff:
-    """Load the runs and compare them (or two variants of one run)."""
+    """Load the runs and compare them (or two variants of one run).
+
+    `statistics` overrides the new run's settings (alpha, correction) where given.
+    """
     if variants:
         if len(runs) != 1:
             raise BadInputError("--variants A B compares two variants of one RUN; give one run")
-        report = load_report(runs[0])
-        return diff_reports(
-            report,
-            report,
-            old_label=_label(runs[0], variants[0]),
-            new_label=_label(runs[0], variants[1]),
-            variants=variants,
-            metrics=metrics,
-            fail_on_regression_pct=fail_on_regression,
-        )
-    if len(runs) != 2:
+        old = new = load_report(runs[0])
+        labels = _label(runs[0], variants[0]), _label(runs[0], variants[1])
+    elif len(runs) == 2:
+        old, new = load_report(runs[0]), load_report(runs[1])
+        labels = str(runs[0]), str(runs[1])
+    else:
         raise BadInputError("give OLD and NEW (run folders or results.json), or RUN --variants A B")
-    old, new = load_report(runs[0]), load_report(runs[1])
+    chosen = {k: v for k, v in (statistics or {}).items() if v is not None}
     return diff_reports(
         old,
         new,
-        old_label=str(runs[0]),
-        new_label=str(runs[1]),
+        old_label=labels[0],
+        new_label=labels[1],
+        variants=variants,
         metrics=metrics,
         fail_on_regression_pct=fail_on_regression,
+        settings=new.statistics.model_copy(update=chosen),
     )
 
 
@@ -104,6 +107,19 @@ def compute_diff(
     "better direction",
 )
 @click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="significance level  [default: the new run's statistics.alpha]",
+)
+@click.option(
+    "--correction",
+    type=click.Choice(["none", "holm", "bh"]),
+    default=None,
+    help="adjust p-values for the many rows compared (holm, bh: Benjamini-Hochberg)  "
+    "[default: the new run's statistics.correction]",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(FORMATS),
@@ -116,13 +132,16 @@ def diff_command(
     variants: tuple[str, str] | None,
     fail_on_regression: float | None,
     metrics: tuple[str, ...],
+    alpha: float | None,
+    correction: str | None,
     fmt: str,
 ) -> None:
     """Compare OLD and NEW (run folders or results.json) cell by cell, benchstat-style.
 
     `exprun diff RUN --variants A B` compares two variants of one run instead.
     """
-    result = compute_diff(runs, variants, metrics, fail_on_regression)
+    statistics = {"alpha": alpha, "correction": correction}
+    result = compute_diff(runs, variants, metrics, fail_on_regression, statistics)
     click.echo(render_diff(result, fmt, chosen_metrics=bool(metrics)), nl=False)
     if result.regressions:
         worst = max(result.regressions, key=lambda r: abs(r.change_pct or float("inf")))

@@ -215,3 +215,26 @@ def test_a_corrected_spec_adjusts_the_diff_family_too() -> None:
     assert "Benjamini-Hochberg-adjusted over the 16 comparisons" in render_diff_markdown(result)
     header = render_diff_csv(result).splitlines()[0].split(",")
     assert header[header.index("p_value") + 1] == "p_adjusted"
+
+
+def test_correction_option_quiets_chance_findings_between_two_runs_of_one_setup(
+    runs: dict[str, Path],
+) -> None:
+    """old and moved come from the same setup (seeds 1 and 3): what differs is chance."""
+
+    def significant(*options: str) -> int:
+        result = diff(runs["old"], runs["moved"], "--format", "json", *options)
+        assert result.exit_code == 0, result.output
+        report = Diff.model_validate_json(result.output)
+        return sum(row.significant for row in report.rows)
+
+    assert significant() > 0  # 368 rows tested one by one at alpha 0.05
+    assert significant("--correction", "bh") == 0
+    assert significant("--alpha", "0.001") == 0
+
+
+def test_alpha_and_correction_options_show_in_the_legend(runs: dict[str, Path]) -> None:
+    result = diff(runs["old"], runs["slower"], "--alpha", "0.01", "--correction", "holm")
+    assert result.exit_code == 0, result.output
+    assert "better/worse: p < 0.01" in result.output
+    assert "Holm-adjusted over the" in result.output
