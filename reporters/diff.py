@@ -123,7 +123,7 @@ def diff_blocks(diff: Diff, *, chosen_metrics: bool = False) -> list[doc.Block]:
         doc.Text(
             f"Medians per cell, old vs new. better/worse: p < {s.alpha:g} and a change of at "
             f"least {s.noise_threshold_pct:g}%; ~: no significant change"
-            f"{doc.correction_note(s, len(diff.rows))}.",
+            f"{doc.correction_note(s, diff.rows)}.",
             "note",
         )
     )

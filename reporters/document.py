@@ -16,6 +16,7 @@ from schemas.report import (
     CellStats,
     Comparison,
     ComparisonGeomean,
+    DiffRow,
     Report,
     StatisticsSettings,
     Stats,
@@ -160,11 +161,17 @@ def fmt_p(p: float | None) -> str:
 CORRECTIONS = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
 
 
-def correction_note(settings: StatisticsSettings, family: int) -> str:
+def tests_in(rows: Iterable[Comparison | DiffRow]) -> int:
+    """How many of the rows were tested: the size of the family p-values are adjusted for."""
+    return sum(row.test is not None for row in rows)
+
+
+def correction_note(settings: StatisticsSettings, family: Sequence[Comparison | DiffRow]) -> str:
     """What the p column holds, when p-values are adjusted for the family of comparisons."""
     if settings.correction == "none":
         return ""
-    return f"; p is {CORRECTIONS[settings.correction]}-adjusted over the {family} comparisons"
+    name = CORRECTIONS[settings.correction]
+    return f"; p is {name}-adjusted over the {tests_in(family)} tests made"
 
 
 def fmt_ci(low: float | None, high: float | None) -> str:
@@ -367,7 +374,7 @@ def _comparison_row(c: Comparison, *lead: str) -> list[str]:
     ]
 
 
-def _verdict_legend(report: Report, family: int) -> str:
+def _verdict_legend(report: Report, family: Sequence[Comparison]) -> str:
     s = report.statistics
     return (
         f"better/worse: p < {s.alpha:g} and a change of at least {s.noise_threshold_pct:g}%; "
@@ -389,7 +396,7 @@ def variant_section(report: Report) -> Section | None:
         blocks.append(
             Text(
                 f"Median of each cell, {variant} against the baseline {base}, same broker and "
-                f"scenario. {_verdict_legend(report, len(report.variant_comparisons))}.",
+                f"scenario. {_verdict_legend(report, report.variant_comparisons)}.",
                 "note",
             )
         )
@@ -535,7 +542,7 @@ def broker_section(report: Report) -> Section | None:
         blocks.append(
             Text(
                 f"{other} against {first} within each variant; verdicts are for {other}. "
-                f"{_verdict_legend(report, len(report.broker_comparisons))}.",
+                f"{_verdict_legend(report, report.broker_comparisons)}.",
                 "note",
             )
         )
@@ -745,9 +752,7 @@ def environment_section(report: Report) -> Section:
 def _multiplicity(report: Report) -> str:
     s = report.statistics
     if s.correction == "none":
-        tests = sum(
-            c.test is not None for c in (*report.variant_comparisons, *report.broker_comparisons)
-        )
+        tests = tests_in((*report.variant_comparisons, *report.broker_comparisons))
         # Said plainly: with many tests at alpha, a few "significant" ones are chance.
         return (
             f"Each comparison is tested alone (statistics.correction: none): of {tests} tests, "
@@ -756,8 +761,8 @@ def _multiplicity(report: Report) -> str:
         )
     text = (
         f"p-values are {CORRECTIONS[s.correction]}-adjusted (statistics.correction: "
-        f"{s.correction}) within each family: the {len(report.variant_comparisons)} variant "
-        f"comparisons, the {len(report.broker_comparisons)} broker comparisons; targets use "
+        f"{s.correction}) within each family: the {tests_in(report.variant_comparisons)} tests "
+        f"of variants, the {tests_in(report.broker_comparisons)} tests of brokers; targets use "
         "the variant comparisons' verdicts."
     )
     lost = [

@@ -212,7 +212,7 @@ def test_a_corrected_spec_adjusts_the_diff_family_too() -> None:
         assert row.significant == (adjusted < 0.05 and row.verdict != "~")
     assert {(r.new.broker, r.new.variant) for r in result.regressions} == {("nats", "after")}
     assert len(result.regressions) == 4
-    assert "Benjamini-Hochberg-adjusted over the 16 comparisons" in render_diff_markdown(result)
+    assert "Benjamini-Hochberg-adjusted over the 16 tests made" in render_diff_markdown(result)
     header = render_diff_csv(result).splitlines()[0].split(",")
     assert header[header.index("p_value") + 1] == "p_adjusted"
 
