@@ -167,7 +167,9 @@ def _variant_comparisons(ctx: AnalysisContext) -> list[Comparison]:
 
 def _broker_comparisons(ctx: AnalysisContext) -> list[Comparison]:
     """Within each variant, every broker vs the first one of the spec."""
-    first, others = ctx.brokers[0] if ctx.brokers else "", ctx.brokers[1:]
+    if len(ctx.brokers) < 2:
+        return []
+    first, others = ctx.brokers[0], ctx.brokers[1:]
     return _compare_cells(
         ctx,
         [
