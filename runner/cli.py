@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from runner.brokers import stop_all_brokers
 from runner.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -23,12 +24,19 @@ from runner.errors import (
     SpecError,
 )
 from runner.plan import Plan, make_plan, render_plan
+from runner.process import (
+    become_subreaper,
+    kill_descendants,
+    reap_children,
+    stop_multiprocessing_helpers,
+)
 from runner.redaction import redact
 from runner.report_commands import diff_command, report_command
 from runner.reporting import markdown_summary, write_reports
 from runner.run import execute, new_run, open_for_resume
 from runner.run_folder import default_run_dir
 from runner.spec_loader import load_spec
+from runner.starter import BROKER_TYPES, write_starter
 from schemas.json_schema import experiment_schema
 
 EXIT_CODES_HELP = """\b
@@ -193,6 +201,24 @@ def schema() -> None:
     click.echo(json.dumps(experiment_schema(), indent=2))
 
 
+@cli.command()
+@click.argument("name")
+@click.option(
+    "--broker",
+    "brokers",
+    multiple=True,
+    type=click.Choice(BROKER_TYPES),
+    help="broker type to include (repeatable)  [default: kafka and nats]",
+)
+def new(name: str, brokers: tuple[str, ...]) -> None:
+    """Write NAME.yaml: a commented starter spec that runs on embedded brokers.
+
+    Two variants, two scenarios and two targets, ready to edit. Never overwrites a file.
+    """
+    path = write_starter(name, brokers or BROKER_TYPES)
+    click.echo(f"wrote {path}; run it with: exprun {path}")
+
+
 cli.add_command(report_command)
 cli.add_command(diff_command)
 
@@ -209,8 +235,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _exit_now(signum: int, frame: FrameType | None) -> None:
-    """Second one: exit at once; brokers and trial processes die with us (PR_SET_PDEATHSIG)."""
+    """Second one: exit at once, killing (not stopping) everything we started, and reaping it."""
     os.write(2, b"\nexprun: interrupted again: exiting now\n")
+    kill_descendants()
     os._exit(EXIT_INTERRUPTED)
 
 
@@ -222,6 +249,8 @@ def main() -> None:
     # A file-size limit (or a full quota) then fails the write with an error we report,
     # instead of killing exprun with its brokers still to stop.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # Orphans of our tree (a NATS publisher whose trial process was killed) come back to us.
+    become_subreaper()
     try:
         _run_cli()
     finally:
@@ -229,6 +258,10 @@ def main() -> None:
         # into "killed by SIGINT" (Python restores the default handlers while it shuts down).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # No process of ours outlives us, not even as a zombie: stop and wait for each.
+        stop_all_brokers()
+        stop_multiprocessing_helpers()
+        reap_children()
 
 
 def _run_cli() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -19,7 +19,7 @@ from runner.drivers.kafka_config import ROLES, Role, property_problem
 from runner.errors import SpecError, SpecIssue
 from schemas.problems import Loc, problems_from
 from schemas.resolve import CellConfig, ResolutionError, lookup, resolve_cells
-from schemas.spec import Experiment, KafkaBroker
+from schemas.spec import Experiment, reference_problems
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -65,6 +65,11 @@ class _Document:
             message = message.replace(secret, "***")
         self.issues.append(SpecIssue(str(self.path), line, column, path, message))
 
+    def sorted_issues(self) -> list[SpecIssue]:
+        """Every distinct issue, in the order of their places in the file."""
+        unique = list(dict.fromkeys(self.issues))
+        return sorted(unique, key=lambda issue: (issue.line, issue.column))
+
     def issue_at(self, position: tuple[int, int], message: str) -> None:
         self.issues.append(SpecIssue(str(self.path), *position, "(document)", message))
 
@@ -79,7 +84,11 @@ class _Document:
 
 
 def load_spec(path: str | Path) -> LoadedSpec:
-    """Parse and validate a spec; raise SpecError listing every located problem."""
+    """Parse and validate a spec; raise SpecError listing every located problem.
+
+    Field errors, reference problems, unknown reporters and librdkafka's verdict on the Kafka
+    properties are all collected in one pass, so one run of `exprun validate` shows them all.
+    """
     path = Path(path)
     document = _Document(path)
     text = _read_text(path, document)
@@ -87,25 +96,25 @@ def load_spec(path: str | Path) -> LoadedSpec:
         _parse(text, document)
     if document.issues:
         raise SpecError(document.issues)
+    spec: Experiment | None = None
     try:
         spec = Experiment.model_validate(document.data, context={"defer_reference_checks": True})
     except ValidationError as error:
         for problem in problems_from(error, Experiment, document.data):
             document.issue(problem.loc, problem.message, problem.at_key)
-        raise SpecError(document.issues) from None
-    for loc, message in spec.reference_problems():
+    for loc, message in reference_problems(document.data):
         document.issue(loc, message)
-    _check_reporters(spec, document)
+    _check_reporters(document)
     cells: list[CellConfig] = []
-    if not document.issues:
+    if spec is not None and not document.issues:
         try:
             cells = resolve_cells(spec, document.data)
         except ResolutionError as error:
             for problem in error.problems:
                 document.issue(problem.loc, problem.message, problem.at_key)
-    _check_kafka_properties(cells, document)
-    if document.issues:
-        raise SpecError(document.issues)
+    _check_kafka_properties(document)
+    if document.issues or spec is None:
+        raise SpecError(document.sorted_issues())
     assert text is not None
     return LoadedSpec(path, text, spec, document.data, cells, frozenset(document.secrets))
 
@@ -247,38 +256,61 @@ def reporter_names() -> list[str]:
     return sorted(ep.name for ep in entry_points(group=REPORTER_GROUP))
 
 
-def _check_reporters(spec: Experiment, document: _Document) -> None:
+def _check_reporters(document: _Document) -> None:
+    reports = lookup(document.data, "reports")
     known = reporter_names()
-    for index, name in enumerate(spec.reports):
-        if name not in known:
+    for index, name in enumerate(reports if isinstance(reports, list) else ()):
+        if isinstance(name, str) and name not in known:
             document.issue(
                 ("reports", index), f"unknown reporter {name!r} (installed: {', '.join(known)})"
             )
 
 
-def _check_kafka_properties(cells: list[CellConfig], document: _Document) -> None:
+def _check_kafka_properties(document: _Document) -> None:
     """Ask librdkafka about the producer/consumer properties as each variant merges them."""
     checked: set[tuple[str, str]] = set()
-    for config in cells:
-        if not isinstance(config.broker, KafkaBroker):
+    for broker_loc, role, properties, origin in _kafka_properties(document.data):
+        key = (role, repr(sorted(properties.items())))
+        if key in checked:
             continue
-        name, variant = config.cell.broker, config.cell.variant
-        for role in ROLES:
-            properties: Mapping[str, object] = getattr(config.broker, role)
-            key = (role, repr(sorted(properties.items())))
-            if key in checked:
-                continue
-            checked.add(key)
-            found = _find_bad_property(role, properties)
-            if found is None:
-                continue
-            prop, message = found
-            override = lookup(document.data, "variants", variant, "brokers", name, role) or {}
-            base: Loc = (
-                ("variants", variant, "brokers", name) if prop in override else ("brokers", name)
-            )
-            loc = (*base, role, prop) if prop is not None else (*base, role)
-            document.issue(loc, f"librdkafka: {message}", at_key=prop is not None)
+        checked.add(key)
+        found = _find_bad_property(role, properties)
+        if found is None:
+            continue
+        prop, message = found
+        if prop is None:
+            document.issue((*broker_loc, role), f"librdkafka: {message}")
+        else:
+            document.issue((*origin[prop], role, prop), f"librdkafka: {message}", at_key=True)
+
+
+def _kafka_properties(data: Any) -> Iterator[tuple[Loc, Role, dict[str, object], dict[str, Loc]]]:
+    """Each Kafka broker's properties per role as each variant merges them, as written.
+
+    Works on the data as written, so that a field error elsewhere does not hide these; values
+    that are not scalars are field errors of their own and are left out. Yields the broker's
+    place, the role, the merged properties and, per property, the broker or variant that set it.
+    """
+    brokers = lookup(data, "brokers")
+    variants = lookup(data, "variants")
+    names = [str(v) for v in variants] if isinstance(variants, Mapping) else []
+    for name, broker in brokers.items() if isinstance(brokers, Mapping) else ():
+        if not isinstance(broker, Mapping) or broker.get("type") != "kafka":
+            continue
+        for variant in names or [""]:
+            sources: list[tuple[Loc, Any]] = [(("brokers", name), broker)]
+            override = lookup(data, "variants", variant, "brokers", name) if variant else None
+            if override is not None:
+                sources.append((("variants", variant, "brokers", name), override))
+            for role in ROLES:
+                properties: dict[str, object] = {}
+                origin: dict[str, Loc] = {}
+                for loc, settings in sources:
+                    written = lookup(settings, role)
+                    for prop, value in written.items() if isinstance(written, Mapping) else ():
+                        if isinstance(value, str | int | float):
+                            properties[str(prop)], origin[str(prop)] = value, loc
+                yield ("brokers", name), role, properties, origin
 
 
 def _find_bad_property(

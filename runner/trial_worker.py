@@ -17,7 +17,6 @@ from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from runner.brokers.base import _child_preexec
 from runner.drivers import (
     Driver,
     DriverError,
@@ -31,6 +30,7 @@ from runner.measure.faults import start_leaked_threads, start_lingering_thread
 from runner.measure.handlers import HandlerPool
 from runner.measure.messages import NS_PER_S, MessageCodec, now_ns
 from runner.measure.resources import ResourceSampler, Usage
+from runner.process import die_with_parent
 from runner.trial import SETTLING
 from schemas.results import Metrics, TrialResult
 
@@ -82,9 +82,9 @@ def _isolate() -> None:
     if server is not None and alive_fd is not None:
         os.close(alive_fd)
         server._forkserver_alive_fd = None
-    die_with_parent = _child_preexec(parent)
-    if die_with_parent is not None:
-        die_with_parent()
+    die_with_exprun = die_with_parent(parent)
+    if die_with_exprun is not None:
+        die_with_exprun()
 
 
 def _redirect_output(log_path: str) -> None:

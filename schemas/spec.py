@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,9 +21,13 @@ from pydantic import (
 
 from schemas.goals import parse_goal
 from schemas.metrics import METRICS
+from schemas.problems import Loc
 from schemas.units import ByteSize, Duration, Rate
 
 DEFAULT_VARIANT = "default"
+# Large enough that with a few ms of processing_time the pool is rarely the bottleneck; with
+# processing_time 0 the pool is bypassed altogether.
+DEFAULT_WORKERS = 256
 GOAL_PATTERN = r"^\s*(>=|<=|==|>|<)\s*[+-]?\d+(\.\d+)?\s*%?\s*$"
 
 
@@ -39,6 +43,7 @@ GoalText = Annotated[
     AfterValidator(_checked_goal),
     WithJsonSchema({"type": "string", "pattern": GOAL_PATTERN}),
 ]
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 # librdkafka property values as YAML gives them; librdkafka itself checks them at load time.
 KafkaProperties = dict[str, str | int | float | bool]
@@ -82,7 +87,11 @@ class _BrokerBase(StrictModel):
         EMBEDDED,
         description="'embedded' to let exprun start the broker, or the address of an external one",
     )
-    workers: PositiveInt = Field(description="consumer-side handler pool size")
+    workers: PositiveInt = Field(
+        DEFAULT_WORKERS,
+        description="consumer-side handler pool size (with processing_time 0 messages are "
+        "handled inline, so the pool never limits a plain throughput test)",
+    )
 
     @property
     def embedded(self) -> bool:
@@ -211,8 +220,10 @@ class Target(StrictModel):
 
     @field_validator("value")
     @classmethod
-    def _absolute(cls, text: str) -> str:
-        if parse_goal(text).is_relative:
+    def _absolute(cls, text: str, info: ValidationInfo) -> str:
+        # On a metric measured in % (success_rate), a trailing % is the metric's own unit.
+        known = METRICS.get(str(info.data.get("metric")))
+        if parse_goal(text).is_relative and known is not None and known.unit != "%":
             raise ValueError(
                 "a value goal is in the metric's own unit: drop the '%' (use 'change' for "
                 "a change vs the baseline)"
@@ -272,46 +283,12 @@ class Experiment(StrictModel):
     def _references(self, info: ValidationInfo) -> Experiment:
         # The spec loader asks for the problems itself so that it can locate each one.
         if not (info.context or {}).get("defer_reference_checks"):
-            problems = self.reference_problems()
+            problems = reference_problems(self.model_dump())
             if problems:
                 raise ValueError(
                     "; ".join(f"{'.'.join(map(str, loc))}: {m}" for loc, m in problems)
                 )
         return self
-
-    def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
-        """Names that point nowhere: variant brokers, baseline, target filters."""
-        problems: list[tuple[tuple[str | int, ...], str]] = []
-        for name, variant in self.variants.items():
-            for broker in variant.brokers:
-                if broker not in self.brokers:
-                    loc = ("variants", name, "brokers", broker)
-                    problems.append((loc, _unknown("broker", broker, self.brokers)))
-        if len(self.variants) >= 2 and self.baseline is None:
-            problems.append((("baseline",), "required when there are 2 or more variants"))
-        if self.baseline is not None and self.baseline not in self.variant_names:
-            unknown = _unknown("variant", self.baseline, self.variant_names)
-            problems.append((("baseline",), unknown))
-        for index, target in enumerate(self.targets):
-            for field, known in (
-                ("broker", list(self.brokers)),
-                ("scenario", list(self.scenarios)),
-                ("variant", self.variant_names),
-            ):
-                value = getattr(target, field)
-                if value is not None and value not in known:
-                    problems.append((("targets", index, field), _unknown(field, value, known)))
-            if target.metric not in METRICS:
-                problems.append(
-                    (("targets", index, "metric"), _unknown("metric", target.metric, METRICS))
-                )
-            if target.change is not None and len(self.variants) < 2:
-                problems.append((("targets", index, "change"), "needs 2 or more variants"))
-            if target.change is not None and target.variant == self.baseline is not None:
-                problems.append(
-                    (("targets", index, "variant"), "the baseline cannot change vs itself")
-                )
-        return problems
 
     @property
     def variant_names(self) -> list[str]:
@@ -323,3 +300,70 @@ def _unknown(what: str, name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
     return f"unknown {what} {name!r}{hint}"
+
+
+def reference_problems(data: Any) -> list[tuple[Loc, str]]:
+    """Names that point nowhere (variant brokers, baseline, target filters), in spec data.
+
+    Works on the data as written, valid or not, so that a spec's reference problems are
+    reported together with its field errors; a check whose own part is malformed is skipped
+    (its field error says what is wrong there).
+    """
+    if not isinstance(data, Mapping):
+        return []
+    problems: list[tuple[Loc, str]] = []
+    brokers = _names(data.get("brokers"))
+    variants_data = data.get("variants", {})
+    variants = _names(variants_data) if variants_data is not None else []
+    variant_names = (variants or [DEFAULT_VARIANT]) if variants is not None else None
+    if brokers is not None and isinstance(variants_data, Mapping):
+        for name, variant in variants_data.items():
+            overrides = variant.get("brokers") if isinstance(variant, Mapping) else None
+            for broker in overrides if isinstance(overrides, Mapping) else ():
+                if broker not in brokers:
+                    loc = ("variants", name, "brokers", broker)
+                    problems.append((loc, _unknown("broker", broker, brokers)))
+    baseline = data.get("baseline")
+    if variants is not None and len(variants) >= 2 and baseline is None:
+        problems.append((("baseline",), "required when there are 2 or more variants"))
+    if isinstance(baseline, str) and variant_names is not None and baseline not in variant_names:
+        problems.append((("baseline",), _unknown("variant", baseline, variant_names)))
+    targets = data.get("targets")
+    for index, target in enumerate(targets if isinstance(targets, list) else ()):
+        if isinstance(target, Mapping):
+            problems += _target_problems(index, target, data, brokers, variants, variant_names)
+    return problems
+
+
+def _target_problems(
+    index: int,
+    target: Mapping[str, Any],
+    data: Mapping[str, Any],
+    brokers: list[str] | None,
+    variants: list[str] | None,
+    variant_names: list[str] | None,
+) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    for field, known in (
+        ("broker", brokers),
+        ("scenario", _names(data.get("scenarios"))),
+        ("variant", variant_names),
+    ):
+        value = target.get(field)
+        if isinstance(value, str) and known is not None and value not in known:
+            problems.append((("targets", index, field), _unknown(field, value, known)))
+    metric = target.get("metric")
+    if isinstance(metric, str) and metric not in METRICS:
+        problems.append((("targets", index, "metric"), _unknown("metric", metric, METRICS)))
+    if target.get("change") is not None:
+        if variants is not None and len(variants) < 2:
+            problems.append((("targets", index, "change"), "needs 2 or more variants"))
+        baseline = data.get("baseline")
+        if baseline is not None and target.get("variant") == baseline:
+            problems.append((("targets", index, "variant"), "the baseline cannot change vs itself"))
+    return problems
+
+
+def _names(mapping: Any) -> list[str] | None:
+    """The keys of a mapping of named things; None when it is not one (a field error)."""
+    return [str(key) for key in mapping] if isinstance(mapping, Mapping) else None

@@ -15,6 +15,7 @@ from runner.plan import make_plan
 from runner.spec_loader import load_spec
 from schemas.json_schema import experiment_schema
 from schemas.resolve import resolve_cells
+from schemas.spec import DEFAULT_WORKERS
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "experiments").glob("*.yaml"))
@@ -325,3 +326,95 @@ def test_dumped_spec_resolves_to_the_same_cells(spec: Path) -> None:
     loaded = load_spec(spec)
     dumped = loaded.spec.model_dump(mode="json", exclude_unset=True)
     assert resolve_cells(loaded.spec, dumped) == loaded.cells
+
+
+def test_workers_has_a_documented_default(tmp_path: Path) -> None:
+    text = BASE.replace("    workers: 48\n", "").replace("brokers: {nats: {workers: 48}}", "")
+    text = text.replace("brokers: {nats: {workers: 256}}", "")
+    assert "workers" not in text
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    loaded = load_spec(path)
+    assert {c.broker.workers for c in loaded.cells} == {DEFAULT_WORKERS}
+    for broker in ("KafkaBroker", "NatsBroker"):
+        schema = experiment_schema()["$defs"][broker]
+        assert schema["properties"]["workers"]["default"] == DEFAULT_WORKERS
+        assert "workers" not in schema.get("required", [])
+
+
+def test_every_problem_is_reported_in_one_pass(tmp_path: Path) -> None:
+    text = edit("repetitions: 5", "repetitions: five")  # a field error
+    text = text.replace("brokers: {nats: {workers: 256}}", "brokers: {natz: {workers: 256}}")
+    text = text.replace("linger.ms: 5", "linger.mss: 5")
+    issues = issues_of(tmp_path, text)
+    assert [issue.split(": ")[1] for issue in issues] == [
+        "brokers.kafka.producer.linger.mss",
+        "variants.after.brokers.natz",
+        "repetitions",
+    ]
+    lines = [int(issue.split(":")[0]) for issue in issues]
+    assert lines == sorted(lines)
+    assert "librdkafka: No such configuration property" in issues[0]
+    assert "unknown broker 'natz'; did you mean 'nats'?" in issues[1]
+
+
+def test_a_reference_check_with_a_malformed_part_is_skipped_alone(tmp_path: Path) -> None:
+    # The variants are malformed: the baseline cannot be checked against them, but the
+    # target's unknown metric and the unknown reporter still are.
+    text = edit("variants:\n", "variants: [before, after]\nunused:\n")
+    text = text.replace("metric: leaked_threads", "metric: leaked_thread")
+    text = text.replace("reports: [markdown, csv, json, html]", "reports: [markdown, pdf]")
+    issues = issues_of(tmp_path, text)
+    paths = [issue.split(": ")[1] for issue in issues]
+    assert "variants" in paths and "unused" in paths
+    assert "targets.1.metric" in paths and "reports.1" in paths
+    assert not any(path == "baseline" for path in paths)
+
+
+def test_committed_variant_override_property_is_checked_where_written(tmp_path: Path) -> None:
+    text = edit("brokers: {nats: {workers: 256}}", "brokers: {kafka: {producer: {lingr.ms: 1}}}")
+    [issue] = issues_of(tmp_path, text)
+    assert issue.startswith(f"{line_of(text, 'lingr.ms')}:")
+    assert "variants.after.brokers.kafka.producer.lingr.ms: librdkafka: No such" in issue
+
+
+@pytest.mark.parametrize("metric", ["success_rate", "broker_cpu_percent"])
+def test_percent_goal_on_a_percent_metric_is_its_unit(tmp_path: Path, metric: str) -> None:
+    text = edit(
+        'metric: success_rate, variant: after, value: ">= 100"',
+        f'metric: {metric}, variant: after, value: ">= 100%"',
+    )
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    target = load_spec(path).spec.targets[2]
+    assert target.value == ">= 100%"
+
+
+def test_percent_goal_on_another_unit_is_refused(tmp_path: Path) -> None:
+    text = edit(
+        'metric: leaked_threads, variant: after, value: "<= 1"',
+        'metric: leaked_threads, variant: after, value: "<= 1%"',
+    )
+    [issue] = issues_of(tmp_path, text)
+    assert "targets.1.value: a value goal is in the metric's own unit: drop the '%'" in issue
+
+
+def test_new_writes_a_starter_that_validates(tmp_path: Path) -> None:
+    for brokers, name in (((), "both"), (("kafka",), "kafka-only"), (("nats",), "nats-only")):
+        flags = [arg for b in brokers for arg in ("--broker", b)]
+        made = exprun("new", str(tmp_path / name), *flags)
+        assert made.returncode == 0, made.stderr
+        path = tmp_path / f"{name}.yaml"
+        loaded = load_spec(path)
+        assert loaded.spec.name == name
+        assert sorted(loaded.spec.brokers) == sorted(brokers or ("kafka", "nats"))
+        assert len(loaded.spec.variants) == 2 and len(loaded.spec.scenarios) == 2
+        assert loaded.spec.targets
+        first = path.read_text().splitlines()[0]
+        schema = first.removeprefix("# yaml-language-server: $schema=")
+        assert (path.parent / schema).resolve() == (ROOT / "schemas" / "experiment.schema.json")
+    again = exprun("new", str(tmp_path / "both"))
+    assert again.returncode == 2
+    assert again.stderr.strip().count("\n") == 0 and "exists" in again.stderr
+    bad = exprun("new", str(tmp_path / "-x"))
+    assert bad.returncode == 2

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import queue
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -26,6 +23,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+from runner.process import die_with_parent
 
 T = TypeVar("T")
 
@@ -149,38 +148,6 @@ def stop_all_brokers() -> None:
 
 # --- spawning ------------------------------------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    """Resolve libc prctl before any fork (the child must not load libraries)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        prctl: Callable[..., int] = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-_PRCTL = _load_prctl()
-
-
-def _child_preexec(parent_pid: int) -> Callable[[], None] | None:
-    """Build the preexec_fn that makes the child die with its parent (Linux only)."""
-    prctl = _PRCTL
-    if prctl is None:
-        return None
-
-    def _setup() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        # The parent may have died between fork and prctl: then nobody would signal us.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return _setup
-
 
 class _SpawnThread:
     """Forks children from one long-lived daemon thread.
@@ -237,7 +204,7 @@ def spawn(
                 cwd=cwd,
                 env=dict(env) if env is not None else None,
                 start_new_session=True,
-                preexec_fn=_child_preexec(os.getpid()),
+                preexec_fn=die_with_parent(os.getpid()),
                 close_fds=True,
             )
 

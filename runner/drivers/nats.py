@@ -43,7 +43,6 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from runner.brokers.base import _child_preexec
 from runner.drivers.base import (
     Driver,
     DriverError,
@@ -54,6 +53,7 @@ from runner.drivers.base import (
 )
 from runner.measure.accounting import ProducerLedger
 from runner.measure.messages import NS_PER_S, now_ns
+from runner.process import die_with_parent
 from schemas.spec import NatsBroker
 
 UNLIMITED = -1
@@ -496,7 +496,7 @@ def _publisher_main(conn: Connection, trial_pid: int, driver: NatsDriver, count:
         # signal to this process must not land there.
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        die_with_trial = _child_preexec(trial_pid)
+        die_with_trial = die_with_parent(trial_pid)
         if die_with_trial is not None:
             die_with_trial()
         serve = _serve_publisher(conn, driver, count)

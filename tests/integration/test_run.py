@@ -69,3 +69,20 @@ def test_run_records_every_trial_exactly(tmp_path: Path) -> None:
     assert (run / "spec.yaml").read_text() == SPEC
     assert (run / "report.md").is_file() and (run / "results.json").is_file()
     assert no_leftovers(tmp_path) == []
+
+
+@pytest.mark.timeout(400)
+def test_starter_spec_runs_on_embedded_brokers(tmp_path: Path) -> None:
+    made = exprun("new", "starter", tmp=tmp_path)
+    assert made.returncode == 0, made.stderr
+    text = (tmp_path / "starter.yaml").read_text()
+    # What a newcomer meets: no `workers` anywhere, a % goal on a % metric.
+    assert "\n    workers:" not in text and 'value: ">= 100%"' in text
+    done = exprun("starter.yaml", "--out", "run", tmp=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = read_jsonl(tmp_path / "run" / "trials.jsonl")
+    assert len(trials) == 2 * 2 * 2 * (5 + 1)  # brokers x variants x scenarios x (reps + warm-up)
+    assert all(t["status"] == "ok" and t["metrics"]["lost"] == 0 for t in trials)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "nothing lost" in report and "| pass" in report
+    assert no_leftovers(tmp_path) == []
