@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmarks.report import Comparison
-from runner.drivers.nats import PUBLISHER_ENV
+from runner.execution.drivers.nats import PUBLISHER_ENV
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from runner.brokers import RunningBroker
-from runner.trial import TrialRequest, run_trial
+from runner.execution.brokers import RunningBroker
+from runner.execution.trial.parent import run_trial
+from runner.execution.trial.request import TrialRequest
 from schemas.resolve import TrialSettings
 from schemas.results import TrialResult
 from schemas.spec import KafkaBroker, NatsBroker

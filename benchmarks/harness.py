@@ -37,9 +37,16 @@ from benchmarks.exprun_side import (
 from benchmarks.matrix import BUDGET_S, run_matrix
 from benchmarks.profile import profile_trial
 from benchmarks.report import Comparison, table, write_document
-from runner.brokers import BrokerStartError, RunningBroker, kafka_classpath, start_kafka, start_nats
-from runner.drivers.nats import PUBLISHER_ENV
-from runner.trial import TrialRequest, prestart
+from runner.execution.brokers import (
+    BrokerStartError,
+    RunningBroker,
+    kafka_classpath,
+    start_kafka,
+    start_nats,
+)
+from runner.execution.drivers.nats import PUBLISHER_ENV
+from runner.execution.trial.parent import prestart
+from runner.execution.trial.request import TrialRequest
 from schemas.results import TrialResult
 
 T = TypeVar("T")

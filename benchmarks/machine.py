@@ -10,7 +10,7 @@ from typing import Any
 import psutil
 
 from benchmarks.matrix import SPEC
-from runner.environment import collect_environment
+from runner.execution.environment import collect_environment
 
 POLL_S = 5.0
 

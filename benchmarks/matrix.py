@@ -85,7 +85,7 @@ def run_matrix(extra_args: list[str]) -> MatrixRun:
     """`exprun run worker_pool_256.yaml --out <tmp> [extra_args]` in a subprocess, timed."""
     with tempfile.TemporaryDirectory(prefix="exprun-bench-matrix-") as tmp:
         out = Path(tmp) / "run"
-        argv = [sys.executable, "-c", "from runner.cli import main; main()", "run", str(SPEC)]
+        argv = [sys.executable, "-c", "from runner.cli.app import main; main()", "run", str(SPEC)]
         argv += ["--out", str(out), *extra_args]
         started = time.monotonic()
         try:

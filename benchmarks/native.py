@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.brokers.kafka import (
+from runner.execution.brokers.kafka import (
     BROKER_JVM_OPTS,
     COMPLETE_MARKER,
     KAFKA_LIBS_ENV,

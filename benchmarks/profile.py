@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.trial import TrialRequest
+from runner.execution.trial.request import TrialRequest
 from schemas.results import TrialResult
 
 SAMPLE_RATE_HZ = 500

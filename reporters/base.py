@@ -7,6 +7,7 @@ job, so reporters do no I/O and a third-party package can add one by registering
 
 from __future__ import annotations
 
+from importlib.metadata import EntryPoint, entry_points
 from typing import Protocol, runtime_checkable
 
 from schemas.report import Report
@@ -23,3 +24,8 @@ class Reporter(Protocol):
     def render(self, report: Report) -> Files:
         """File name (relative to the run folder) -> text or bytes."""
         ...
+
+
+def installed_reporters() -> dict[str, EntryPoint]:
+    """Every reporter installed in this environment, by name."""
+    return {ep.name: ep for ep in entry_points(group=REPORTER_GROUP)}

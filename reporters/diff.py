@@ -37,12 +37,6 @@ def _meta(diff: Diff, metric: str) -> MetricMeta:
     )
 
 
-def _title(meta: MetricMeta) -> str:
-    unit = f"{meta.unit}, " if meta.unit else ""
-    better = f"{meta.better} is better" if meta.better else "no better direction"
-    return f"{meta.label} ({unit}{better})"
-
-
 def _variant(row: DiffRow) -> str:
     if row.old.variant == row.new.variant:
         return row.new.variant
@@ -71,7 +65,7 @@ def _metric_blocks(
             if changes
             else ""
         )
-        return [doc.Text(f"{_title(meta)}: ~ in all {len(rows)} cells{spread}.")]
+        return [doc.Text(f"{doc.metric_title(meta)}: ~ in all {len(rows)} cells{spread}.")]
     headers = ["Broker", "Variant", "Scenario", "old", "new", "Change", "p", "Verdict", "Test"]
     body = [
         [
@@ -104,7 +98,7 @@ def _metric_blocks(
         )
     numeric = [False, False, False, True, True, True, True, False, False]
     table = doc.Table(headers, body, numeric, doc.test_legend(r.test for r in rows))
-    return [doc.Heading(3, _title(meta)), table]
+    return [doc.Heading(3, doc.metric_title(meta)), table]
 
 
 def diff_blocks(diff: Diff, *, chosen_metrics: bool = False) -> list[doc.Block]:

@@ -10,6 +10,15 @@ EXIT_BAD_INPUT = 2
 EXIT_INFRASTRUCTURE = 3
 EXIT_INTERRUPTED = 130
 
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    all trials ok (and targets met under --check-targets)
+  1    finished with failed trials (or unmet targets under --check-targets)
+  2    bad input: invalid spec, unknown option value, missing file
+  3    broker or infrastructure failure
+  130  interrupted
+"""
+
 
 class ExprunError(Exception):
     """An error the CLI prints as one readable message, with its exit code."""

@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
-from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
+from importlib.metadata import EntryPoint
 from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
-from reporters.base import REPORTER_GROUP, Reporter
+from reporters.base import Reporter, installed_reporters
 from reporters.markdown import render_summary
-from runner.analysis import analyse
+from runner.analysis.analyse import analyse
 from runner.errors import BadInputError, ExprunError, SpecError
+from runner.files import write_atomically
 from runner.run_folder import ENVIRONMENT_FILE, RUN_FILE, RunFolder
-from runner.spec_loader import LoadedSpec, load_spec
+from runner.spec.loader import LoadedSpec, load_spec
+from runner.versions import package_version
 from schemas.report import REPORT_SCHEMA_VERSION, Report
 
 RESULTS_FILE = "results.json"
 ALL_FORMATS = "all"
-
-
-def exprun_version() -> str | None:
-    try:
-        return version("exprun")
-    except PackageNotFoundError:
-        return None
 
 
 def _load_run_spec(folder: RunFolder) -> LoadedSpec:
@@ -60,12 +54,8 @@ def analyse_run(run_dir: Path) -> Report:
         cells=loaded.cells,
         spec_sha256=run.spec_sha256 if run else loaded.digest,
         secrets=loaded.secrets,
-        exprun_version=exprun_version(),
+        exprun_version=package_version("exprun"),
     )
-
-
-def installed_reporters() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=REPORTER_GROUP)}
 
 
 def _reporter(entry: EntryPoint) -> Reporter:
@@ -101,18 +91,6 @@ def _safe_name(reporter: str, name: str) -> str:
     return name
 
 
-def _write(path: Path, content: str | bytes) -> None:
-    """Atomically: a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    data = content.encode() if isinstance(content, str) else content
-    with partial.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
-
-
 def write_reports(
     run_dir: Path,
     formats: list[str] | None = None,
@@ -131,7 +109,7 @@ def write_reports(
         for name, content in reporter.render(report).items():
             target = run_dir / _safe_name(entry.name, name)
             try:
-                _write(target, content)
+                write_atomically(target, content)
             except OSError as error:
                 raise ExprunError(f"cannot write {target}: {error.strerror or error}") from None
             if announce is not None:

@@ -17,6 +17,7 @@ from typing import IO, Any
 from pydantic import BaseModel, ValidationError
 
 from runner.errors import BadInputError, ExprunError
+from runner.files import write_atomically
 from schemas.results import TrialResult
 
 SPEC_FILE = "spec.yaml"
@@ -57,13 +58,7 @@ def default_run_dir(spec_name: str, root: Path = Path("results")) -> Path:
 
 def write_json(path: Path, data: Any) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
+    write_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
 class TrialLog:
@@ -84,12 +79,7 @@ class TrialLog:
 
 def rewrite_trials(path: Path, trials: list[TrialResult]) -> None:
     """Replace trials.jsonl atomically with exactly these trials."""
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w") as handle:
-        handle.writelines(t.model_dump_json() + "\n" for t in trials)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
+    write_atomically(path, "".join(t.model_dump_json() + "\n" for t in trials))
 
 
 def read_trials(path: Path) -> list[TrialResult]:

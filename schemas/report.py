@@ -12,13 +12,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.metrics import Better
 from schemas.results import TrialResult
 from schemas.spec import Correction
 
 REPORT_SCHEMA_VERSION: Literal[1] = 1
 REPORT_SCHEMA_ID = "https://exprun.dev/schemas/results.schema.json"
 
-Better = Literal["higher", "lower"]
 Verdict = Literal["better", "worse", "changed", "~", "insufficient data"]
 AnomalyKind = Literal[
     "trend_break",

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, PositiveInt, TypeAdapter, ValidationError
 
 from schemas.problems import Loc, Problem, problems_from
+from schemas.report import CellKey
 from schemas.spec import DEFAULT_VARIANT, Broker, Experiment, KafkaBroker, NatsBroker, Workload
 
 T = TypeVar("T")
@@ -27,18 +28,8 @@ class TrialSettings(Workload):
 
 
 @dataclass(frozen=True)
-class Cell:
-    broker: str
-    variant: str
-    scenario: str
-
-    def __str__(self) -> str:
-        return f"{self.broker}/{self.variant}/{self.scenario}"
-
-
-@dataclass(frozen=True)
 class CellConfig:
-    cell: Cell
+    cell: CellKey
     broker: KafkaBroker | NatsBroker
     workload: TrialSettings
 
@@ -82,7 +73,7 @@ def resolve_cells(spec: Experiment, raw: Mapping[str, Any]) -> list[CellConfig]:
     if problems:
         raise ResolutionError(_dedupe(problems))
     return [
-        CellConfig(Cell(b, v, s), brokers[b, v], workloads[v, s])
+        CellConfig(CellKey(broker=b, variant=v, scenario=s), brokers[b, v], workloads[v, s])
         for v in spec.variant_names
         for b in spec.brokers
         for s in spec.scenarios
@@ -162,4 +153,4 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return list(dict.fromkeys(problems))
 
 
-__all__ = ["DEFAULT_VARIANT", "Cell", "CellConfig", "ResolutionError", "TrialSettings"]
+__all__ = ["DEFAULT_VARIANT", "CellConfig", "ResolutionError", "TrialSettings"]

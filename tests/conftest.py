@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from runner.brokers import RunningBroker, start_kafka, start_nats
+from runner.execution.brokers import RunningBroker, start_kafka, start_nats
 
 # Process command-line markers of the broker processes this suite may start.
 BROKER_MAINS = ("kafka.Kafka", "kafka.tools.StorageTool")
@@ -62,6 +62,11 @@ def suite_processes() -> list[psutil.Process]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "integration: runs real brokers or the exprun CLI end to end (deselect with "
+        '-m "not integration" for the fast pure suite)',
+    )
     config.addinivalue_line(
         "markers",
         "own_kafka: starts its own Kafka JVM; run first, before the session Kafka exists "

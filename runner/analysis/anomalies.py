@@ -1,0 +1,374 @@
+"""What looks wrong in a run, each finding with its evidence in numbers and advice."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Any
+
+from runner.analysis import statistics as st
+from runner.analysis.cells import CellTuple, cell_key, measured
+from runner.analysis.context import AnalysisContext
+from schemas.metrics import metric_info
+from schemas.report import Anomaly
+from schemas.report import format_number as num
+from schemas.results import TrialResult
+
+# A middle scenario this many times outside its neighbours' range breaks the trend; 2x is
+# far beyond run-to-run noise (usually < 10%) yet catches the source report's NATS High
+# case (161.82 msg/s between 830.74 and 1169.39: 5.1x below).
+TREND_FACTOR = 2.0
+# Metrics that should move smoothly with the message count (trend breaks) and whose
+# repeatability matters (high variance). Counts and leaks have rules of their own.
+TREND_METRICS = (
+    "throughput",
+    "publish_throughput",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "latency_mean_ms",
+    "publish_latency_p99_ms",
+    "duration_s",
+)
+VARIANCE_METRICS = (
+    "throughput",
+    "publish_throughput",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "latency_mean_ms",
+    "publish_latency_p50_ms",
+    "publish_latency_p99_ms",
+    "duration_s",
+)
+# CV from two values says little; three is the fewest for which it is worth a warning.
+MIN_SAMPLES_FOR_CV = 3
+# Reasons JetStream (and nats-py) give when a stream limit refuses a publish.
+LIMIT_REASON = re.compile(r"limit|maximum|max[_ ]?(msgs|bytes)|exceeded|insufficient", re.I)
+
+
+def find_anomalies(ctx: AnalysisContext) -> list[Anomaly]:
+    found: list[Anomaly] = []
+    found += _trend_anomalies(ctx)
+    for key in ctx.cell_keys():
+        found += _variance_anomalies(ctx, key)
+        found += _delivery_anomalies(ctx, key)
+        found += _limit_anomalies(ctx, key)
+        found += _leak_anomalies(ctx, key)
+        found += _failure_anomalies(ctx, key)
+    return found
+
+
+def _trend_anomalies(ctx: AnalysisContext) -> list[Anomaly]:
+    out: list[Anomaly] = []
+    for broker in ctx.brokers:
+        for variant in ctx.variants:
+            for metric in TREND_METRICS:
+                points = [
+                    (s, m)
+                    for s in ctx.scenarios
+                    if (m := ctx.median((broker, variant, s), metric)) is not None
+                ]
+                for brk in st.trend_breaks(points, factor=TREND_FACTOR):
+                    out.append(_trend_anomaly(ctx, (broker, variant, brk.scenario), metric, brk))
+    return out
+
+
+def _trend_anomaly(
+    ctx: AnalysisContext, key: CellTuple, metric: str, brk: st.TrendBreak
+) -> Anomaly:
+    info = metric_info(metric)
+    summary = ctx.summaries[key][metric]
+    evidence = (
+        f"median {num(brk.value)} at {brk.scenario} is {brk.ratio:.1f}x {brk.direction} the "
+        f"range of its neighbours {brk.prev_scenario} {num(brk.prev_value)} and "
+        f"{brk.next_scenario} {num(brk.next_value)} (threshold {brk.factor:g}x)"
+    )
+    if summary.n >= 2 and summary.min is not None and summary.max is not None:
+        lo, hi = min(brk.prev_value, brk.next_value), max(brk.prev_value, brk.next_value)
+        # Whether every repetition misses the neighbours' range tells a one-off from a pattern.
+        consistent = summary.max < lo if brk.direction == "below" else summary.min > hi
+        evidence += (
+            f"; its {summary.n} repetitions range {num(summary.min)}..{num(summary.max)} "
+            + ("- every one of them" if consistent else "- not all of them")
+            + f" {brk.direction} the neighbours"
+        )
+    elif summary.n == 1:
+        evidence += "; from a single repetition"
+    return Anomaly(
+        kind="trend_break",
+        severity="warning",
+        cell=cell_key(key),
+        metric=metric,
+        message=(
+            f"{info.label} of {key[0]}/{key[1]} at {key[2]} breaks the trend of its "
+            f"neighbouring scenarios ({brk.ratio:.1f}x {brk.direction})"
+        ),
+        evidence=evidence,
+        advice=(
+            "look at the same cell's latency, duration and publish errors for the cause, and "
+            f"re-run it alone (--scenario {key[2]} --broker {key[0]}) to see whether it repeats"
+        ),
+    )
+
+
+def _variance_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
+    out: list[Anomaly] = []
+    threshold = ctx.settings.cv_threshold_pct
+    for metric in VARIANCE_METRICS:
+        summary = ctx.summaries.get(key, {}).get(metric)
+        if summary is None or summary.n < MIN_SAMPLES_FOR_CV:
+            continue
+        if not st.high_variance(summary, threshold) or summary.cv_pct is None:
+            continue
+        out.append(
+            Anomaly(
+                kind="high_variance",
+                severity="warning",
+                cell=cell_key(key),
+                metric=metric,
+                message=(
+                    f"{metric_info(metric).label} of {'/'.join(key)} varies "
+                    f"{summary.cv_pct:.1f}% run to run"
+                ),
+                evidence=(
+                    f"CV {summary.cv_pct:.1f}% over n={summary.n} (median {num(summary.median)}, "
+                    f"range {num(summary.min)}..{num(summary.max)}), above the "
+                    f"{threshold:g}% threshold"
+                ),
+                advice=(
+                    f"add repetitions (now {summary.n}; try {max(2 * summary.n, 10)}) so "
+                    "that noise cannot hide or fake a change, and look for other load on "
+                    "the machine"
+                ),
+            )
+        )
+    return out
+
+
+def _ok_trials(ctx: AnalysisContext, key: CellTuple) -> list[TrialResult]:
+    return measured(ctx.by_cell.get(key, ()))
+
+
+def _delivery_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
+    trials = _ok_trials(ctx, key)
+    found = [
+        _loss_anomaly(key, trials),
+        _duplicates_anomaly(key, trials),
+        _publish_errors_anomaly(key, trials),
+    ]
+    return [anomaly for anomaly in found if anomaly is not None]
+
+
+def _loss_anomaly(key: CellTuple, trials: list[TrialResult]) -> Anomaly | None:
+    """Acked messages never received, or fewer received than sent without any error."""
+    lossy = [t for t in trials if t.metrics.lost > 0]
+    short = [
+        t
+        for t in trials
+        if t.metrics.lost == 0
+        and t.metrics.sent > 0
+        and t.metrics.received < t.metrics.sent
+        and not t.metrics.publish_errors
+    ]
+    if not lossy and not short:
+        return None
+    worst = max(lossy or short, key=lambda t: t.metrics.sent - t.metrics.received)
+    m = worst.metrics
+    lost = sum(t.metrics.lost for t in lossy)
+    evidence = (
+        f"{lost:,} acked messages never received in {len(lossy)} of {len(trials)} trials"
+        if lossy
+        else f"received fewer than sent without publish errors in {len(short)} of "
+        f"{len(trials)} trials"
+    )
+    evidence += (
+        f"; worst: repetition {worst.repetition}, sent {m.sent:,}, acked {m.acked:,}, "
+        f"received {m.received:,} (success {m.success_rate:.2f}%)"
+    )
+    return Anomaly(
+        kind="loss",
+        severity="warning",
+        cell=cell_key(key),
+        metric="lost",
+        message=f"messages lost in {'/'.join(key)}",
+        evidence=evidence,
+        advice="check the drain timeout and the stream/topic limits of this cell",
+    )
+
+
+def _duplicates_anomaly(key: CellTuple, trials: list[TrialResult]) -> Anomaly | None:
+    duplicated = [t for t in trials if t.metrics.duplicated > 0]
+    if not duplicated:
+        return None
+    total = sum(t.metrics.duplicated for t in duplicated)
+    return Anomaly(
+        kind="duplicates",
+        severity="warning",
+        cell=cell_key(key),
+        metric="duplicated",
+        message=f"duplicate deliveries in {'/'.join(key)}",
+        evidence=(
+            f"{total:,} deliveries beyond the first in {len(duplicated)} of "
+            f"{len(trials)} trials (max {max(t.metrics.duplicated for t in duplicated):,})"
+        ),
+        advice="redeliveries point at ack timeouts or consumer restarts",
+    )
+
+
+def _publish_errors_anomaly(key: CellTuple, trials: list[TrialResult]) -> Anomaly | None:
+    reasons: dict[str, int] = defaultdict(int)
+    erring = 0
+    for trial in trials:
+        if trial.metrics.publish_errors:
+            erring += 1
+        for reason, count in trial.metrics.publish_errors.items():
+            reasons[reason] += count
+    if not reasons:
+        return None
+    by_reason = ", ".join(f"{r}: {c:,}" for r, c in sorted(reasons.items()))
+    return Anomaly(
+        kind="publish_errors",
+        severity="warning",
+        cell=cell_key(key),
+        metric="publish_errors_total",
+        message=f"publish errors in {'/'.join(key)}",
+        evidence=f"{by_reason} (in {erring} of {len(trials)} trials)",
+    )
+
+
+def _limit_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
+    """JetStream stream limits reached: refused publishes, or old messages discarded."""
+    trials = _ok_trials(ctx, key)
+    if not trials or trials[0].broker_type != "nats":
+        return []
+    max_msgs, max_bytes = ctx.setting(key, "max_msgs"), ctx.setting(key, "max_bytes")
+    discard, size = ctx.setting(key, "discard"), ctx.setting(key, "message_size")
+    limits = f"stream max_msgs {_limit(max_msgs)}, max_bytes {_limit(max_bytes)}, discard {discard}"
+    refused: dict[str, int] = defaultdict(int)
+    for trial in trials:
+        for reason, count in trial.metrics.publish_errors.items():
+            if LIMIT_REASON.search(reason):
+                refused[reason] += count
+
+    def binds(sent: int) -> bool:
+        # With discard old a full stream drops its oldest messages silently: suspect it only
+        # when the trial's volume exceeds a declared limit.
+        by_msgs = isinstance(max_msgs, int) and max_msgs < sent
+        by_bytes = isinstance(max_bytes, int) and isinstance(size, int) and max_bytes < sent * size
+        return by_msgs or by_bytes
+
+    dropped = [
+        t
+        for t in trials
+        if discard == "old" and 0 < t.metrics.received < t.metrics.sent and binds(t.metrics.sent)
+    ]
+    if not refused and not dropped:
+        return []
+    if refused:
+        what = ", ".join(f"{r}: {c:,}" for r, c in sorted(refused.items()))
+        evidence = f"publishes refused at a limit ({what}); {limits}"
+    else:
+        worst = min(dropped, key=lambda t: t.metrics.received)
+        evidence = (
+            f"received {worst.metrics.received:,} of {worst.metrics.sent:,} sent "
+            f"(repetition {worst.repetition}; {len(dropped)} of {len(trials)} trials short) "
+            f"- more than the stream holds, so its oldest messages were discarded; {limits}"
+        )
+    return [
+        Anomaly(
+            kind="limit_reached",
+            severity="warning",
+            cell=cell_key(key),
+            message=f"JetStream stream limit reached in {'/'.join(key)}",
+            evidence=evidence,
+            advice="raise max_msgs/max_bytes above the scenario's volume if the limit is not "
+            "what the experiment is about",
+        )
+    ]
+
+
+def _limit(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _leak_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
+    trials = _ok_trials(ctx, key)
+    if not trials:
+        return []
+    settle = ctx.setting(key, "settle_time")
+    after = f"after the {_seconds(settle)} settle time" if settle is not None else "after settle"
+    out: list[Anomaly] = []
+    for metric, what in (("leaked_threads", "threads"), ("leaked_tasks", "tasks")):
+        values = [v for t in trials if (v := getattr(t.metrics, metric)) is not None]
+        leaking = [v for v in values if v > 0]
+        if not leaking:
+            continue
+        summary = st.summarize(values)
+        evidence = (
+            f"{metric} median {num(summary.median)} (max {num(summary.max)}) {after}, "
+            f"in {len(leaking)} of {len(values)} trials"
+        )
+        if metric == "leaked_threads":
+            before = ctx.median(key, "threads_before")
+            left = ctx.median(key, "threads_after")
+            evidence += f"; threads before {num(before)}, after settle {num(left)} (medians)"
+            lingered = ctx.median(key, "lingering_threads")
+            if lingered:
+                # The source report's case: 134 "leaks" at 100 ms, of which 133 just lingered.
+                evidence += f"; another {num(lingered)} lingered but exited within the settle time"
+        out.append(
+            Anomaly(
+                kind="leak",
+                severity="warning",
+                cell=cell_key(key),
+                metric=metric,
+                message=f"{what} leaked in {'/'.join(key)}: they survive the settle time",
+                evidence=evidence,
+                advice="a real leak: these outlive the declared settle time",
+            )
+        )
+    lingering = [v for t in trials if (v := t.metrics.lingering_threads) is not None and v > 0]
+    leaked = [v for t in trials if (v := t.metrics.leaked_threads) is not None and v > 0]
+    if lingering and not leaked:
+        out.append(
+            Anomaly(
+                kind="lingering",
+                severity="info",
+                cell=cell_key(key),
+                metric="lingering_threads",
+                message=f"threads lingered in {'/'.join(key)} but exited within the settle time",
+                evidence=(
+                    f"up to {max(lingering):,} threads were alive right after the measured phase "
+                    f"in {len(lingering)} of {len(trials)} trials; none was left {after}"
+                ),
+                advice="not a leak; a shorter settle time would have counted them as leaked",
+            )
+        )
+    return out
+
+
+def _seconds(value: Any) -> str:
+    if isinstance(value, int | float):
+        return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
+    return str(value)
+
+
+def _failure_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
+    trials = ctx.by_cell.get(key, [])
+    failed = [t for t in trials if t.status == "failed"]
+    if not failed:
+        return []
+    errors = list(dict.fromkeys((t.error or "no reason recorded").splitlines()[0] for t in failed))
+    shown = "; ".join(e[:160] for e in errors[:3]) + ("; ..." if len(errors) > 3 else "")
+    warmups = sum(t.warmup for t in failed)
+    counted = f"{len(failed)} of {len(trials)} trials failed"
+    if warmups:
+        counted += f" ({warmups} of them warm-up)"
+    return [
+        Anomaly(
+            kind="failed_trials",
+            severity="warning",
+            cell=cell_key(key),
+            message=f"failed trials in {'/'.join(key)} (excluded from the figures)",
+            evidence=f"{counted}: {shown}",
+        )
+    ]

@@ -1,0 +1,5 @@
+"""`python -m runner.cli` is `exprun`."""
+
+from runner.cli.app import main
+
+main()

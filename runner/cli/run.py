@@ -1,0 +1,141 @@
+"""`exprun run` and `exprun plan`: expand a spec into trials and run them (or only show them)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runner.errors import (
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    EXIT_TRIALS_FAILED,
+    BadInputError,
+    ExprunError,
+)
+from runner.execution.plan import Plan, make_plan, render_plan
+from runner.execution.run import RunOutcome, execute, new_run, open_for_resume
+from runner.redaction import redact
+from runner.reporting import markdown_summary, write_reports
+from runner.run_folder import RunFolder, RunInfo, default_run_dir
+from runner.spec.loader import LoadedSpec, load_spec
+from schemas.report import Report
+from schemas.results import TrialResult
+
+
+def _filters(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--broker", "brokers", multiple=True, help="only this broker (repeatable)"),
+        click.option("--variant", "variants", multiple=True, help="only this variant (repeatable)"),
+        click.option(
+            "--scenario", "scenarios", multiple=True, help="only this scenario (repeatable)"
+        ),
+        click.option(
+            "--repetitions",
+            type=click.IntRange(min=1),
+            default=None,
+            help="measured trials per cell, instead of the spec's",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="print the plan and its estimate; run nothing")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="run folder (default: results/<spec name>/<UTC timestamp>/)",
+)
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="continue this run folder: run only the trials it has not recorded",
+)
+@click.option("--check-targets", is_flag=True, help="exit 1 when any target of the spec is not met")
+@_filters
+def run(
+    spec: str,
+    dry_run: bool,
+    out: Path | None,
+    resume: Path | None,
+    check_targets: bool,
+    **filters: Any,
+) -> None:
+    """Run every trial of SPEC's matrix and write the run folder and reports."""
+    loaded = load_spec(spec)
+    if dry_run and resume is None:
+        click.echo(render_plan(make_plan(loaded.spec, loaded.cells, **filters)))
+        return
+    plan, folder, info, done = _prepare(loaded, out, resume, filters)
+    click.echo(
+        f"{loaded.spec.name}: {len(plan.trials) - len(done)} trials over {len(plan.cells)} "
+        f"cells -> {folder.path}",
+        err=True,
+    )
+    try:
+        outcome = execute(
+            loaded, plan, folder, info, done=done, announce=lambda m: click.echo(m, err=True)
+        )
+    except ExprunError as error:
+        # A secret may sit in an endpoint or a property that a broker's error repeats.
+        error.args = (redact(str(error), loaded.secrets),)
+        raise
+    try:
+        report = write_reports(folder.path, loaded.spec.reports)
+    except OSError as error:
+        raise ExprunError(f"cannot write the reports in {folder.path}: {error}") from None
+    click.echo(markdown_summary(report))
+    click.echo(f"run folder: {folder.path}", err=True)
+    _exit_for(outcome, report, len(plan.trials), check_targets)
+
+
+def _prepare(
+    loaded: LoadedSpec, out: Path | None, resume: Path | None, filters: dict[str, Any]
+) -> tuple[Plan, RunFolder, RunInfo, list[TrialResult]]:
+    """The plan and its run folder: a new one, or the one --resume continues."""
+    chosen = {k: list(v) if isinstance(v, tuple) else v for k, v in filters.items() if v}
+    if resume is None:
+        plan = make_plan(loaded.spec, loaded.cells, **filters)
+        folder, info = new_run(loaded, plan, out or default_run_dir(loaded.spec.name), chosen)
+        return plan, folder, info, []
+    if chosen or out is not None:
+        raise BadInputError("--resume takes the filters and folder of the run it resumes")
+    folder, info, done = open_for_resume(loaded, resume)
+    plan = make_plan(loaded.spec, loaded.cells, seed=info.seed, **info.filters)
+    return plan, folder, info, done
+
+
+def _exit_for(outcome: RunOutcome, report: Report, planned: int, check_targets: bool) -> None:
+    """Exit 130 when interrupted, 1 for failed trials (or unmet targets when checked)."""
+    if outcome.interrupted:
+        click.echo(
+            f"exprun: interrupted after {len(outcome.results)} of {planned} trials; "
+            f"reports cover what finished; continue with --resume {outcome.folder.path}",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    unmet = report.targets.total - report.targets.passed
+    if outcome.failed:
+        click.echo(f"exprun: {outcome.failed} trial(s) failed; see the report", err=True)
+    if check_targets and unmet:
+        click.echo(f"exprun: {unmet} target score(s) not met (--check-targets)", err=True)
+    if outcome.failed or (check_targets and unmet):
+        sys.exit(EXIT_TRIALS_FAILED)
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@click.argument("spec", type=click.Path(dir_okay=False))
+@_filters
+def plan(spec: str, **filters: Any) -> None:
+    """Print the expanded matrix of SPEC and an estimate of its run time (runs nothing)."""
+    loaded = load_spec(spec)
+    click.echo(render_plan(make_plan(loaded.spec, loaded.cells, **filters)))

@@ -1,0 +1,128 @@
+"""The driver interface: what exprun needs from a broker's client library for one trial.
+
+A driver is looked up by broker type in the entry-point group `exprun.drivers` (see
+runner.execution.drivers.load_driver), so a plugin package can add a broker without touching exprun.
+One driver instance serves one trial, inside the trial's own process, on its event loop.
+"""
+
+from __future__ import annotations
+
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from runner.execution.measure.accounting import ProducerLedger
+from runner.execution.measure.messages import NS_PER_S, MessageCodec, now_ns
+
+REACH_TIMEOUT_S = 2.0
+
+
+class DriverError(Exception):
+    """A broker operation failed (unreachable, refused, timed out); str() is one line."""
+
+
+class PublishStalled(DriverError):
+    """Publishing could not go on: no broker answer for the whole drain timeout."""
+
+
+class MessageSink(Protocol):
+    """Where consumers put what they receive (the handler pool)."""
+
+    async def deliver(self, payload: bytes) -> None: ...
+
+    async def deliver_many(self, payloads: Iterable[bytes]) -> None: ...
+
+
+@dataclass(frozen=True)
+class PublishPlan:
+    """Who sends which sequence numbers, when, and with what payload."""
+
+    messages: int
+    producers: int
+    rate: float | None  # msg/s over all producers; None = as fast as acks allow
+    codec: MessageCodec
+
+    def seqs(self, producer: int) -> range:
+        # Interleaved, so that paced producers share the rate evenly at every moment.
+        return range(producer, self.messages, self.producers)
+
+    def schedule(self, seq: int, start_ns: int) -> tuple[int, float]:
+        """(send stamp in ns, seconds to wait before sending) for message `seq`.
+
+        Paced messages are stamped with their intended send time, not the actual one: a stall
+        in the client or broker then shows up in latency instead of being hidden
+        (coordinated omission).
+        """
+        if self.rate is None:
+            return now_ns(), 0.0
+        due = start_ns + round(seq * NS_PER_S / self.rate)
+        return due, max(0.0, (due - now_ns()) / NS_PER_S)
+
+
+class Driver(ABC):
+    """One broker type's clients for one trial: destination, producers, consumers."""
+
+    def __init__(self, address: str, config: Any, destination: str, setup_timeout: float) -> None:
+        self.address = address
+        self.config = config
+        self.destination = destination  # topic / stream (and subject) name, unique per trial
+        self.setup_timeout = setup_timeout
+        # A fatal client-side event seen during the trial (e.g. the connection was lost).
+        self.problem: str | None = None
+
+    def helper_pids(self) -> Sequence[int]:
+        """Processes this driver runs for the trial now: their threads and memory are its."""
+        return ()
+
+    @abstractmethod
+    async def create_destination(self) -> None:
+        """Create the topic / stream with the declared settings; ready to use on return."""
+
+    @abstractmethod
+    async def delete_destination(self) -> None:
+        """Delete the topic / stream (called after every client is closed)."""
+
+    @abstractmethod
+    async def start_consumers(self, count: int, sink: MessageSink) -> None:
+        """Start `count` consumers feeding `sink`, from the destination's beginning; returns
+        once they are ready to receive."""
+
+    @abstractmethod
+    async def connect_producers(self, count: int) -> None:
+        """Create and connect `count` producers (kept out of the measured phase)."""
+
+    @abstractmethod
+    async def publish(
+        self, plan: PublishPlan, ledgers: Sequence[ProducerLedger], resolve_timeout: float
+    ) -> None:
+        """Send every message of the plan, producer i accounting in ledgers[i]; returns once each
+        sent message is acked or failed, closing the ledgers after `resolve_timeout` without a
+        broker answer. Raises PublishStalled if sending itself cannot progress."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop the consumers and close every client; their threads are gone on return (unless
+        the client library lets them linger, which is what the trial measures)."""
+
+
+def check_reachable(broker: str, servers: Iterable[str]) -> None:
+    """Fail in milliseconds, not after a client's connect retries, when no server listens.
+
+    `servers` are "host:port" or "scheme://host:port"; one that accepts TCP is enough.
+    """
+    reasons = []
+    for server in servers:
+        text = server.strip()
+        parts = urlsplit(text if "://" in text else f"tcp://{text}")
+        try:
+            host, port = parts.hostname, parts.port
+            if host is None or port is None:
+                raise ValueError("not host:port")
+            with socket.create_connection((host, port), timeout=REACH_TIMEOUT_S):
+                return
+        except (OSError, ValueError) as error:
+            reasons.append(f"{text}: {getattr(error, 'strerror', None) or error}")
+    raise DriverError(f"cannot reach {broker} at {'; '.join(reasons)}")

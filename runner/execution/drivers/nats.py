@@ -1,0 +1,588 @@
+"""NATS JetStream driver (nats-py): per-trial stream, windowed async publish, push/pull consumers.
+
+Measured on 2 cores (20,000 x 1 KiB, in-memory stream): nats-py's own `publish_async` loop
+~70k msg/s, the window below ~157k msg/s (no future, no JSON parse per successful ack); an
+ordered push consumer delivers ~210k msg/s, a pull consumer with 500-message fetches ~45k msg/s.
+
+nats-py does all its work (protocol parsing included) in Python on the event loop, so the
+producers run in a publisher process forked from the trial process, with their own loop and
+connections; the trial process keeps the consumers and the handler pool. Measured with
+benchmarks.harness (100,000 x 1 KiB, 256 workers, zero processing time): end-to-end 58k ->
+95k msg/s, end-to-end / publish 0.60 -> 0.98. The publisher process's own RSS, threads and
+tasks are not in the trial's figures before and after the phase (it exits when its messages
+are answered), but its threads and unique memory count in the peaks (threads_peak,
+rss_peak_mb), as producer threads do in the Kafka driver; its asyncio tasks do not.
+EXPRUN_NATS_PUBLISHER=loop runs the producers on the trial's loop instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any, NoReturn
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from runner.execution.drivers.base import (
+    Driver,
+    DriverError,
+    MessageSink,
+    PublishPlan,
+    PublishStalled,
+    check_reachable,
+)
+from runner.execution.measure.accounting import ProducerLedger
+from runner.execution.measure.messages import NS_PER_S, now_ns
+from runner.process import die_with_parent
+from schemas.spec import NatsBroker
+
+UNLIMITED = -1
+PULL_BATCH = 512
+PULL_WAIT_S = 0.5  # a pull request's expiry when the stream is idle
+NO_RESPONDERS = "no responders (no stream for the subject)"
+WATCH_INTERVAL_S = 0.1
+# Where the producers run: "process" (a forked publisher process, the default) or "loop" (on the
+# trial's own event loop, next to the consumers). The benchmark flips it to measure the gain.
+PUBLISHER_ENV = "EXPRUN_NATS_PUBLISHER"
+
+
+class NatsDriver(Driver):
+    """JetStream clients of one trial; every client has its own connection."""
+
+    config: NatsBroker
+
+    def __init__(
+        self, address: str, config: NatsBroker, destination: str, setup_timeout: float
+    ) -> None:
+        super().__init__(address, config, destination, setup_timeout)
+        self._connections: list[NATS] = []
+        self._producers: list[_Producer] = []
+        self._consumer_tasks: list[asyncio.Task[None]] = []
+        self._subscriptions: list[Any] = []  # JetStream push / pull subscriptions
+        self._closing = False
+        self._closed_by_us: set[str] = set()  # connection names whose end is no problem
+        self._publisher: _PublisherProcess | None = None
+        self.client_errors: list[str] = []
+
+    # --- connections ---------------------------------------------------------------------
+
+    async def _connect(self, name: str) -> NATS:
+        async def on_error(error: Exception) -> None:
+            if len(self.client_errors) < 100:
+                self.client_errors.append(f"{type(error).__name__}: {error}")
+
+        async def on_disconnect() -> None:
+            if not (self._closing or name in self._closed_by_us) and self.problem is None:
+                self.problem = f"lost the connection to NATS at {self.address} ({name})"
+
+        try:
+            return await nats.connect(
+                servers=self.address.split(","),
+                name=name,
+                connect_timeout=max(1, round(self.setup_timeout)),
+                # A trial whose connection drops is failed, not silently resumed; and a failed
+                # first connect is not retried for minutes (nats-py's defaults: 60 x 2 s).
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=1,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+            )
+        except (TimeoutError, OSError, NatsError) as error:
+            raise DriverError(f"cannot connect to NATS at {self.address}: {_why(error)}") from None
+
+    async def _with_admin(self, action: Callable[[NATS], Awaitable[None]]) -> None:
+        """Run a JetStream API call on a short-lived connection of its own."""
+        name = f"exprun-admin-{len(self._closed_by_us)}"
+        nc = await self._connect(name)
+        try:
+            await action(nc)
+        finally:
+            self._closed_by_us.add(name)
+            await nc.close()
+
+    # --- destination ---------------------------------------------------------------------
+
+    async def create_destination(self) -> None:
+        check_reachable("NATS", self.address.split(","))
+        stream = self.config.stream
+        config = StreamConfig(
+            name=self.destination,
+            subjects=[self.destination],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.MEMORY if stream.storage == "memory" else StorageType.FILE,
+            max_msgs=UNLIMITED if stream.max_msgs == "unlimited" else stream.max_msgs,
+            max_bytes=UNLIMITED if stream.max_bytes == "unlimited" else stream.max_bytes,
+            discard=DiscardPolicy.OLD if stream.discard == "old" else DiscardPolicy.NEW,
+            num_replicas=stream.replicas,
+        )
+
+        async def create(nc: NATS) -> None:
+            try:
+                await nc.jetstream(timeout=self.setup_timeout).add_stream(config)
+            except (TimeoutError, NatsError) as error:
+                raise DriverError(
+                    f"cannot create JetStream stream {self.destination!r}: {_why(error)}"
+                ) from None
+
+        await self._with_admin(create)
+
+    async def delete_destination(self) -> None:
+        async def delete(nc: NATS) -> None:
+            try:
+                await nc.jetstream(timeout=self.setup_timeout).delete_stream(self.destination)
+            except NotFoundError:
+                pass
+            except (TimeoutError, NatsError) as error:
+                raise DriverError(
+                    f"cannot delete JetStream stream {self.destination!r}: {_why(error)}"
+                ) from None
+
+        await self._with_admin(delete)
+
+    # --- consumers -----------------------------------------------------------------------
+
+    async def start_consumers(self, count: int, sink: MessageSink) -> None:
+        """One consumer: an ordered push consumer (flow-controlled, gap-checked, no acks: the
+        fastest reliable JetStream read). Several: one shared pull consumer they fetch from,
+        so they split the messages as a Kafka consumer group would."""
+        js_timeout = self.setup_timeout
+        if count == 1:
+            nc = await self._connection("exprun-consumer-0")
+
+            async def on_message(msg: Msg) -> None:
+                await sink.deliver(msg.data)
+
+            try:
+                psub = await nc.jetstream(timeout=js_timeout).subscribe(
+                    self.destination,
+                    stream=self.destination,
+                    cb=on_message,
+                    ordered_consumer=True,
+                    deliver_policy=DeliverPolicy.ALL,
+                )
+            except (TimeoutError, NatsError) as error:
+                raise DriverError(f"cannot create the JetStream consumer: {_why(error)}") from None
+            self._subscriptions.append(psub)
+            return
+        first = await self._connection("exprun-consumer-0")
+        try:
+            info = await first.jetstream(timeout=js_timeout)._jsm.add_consumer(
+                self.destination,
+                ConsumerConfig(
+                    ack_policy=AckPolicy.NONE,
+                    deliver_policy=DeliverPolicy.ALL,
+                    filter_subject=self.destination,
+                ),
+            )
+        except (TimeoutError, NatsError) as error:
+            raise DriverError(f"cannot create the JetStream consumer: {_why(error)}") from None
+        for index in range(count):
+            nc = first if index == 0 else await self._connection(f"exprun-consumer-{index}")
+            pull = await nc.jetstream(timeout=js_timeout).pull_subscribe_bind(
+                consumer=info.name, stream=self.destination
+            )
+            self._subscriptions.append(pull)
+            self._consumer_tasks.append(
+                asyncio.create_task(_pull_loop(pull, sink), name=f"exprun-nats-pull-{index}")
+            )
+
+    async def _connection(self, name: str) -> NATS:
+        nc = await self._connect(name)
+        self._connections.append(nc)
+        return nc
+
+    # --- producers -----------------------------------------------------------------------
+
+    def helper_pids(self) -> Sequence[int]:
+        publisher = self._publisher
+        return (publisher.pid,) if publisher is not None and not publisher.exited else ()
+
+    async def connect_producers(self, count: int) -> None:
+        if os.environ.get(PUBLISHER_ENV, "process") == "loop":
+            await self._connect_producers_here(count)
+        else:
+            self._publisher = await _PublisherProcess.start(self, count)
+
+    async def publish(
+        self, plan: PublishPlan, ledgers: Sequence[ProducerLedger], resolve_timeout: float
+    ) -> None:
+        if self._publisher is None:
+            await self._publish_here(plan, ledgers, resolve_timeout)
+            return
+        try:
+            problem, errors = await self._publisher.publish(plan, ledgers, resolve_timeout)
+        finally:
+            for ledger in ledgers:
+                ledger.close()
+        self.client_errors.extend(errors[: 100 - len(self.client_errors)])
+        if problem is not None and self.problem is None:
+            self.problem = problem
+
+    async def _connect_producers_here(self, count: int) -> None:
+        for index in range(count):
+            nc = await self._connection(f"exprun-producer-{index}")
+            producer = _Producer(nc, self.config.publish.max_pending)
+            await producer.listen()
+            self._producers.append(producer)
+
+    async def _publish_here(
+        self, plan: PublishPlan, ledgers: Sequence[ProducerLedger], resolve_timeout: float
+    ) -> None:
+        start = now_ns()
+        tasks = [
+            asyncio.create_task(
+                producer.run(plan, index, ledger, start, self.destination),
+                name=f"exprun-nats-producer-{index}",
+            )
+            for index, (producer, ledger) in enumerate(zip(self._producers, ledgers, strict=True))
+        ]
+        try:
+            await _watch_stalls(tasks, self._producers, resolve_timeout)
+            # Everything is sent: give the last answers resolve_timeout, then count timeouts.
+            waits = [p.all_answered.wait() for p in self._producers]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), resolve_timeout)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for ledger in ledgers:
+                ledger.close()
+
+    # --- teardown ------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._publisher is not None:
+            await self._publisher.stop(self.setup_timeout)
+            self._publisher = None
+        for task in self._consumer_tasks:
+            task.cancel()
+        await asyncio.gather(*self._consumer_tasks, return_exceptions=True)
+        self._consumer_tasks = []
+        # Unsubscribing first, as a careful application does: it also stops nats-py's heartbeat
+        # and flow-control tasks, which a bare close() leaves running for up to 10 s.
+        for psub in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+        self._subscriptions = []
+        for nc in self._connections:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), self.setup_timeout)
+        self._connections = []
+        self._producers = []
+
+
+class _Producer:
+    """Async publishes with at most `max_pending` unanswered; each reply subject names its seq.
+
+    Replies come to `<inbox>.<seq>-<send ns>`, so an answer finds its message without a lookup
+    table, and publish latency needs no per-message state.
+    """
+
+    def __init__(self, nc: NATS, max_pending: int) -> None:
+        self.nc = nc
+        self.window = _Window(max_pending)
+        self.prefix = f"{nc.new_inbox()}."
+        self.ledger: ProducerLedger | None = None
+        self.sending = False
+        self.blocked_since: int | None = None  # waiting for the window since (ns)
+        self.last_answer_ns = 0
+        self.all_answered = asyncio.Event()
+
+    async def listen(self) -> None:
+        await self.nc.subscribe(f"{self.prefix}*", cb=self._on_reply)
+
+    async def run(
+        self, plan: PublishPlan, index: int, ledger: ProducerLedger, start: int, subject: str
+    ) -> None:
+        self.ledger, self.sending = ledger, True
+        window, publish, prefix = self.window, self.nc.publish, self.prefix
+        encode, paced = plan.codec.encode, plan.rate is not None
+        for seq in plan.seqs(index):
+            if paced:
+                _, wait = plan.schedule(seq, start)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            if not window.free:
+                self.blocked_since = now_ns()
+                await window.opened()
+                self.blocked_since = None
+            window.free -= 1
+            # Unpaced messages are stamped now, after the window opened: waiting for the window
+            # is the producer's back-pressure, not the message's latency.
+            stamp = plan.schedule(seq, start)[0] if paced else now_ns()
+            ledger.on_send(stamp)
+            await publish(subject, encode(seq, stamp), reply=f"{prefix}{seq}-{stamp}")
+        self.sending = False
+        self._check_done()
+
+    async def _on_reply(self, msg: Msg) -> None:
+        now = now_ns()
+        ledger = self.ledger
+        self.window.release()
+        self.last_answer_ns = now
+        if ledger is None:
+            return
+        seq_text, _, stamp_text = msg.subject[len(self.prefix) :].partition("-")
+        data = msg.data
+        if not data and msg.headers and msg.headers.get("Status") == "503":
+            ledger.on_error(NO_RESPONDERS)
+        elif b'"error"' in data:
+            ledger.on_error(_api_error(data))
+        else:
+            ledger.on_ack(int(seq_text), int(stamp_text), now)
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if not self.sending and self.ledger is not None and self.ledger.unresolved <= 0:
+            self.all_answered.set()
+
+
+class _Window:
+    """At most `size` messages in flight, for the one task that sends them: a counter and one
+    waiter (asyncio.Semaphore.locked() scans its waiters on every call: ~7% of a producer)."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def opened(self) -> None:
+        """Returns once a slot is free."""
+        while not self.free:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+    def release(self) -> None:
+        self.free += 1
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+async def _watch_stalls(
+    tasks: list[asyncio.Task[None]], producers: list[_Producer], timeout: float
+) -> None:
+    """Wait for the producer tasks; fail them if one waited `timeout` for its window without a
+    single answer coming back (the broker stopped answering)."""
+    limit = round(timeout * NS_PER_S)
+    pending: set[asyncio.Task[None]] = set(tasks)
+    while pending:
+        done, pending = await asyncio.wait(
+            pending, timeout=WATCH_INTERVAL_S, return_when=asyncio.FIRST_EXCEPTION
+        )
+        for task in done:
+            task.result()  # re-raise a producer's error
+        now = now_ns()
+        for producer in producers:
+            since = producer.blocked_since
+            if since is not None and now - max(since, producer.last_answer_ns) > limit:
+                raise PublishStalled(
+                    f"publishing stalled: the in-flight window was full and no JetStream answer "
+                    f"came for {timeout:g}s"
+                )
+
+
+class _PublisherProcess:
+    """The trial's producers in a forked child with its own event loop and connections.
+
+    nats-py does all its work in Python on one event loop; shared with the consumers, the
+    producers got half of one core at most. The child is forked from the trial process (its
+    modules are already loaded), dies with it, and sends back every producer's books once all
+    its messages are answered, so the accounting stays exact.
+    """
+
+    def __init__(self, pid: int, conn: Connection) -> None:
+        self.pid = pid
+        self.conn = conn
+        self.publishing = False  # "go" sent, "done" not yet received
+        self.exited = False
+
+    @classmethod
+    async def start(cls, driver: NatsDriver, count: int) -> _PublisherProcess:
+        """Fork the publisher; returns once its `count` producers are connected."""
+        ours, theirs = multiprocessing.Pipe()
+        trial_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            ours.close()
+            _publisher_main(theirs, trial_pid, driver, count)
+        theirs.close()
+        publisher = cls(pid, ours)
+        try:
+            kind, detail = await _receive(ours, "the NATS publisher process")
+        except BaseException:
+            await publisher.stop(0.0)
+            raise
+        if kind != "ready":
+            await publisher.stop(0.0)
+            raise DriverError(str(detail))
+        return publisher
+
+    async def publish(
+        self, plan: PublishPlan, ledgers: Sequence[ProducerLedger], resolve_timeout: float
+    ) -> tuple[str | None, list[str]]:
+        """Run the plan in the child; its ledgers' books land in `ledgers`.
+
+        Returns (connection problem, client errors) seen by the child.
+        """
+        self.publishing = True
+        self.conn.send(("go", plan, resolve_timeout))
+        _, states, failure, problem, errors = await _receive(
+            self.conn, "the NATS publisher process"
+        )
+        self.publishing = False
+        for ledger, state in zip(ledgers, states, strict=True):
+            ledger.absorb(state)
+        if failure is not None:
+            stalled, text = failure
+            raise (PublishStalled if stalled else DriverError)(text)
+        return problem, errors
+
+    async def stop(self, timeout: float) -> None:
+        """Let the child close its connections and exit (killed after `timeout`), then reap it."""
+        if self.exited:
+            return
+        if self.publishing:
+            timeout = 0.0  # interrupted mid-plan: nothing it could still report is wanted
+        else:
+            with contextlib.suppress(OSError):
+                self.conn.send(("stop",))
+        deadline = now_ns() + round(timeout * NS_PER_S)
+        while not self._reaped():
+            if now_ns() >= deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                break
+            await asyncio.sleep(0.002)
+        self.exited = True
+        self.conn.close()
+
+    def _reaped(self) -> bool:
+        try:
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        return pid == self.pid
+
+
+def _publisher_main(conn: Connection, trial_pid: int, driver: NatsDriver, count: int) -> NoReturn:
+    """Body of the forked publisher process."""
+    code = 1
+    try:
+        # The trial's event loop (inherited, never run here) wakes on the signal wakeup fd: a
+        # signal to this process must not land there.
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        die_with_trial = die_with_parent(trial_pid)
+        if die_with_trial is not None:
+            die_with_trial()
+        serve = _serve_publisher(conn, driver, count)
+        # This thread is still inside the trial's running loop: a fresh thread has none.
+        runner = threading.Thread(target=asyncio.run, args=(serve,), name="exprun-nats-publisher")
+        runner.start()
+        runner.join()
+        code = 0
+    finally:
+        os._exit(code)
+
+
+async def _serve_publisher(conn: Connection, trial_driver: NatsDriver, count: int) -> None:
+    """In the publisher process: connect, report ready, run the plan on "go", send the books."""
+    driver = NatsDriver(
+        trial_driver.address,
+        trial_driver.config,
+        trial_driver.destination,
+        trial_driver.setup_timeout,
+    )
+    try:
+        try:
+            await driver._connect_producers_here(count)
+        except DriverError as error:
+            conn.send(("error", str(error)))
+            return
+        conn.send(("ready", None))
+        request = await _receive(conn, "the trial process")
+        if request[0] != "go":
+            return
+        _, plan, resolve_timeout = request
+        ledgers = [ProducerLedger(bytearray(plan.messages)) for _ in range(count)]
+        failure: tuple[bool, str] | None = None
+        try:
+            await driver._publish_here(plan, ledgers, resolve_timeout)
+        except PublishStalled as error:
+            failure = (True, str(error))
+        except Exception as error:
+            failure = (False, f"{type(error).__name__}: {error}")
+        states = [ledger.state() for ledger in ledgers]
+        conn.send(("done", states, failure, driver.problem, driver.client_errors))
+    finally:
+        await driver.close()
+
+
+async def _receive(conn: Connection, peer: str) -> Any:
+    """The next message on `conn`, awaited on the event loop; DriverError once the peer is gone."""
+    loop = asyncio.get_running_loop()
+    while not conn.poll():
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def wake(readable: asyncio.Future[None] = readable) -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(conn.fileno(), wake)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(conn.fileno())
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        raise DriverError(f"{peer} ended without an answer") from None
+
+
+async def _pull_loop(psub: Any, sink: MessageSink) -> None:
+    while True:
+        try:
+            msgs = await psub.fetch(PULL_BATCH, timeout=PULL_WAIT_S)
+        except TimeoutError:
+            continue
+        await sink.deliver_many([msg.data for msg in msgs])
+
+
+def _api_error(data: bytes) -> str:
+    """The reason of a JetStream error answer, e.g. 'maximum messages exceeded'."""
+    try:
+        error = json.loads(data)["error"]
+        return str(error.get("description") or f"error code {error.get('err_code')}")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "unreadable JetStream answer"
+
+
+def _why(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    if isinstance(error, TimeoutError):
+        text = "timed out"
+    return text.removeprefix("nats: ")

@@ -1,0 +1,78 @@
+"""What a run ran on: versions, machine, and the spec's git commit (environment.json)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from runner.versions import package_version
+
+
+def _librdkafka_version() -> str | None:
+    try:
+        import confluent_kafka
+
+        return str(confluent_kafka.libversion()[0])
+    except ImportError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def spec_git(spec_path: Path) -> dict[str, Any] | None:
+    """The commit the spec file was at, and whether it had uncommitted changes."""
+    folder = spec_path.resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=5
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    status = git("status", "--porcelain", "--", str(spec_path.resolve()))
+    return {"commit": commit, "spec_modified": bool(status)}
+
+
+def collect_environment(spec_path: Path, brokers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Everything that can make two runs' figures differ besides the spec itself."""
+    memory = psutil.virtual_memory()
+    return {
+        "exprun": package_version("exprun"),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "clients": {
+            "confluent-kafka": package_version("confluent-kafka"),
+            "librdkafka": _librdkafka_version(),
+            "nats-py": package_version("nats-py"),
+        },
+        "brokers": brokers,
+        "machine": {
+            "cpu": _cpu_model(),
+            "cpu_count": psutil.cpu_count(logical=True),
+            "cpu_count_physical": psutil.cpu_count(logical=False),
+            "memory_gb": round(memory.total / 2**30, 1),
+            "os": platform.platform(),
+            "hostname": platform.node(),
+        },
+        "spec_git": spec_git(spec_path),
+    }

@@ -1,0 +1,294 @@
+"""Run a plan: brokers up, every trial in its own process, results on disk as they finish."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.errors import BadInputError, ExprunError
+from runner.execution.brokers import (
+    BrokerStartError,
+    RunningBroker,
+    connect_external,
+    start_kafka,
+    start_nats,
+)
+from runner.execution.environment import collect_environment
+from runner.execution.plan import Plan, PlannedTrial
+from runner.execution.progress import Progress
+from runner.execution.trial.parent import TrialProcess, prestart, start_trial
+from runner.execution.trial.request import TrialRequest
+from runner.redaction import redact_data
+from runner.run_folder import (
+    ENVIRONMENT_FILE,
+    RUN_FILE,
+    RunFolder,
+    RunInfo,
+    TrialLog,
+    create_run_folder,
+    rewrite_trials,
+    utc_now,
+    write_json,
+)
+from runner.spec.loader import LoadedSpec
+from schemas.results import TrialResult
+from schemas.spec import KafkaBroker, NatsBroker
+
+
+class BrokerUnavailable(ExprunError):
+    """A broker could not be started or reached before the run (exit code 3)."""
+
+
+class ResultsUnwritable(ExprunError):
+    """The run folder stopped taking writes (full disk, ...) mid-run (exit code 3)."""
+
+
+@dataclass
+class RunOutcome:
+    folder: RunFolder
+    results: list[TrialResult] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> int:
+        return sum(r.status == "failed" for r in self.results)
+
+
+def start_broker(
+    name: str, config: KafkaBroker | NatsBroker, others: Sequence[str] = ()
+) -> RunningBroker:
+    """The broker a spec names: started embedded, or reached at its endpoint."""
+    try:
+        if not config.embedded:
+            return connect_external(config.type, config.endpoint)
+        return start_kafka() if config.type == "kafka" else start_nats()
+    except BrokerStartError as error:
+        hint = ""
+        if others:
+            flags = " ".join(f"--broker {other}" for other in others)
+            hint = f" (to run the rest of the spec without it: {flags})"
+        raise BrokerUnavailable(f"broker {name!r} ({config.type}): {error}{hint}") from None
+
+
+@contextlib.contextmanager
+def running_brokers(
+    plan: Plan, pending: list[tuple[int, PlannedTrial]]
+) -> Iterator[dict[str, RunningBroker]]:
+    """Every broker the pending trials need, stopped on the way out whatever happens."""
+    brokers: dict[str, RunningBroker] = {}
+    try:
+        names = list(dict.fromkeys(t.cell.broker for _, t in pending))
+        for name in names:
+            others = [other for other in names if other != name]
+            brokers[name] = start_broker(name, plan.spec.brokers[name], others)
+        yield brokers
+    finally:
+        for broker in reversed(list(brokers.values())):
+            broker.stop()
+
+
+def new_run(
+    loaded: LoadedSpec, plan: Plan, run_dir: Path, filters: dict[str, Any]
+) -> tuple[RunFolder, RunInfo]:
+    """Create the run folder (spec copy, run.json) before anything can fail."""
+    info = RunInfo(
+        spec_name=loaded.spec.name,
+        spec_path=str(loaded.path),
+        spec_sha256=loaded.digest,
+        started_at=utc_now(),
+        planned_trials=len(plan.trials),
+        seed=plan.seed,
+        filters=filters,
+    )
+    return create_run_folder(run_dir, loaded.text, info), info
+
+
+def open_for_resume(
+    loaded: LoadedSpec, run_dir: Path
+) -> tuple[RunFolder, RunInfo, list[TrialResult]]:
+    """An earlier run of the same spec, with the trials it finished (a cut last line dropped)."""
+    folder = RunFolder(run_dir)
+    info = folder.info()
+    if info.spec_sha256 != loaded.digest:
+        raise BadInputError(
+            f"--resume {run_dir}: the spec changed since that run (sha256 {info.spec_sha256[:12]} "
+            f"then, {loaded.digest[:12]} now); start a new run instead"
+        )
+    done = folder.trials()
+    # Rewrite without a line cut by a crash, so that appended trials start on a fresh line.
+    rewrite_trials(folder.trials_path, done)
+    return folder, info, done
+
+
+def execute(
+    loaded: LoadedSpec,
+    plan: Plan,
+    folder: RunFolder,
+    info: RunInfo,
+    *,
+    done: Sequence[TrialResult] = (),
+    announce: Callable[[str], None] = lambda message: None,
+) -> RunOutcome:
+    """Run the plan's trials not in `done`; each result is appended to trials.jsonl at once."""
+    outcome = RunOutcome(folder, results=list(done))
+    recorded = {r.key for r in done}
+    pending = [(i, t) for i, t in enumerate(plan.trials) if t.key not in recorded]
+    log = TrialLog(folder.trials_path)
+    try:
+        with running_brokers(plan, pending) as brokers:
+            _prepare_trials(loaded, folder, brokers, announce)
+            record = _Recorder(log, loaded.secrets, outcome)
+            _run_trials(plan, pending, brokers, record, announce)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    finally:
+        with contextlib.suppress(OSError):
+            log.close()
+        finished = info.model_copy(
+            update={
+                "finished_at": utc_now(),
+                "complete": len(outcome.results) >= len(plan.trials),
+                "interrupted": outcome.interrupted,
+            }
+        )
+        # On a full disk the old run.json stays whole: write_json replaces it atomically.
+        with contextlib.suppress(OSError):
+            write_json(folder.path / RUN_FILE, finished.model_dump(mode="json"))
+    return outcome
+
+
+def _prepare_trials(
+    loaded: LoadedSpec,
+    folder: RunFolder,
+    brokers: dict[str, RunningBroker],
+    announce: Callable[[str], None],
+) -> None:
+    """environment.json on disk, the brokers announced, the trial processes' forkserver up."""
+    environment = collect_environment(loaded.path, _broker_facts(brokers))
+    write_json(folder.path / ENVIRONMENT_FILE, environment)
+    announce(f"brokers ready: {_describe(brokers)}")
+    try:
+        prestart()
+    except OSError as error:
+        raise ExprunError(f"cannot start the trial processes: {error}") from None
+
+
+class _Recorder:
+    """Appends each finished trial, redacted, to trials.jsonl and to the outcome."""
+
+    def __init__(self, log: TrialLog, secrets: frozenset[str], outcome: RunOutcome) -> None:
+        self.log, self.secrets, self.outcome = log, secrets, outcome
+
+    def __call__(self, trial: TrialProcess) -> None:
+        result = _redacted(trial.result(), self.secrets)
+        try:
+            self.log.append(result)
+        except OSError as error:
+            raise ResultsUnwritable(
+                f"cannot record trial results in {self.log.path}: {error.strerror or error}; "
+                f"stopped after {len(self.outcome.results)} recorded trials, which are intact"
+            ) from None
+        self.outcome.results.append(result)
+
+
+def _run_trials(
+    plan: Plan,
+    pending: list[tuple[int, PlannedTrial]],
+    brokers: dict[str, RunningBroker],
+    record: Callable[[TrialProcess], None],
+    announce: Callable[[str], None],
+) -> None:
+    """Each pending trial in plan order; every trial process is gone when this returns."""
+    run_id = secrets.token_hex(3)
+    progress = Progress(plan)
+    settling: list[TrialProcess] = []
+    try:
+        for position, planned in pending:
+            progress.trial_started(position, planned)
+            broker = brokers[planned.cell.broker]
+            trial = _start(planned, position, broker, run_id, announce)
+            settling.append(trial)
+            # Settle waits overlap the next trials: a settling trial process only sleeps and
+            # then counts its own threads, so it cannot disturb them.
+            trial.wait_settling()
+            for ended in [t for t in settling if t.done()]:
+                settling.remove(ended)
+                record(ended)
+        while settling:
+            record(settling.pop(0))
+    finally:
+        progress.finish()
+        for trial in settling:
+            trial.close()
+
+
+def _redacted(result: TrialResult, secrets: frozenset[str]) -> TrialResult:
+    if not secrets:
+        return result
+    return TrialResult.model_validate(redact_data(result.model_dump(mode="json"), secrets))
+
+
+def _start(
+    trial: PlannedTrial,
+    position: int,
+    broker: RunningBroker,
+    run_id: str,
+    announce: Callable[[str], None],
+) -> TrialProcess:
+    cell = trial.cell
+    unavailable = _ensure_alive(cell.broker, broker, announce)
+    request = TrialRequest(
+        index=position,
+        broker=cell.broker,
+        variant=cell.variant,
+        scenario=cell.scenario,
+        repetition=trial.repetition,
+        warmup=trial.warmup,
+        address=broker.address,
+        broker_pid=broker.pid,
+        broker_config=trial.config.broker,
+        workload=trial.config.workload,
+        topic=f"exprun-{run_id}-{position}",
+    )
+    return start_trial(request, unavailable=unavailable)
+
+
+def _ensure_alive(name: str, broker: RunningBroker, announce: Callable[[str], None]) -> str | None:
+    """None when the broker can take a trial, else why not (after trying to restart it)."""
+    if broker.alive():
+        return None
+    if not broker.embedded:
+        # An external broker that went away fails its remaining trials fast; others go on.
+        return f"the external {broker.kind} broker {name!r} at {broker.address} is unreachable"
+    announce(f"broker {name!r} ({broker.kind}) died: restarting it")
+    try:
+        broker.restart(new_ports=True)
+    except BrokerStartError as error:
+        return f"the embedded {broker.kind} broker {name!r} died and did not restart: {error}"
+    announce(f"broker {name!r} restarted at {broker.address}")
+    return None
+
+
+def _broker_facts(brokers: dict[str, RunningBroker]) -> dict[str, dict[str, object]]:
+    return {
+        name: {
+            "type": b.kind,
+            "version": b.version,
+            "embedded": b.embedded,
+            "address": b.address,
+            "start_seconds": b.start_seconds,
+        }
+        for name, b in brokers.items()
+    }
+
+
+def _describe(brokers: dict[str, RunningBroker]) -> str:
+    parts = []
+    for name, b in brokers.items():
+        how = f"embedded, ready in {b.start_seconds:.1f}s" if b.start_seconds else "external"
+        parts.append(f"{name} {b.kind} {b.version or ''} at {b.address} ({how})")
+    return "; ".join(parts)

@@ -1,0 +1,308 @@
+"""The trial process: runs one trial on a fresh event loop and sends back its TrialResult.
+
+Imported (and so preloaded) by the forkserver that forks every trial process: the client
+libraries and the drivers are loaded once per run, not once per trial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from multiprocessing import forkserver
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+from runner.execution.drivers import (
+    Driver,
+    DriverError,
+    PublishPlan,
+    UnknownDriver,
+    available_drivers,
+    load_driver,
+)
+from runner.execution.measure.accounting import Accounting
+from runner.execution.measure.faults import start_leaked_threads, start_lingering_thread
+from runner.execution.measure.handlers import HandlerPool
+from runner.execution.measure.messages import NS_PER_S, MessageCodec, now_ns
+from runner.execution.measure.resources import ResourceSampler, Usage
+from runner.execution.trial.request import SETTLING, TrialRequest
+from runner.process import die_with_parent
+from schemas.results import Metrics, TrialResult
+
+T = TypeVar("T")
+
+SETUP_TIMEOUT_S = 10.0  # each of: create topic, start consumers, connect producers, close, delete
+CLEANUP_TIMEOUT_S = 5.0  # best-effort cleanup after a failure
+
+
+def _preload_drivers() -> None:
+    # In the forkserver this runs once; every forked trial finds the drivers already imported.
+    for name in available_drivers():
+        with contextlib.suppress(Exception):
+            load_driver(name)
+
+
+_preload_drivers()
+
+
+def child_main(request: TrialRequest, conn: Connection, log_path: str, spawned_ns: int) -> None:
+    """Entry point of the trial process: isolate, run, report, and exit at once."""
+    spawn_s = (now_ns() - spawned_ns) / NS_PER_S
+    _isolate()
+    _redirect_output(log_path)
+    result = asyncio.run(run_trial_here(request, spawn_s, lambda: conn.send_bytes(SETTLING)))
+    conn.send_bytes(result.model_dump_json().encode())
+    conn.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Exit now: a client library's leftover non-daemon thread must not keep the process alive.
+    os._exit(0)
+
+
+def _isolate() -> None:
+    """Own session (a terminal's Ctrl-C reaches only exprun), and die with the parent.
+
+    Our parent is the forkserver, which exits once every holder of its "alive" pipe is gone.
+    Each forked child inherits that pipe's write end, which would keep the forkserver (and so
+    us, through PR_SET_PDEATHSIG) alive after exprun died: the trial process drops it.
+    """
+    parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setsid()
+    server = getattr(forkserver, "_forkserver", None)
+    alive_fd = getattr(server, "_forkserver_alive_fd", None)
+    if server is not None and alive_fd is not None:
+        os.close(alive_fd)
+        server._forkserver_alive_fd = None
+    die_with_exprun = die_with_parent(parent)
+    if die_with_exprun is not None:
+        die_with_exprun()
+
+
+def _redirect_output(log_path: str) -> None:
+    """Client libraries log to stdout/stderr: keep that off exprun's terminal, in a file."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+async def run_trial_here(
+    request: TrialRequest, spawn_s: float, settling: Callable[[], None] = lambda: None
+) -> TrialResult:
+    """One trial on the running event loop, as the trial process runs it (also in-process, for
+    tests and profiles); `settling` is called once the trial no longer uses the broker."""
+    trial = _Trial(request, spawn_s, settling)
+    main = asyncio.current_task()
+    assert main is not None
+    # The parent sends SIGTERM when the trial overruns its timeout: report what was measured.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+    try:
+        await trial.execute()
+        failure = trial.problem()
+        return trial.result("failed" if failure else "ok", failure)
+    except asyncio.CancelledError:
+        return trial.result("failed", f"stopped while {trial.stage}")
+    except (DriverError, UnknownDriver, ValueError) as error:
+        return trial.result("failed", _one_line(str(error)))
+    except Exception as error:
+        return trial.result("failed", _one_line(f"{type(error).__name__}: {error}"))
+    finally:
+        await trial.cleanup()
+
+
+class _Trial:
+    """One trial's steps, and everything measured so far (a failure reports the partial)."""
+
+    def __init__(self, request: TrialRequest, spawn_s: float, settling: Callable[[], None]) -> None:
+        self.request = request
+        self.settling = settling
+        self.started_at = datetime.now(UTC).isoformat()
+        self.t0 = now_ns()
+        self.stage = "setting up"
+        self.metrics = Metrics(spawn_s=round(spawn_s, 4))
+        self.driver: Driver | None = None
+        self.created = False
+        self.sampler: ResourceSampler | None = None
+        self.accounting: Accounting | None = None
+        self.pool: HandlerPool | None = None
+        self.before: Usage | None = None
+        self.immediate: Usage | None = None  # right after the clients closed
+        self.phase: tuple[int, int | None] | None = None  # (start, end) ns
+
+    async def execute(self) -> None:
+        """Every step of the trial in order; each bounded, each timed where it is a fixed cost."""
+        request = self.request
+        driver_class = load_driver(request.broker_config.type)
+        driver = driver_class(
+            request.address, request.broker_config, request.topic, SETUP_TIMEOUT_S
+        )
+        self.driver = driver
+        create = driver.create_destination()
+        self.metrics.create_s = await self._step("creating the topic", create, SETUP_TIMEOUT_S * 2)
+        self.created = True
+        self._take_baseline(driver)
+        connect = self._connect_clients(driver)
+        self.metrics.connect_s = await self._step(
+            "connecting clients", connect, SETUP_TIMEOUT_S * 2
+        )
+        await self._measure(driver)
+        close_s = await self._step("closing clients", self._close_clients(driver), SETUP_TIMEOUT_S)
+        await self._settle()
+        delete = driver.delete_destination()
+        delete_s = await self._step("deleting the topic", delete, SETUP_TIMEOUT_S * 2)
+        self.created = False
+        self.metrics.teardown_s = round(close_s + delete_s, 4)
+        self.stage = "done"
+
+    async def _step(self, stage: str, step: Awaitable[Any], timeout: float) -> float:
+        """One set-up or tear-down step, failed after `timeout`; its duration in seconds."""
+        self.stage = stage
+        mark = now_ns()
+        await _bounded(step, timeout, stage)
+        return _seconds(now_ns() - mark)
+
+    def _take_baseline(self, driver: Driver) -> None:
+        """Usage before any client of the measured trial exists."""
+        sampler = self.sampler = ResourceSampler(
+            self.request.broker_pid, helpers=driver.helper_pids
+        )
+        sampler.start()
+        before = self.before = sampler.usage()
+        self.metrics.rss_before_mb, self.metrics.threads_before = before.rss_mb, before.threads
+
+    async def _connect_clients(self, driver: Driver) -> None:
+        workload = self.request.workload
+        accounting = self.accounting = Accounting(workload.messages, self.request.faults)
+        pool = self.pool = HandlerPool(
+            self.request.broker_config.workers, workload.processing_time, accounting
+        )
+        pool.start()
+        # Together: consumer threads (Kafka) get ready while the producers connect.
+        await asyncio.gather(
+            driver.start_consumers(workload.consumers, pool),
+            driver.connect_producers(workload.producers),
+        )
+
+    async def _measure(self, driver: Driver) -> None:
+        """The measured phase: publish every message, then drain until each acked one arrived."""
+        workload, faults = self.request.workload, self.request.faults
+        accounting, pool, sampler = self.accounting, self.pool, self.sampler
+        assert accounting is not None and pool is not None and sampler is not None
+        self.stage = "publishing"
+        ledgers = [accounting.ledger() for _ in range(workload.producers)]
+        codec = MessageCodec(workload.message_size)
+        plan = PublishPlan(workload.messages, workload.producers, workload.rate, codec)
+        sampler.start_phase()
+        start_leaked_threads(faults.leak_threads)
+        started = now_ns()
+        self.phase = (started, None)
+        await driver.publish(plan, ledgers, workload.drain_timeout)
+        accounting.publishing_done()
+        sampler.sample()
+        self.stage = "draining"
+        if await _within(accounting.drained.wait(), workload.drain_timeout):
+            await _within(pool.idle(), workload.drain_timeout)
+        self.phase = (started, now_ns())
+        sampler.sample()
+
+    async def _close_clients(self, driver: Driver) -> None:
+        assert self.pool is not None and self.sampler is not None
+        await driver.close()
+        await self.pool.close()
+        start_lingering_thread(self.request.faults.linger_threads_s)
+        self.sampler.end_phase()
+        self.immediate = self.sampler.usage()
+        self.metrics.threads_after_immediate = self.immediate.threads
+
+    async def _settle(self) -> None:
+        """Wait the settle time, then count what the trial left behind."""
+        sampler, before, immediate = self.sampler, self.before, self.immediate
+        assert sampler is not None and before is not None and immediate is not None
+        self.stage = "settling"
+        # The parent may start the next trial now: this process only waits and counts itself
+        # (the topic deletion after the wait is one small admin request).
+        self.settling()
+        await asyncio.sleep(self.request.workload.settle_time)
+        after = sampler.usage()
+        await sampler.stop()
+        metrics = self.metrics
+        metrics.rss_after_mb, metrics.threads_after = after.rss_mb, after.threads
+        metrics.memory_delta_mb = round(after.rss_mb - before.rss_mb, 3)
+        metrics.leaked_threads = after.threads - before.threads
+        metrics.lingering_threads = max(0, immediate.threads - after.threads)
+        metrics.leaked_tasks = after.tasks - before.tasks
+
+    def problem(self) -> str | None:
+        """Why a trial that ran to the end must still count as failed."""
+        if self.sampler is not None and self.sampler.broker_gone:
+            return f"the broker process {self.request.broker_pid} exited during the trial"
+        if self.driver is not None and self.driver.problem is not None:
+            return _one_line(self.driver.problem)
+        return None
+
+    def result(self, status: str, error: str | None) -> TrialResult:
+        request, metrics = self.request, self.metrics
+        if self.accounting is not None:
+            last_handled = self.pool.last_done_ns if self.pool is not None else None
+            self.accounting.fill(metrics, last_handled_ns=last_handled)
+        if self.phase is not None:
+            end = self.phase[1] if self.phase[1] is not None else now_ns()
+            metrics.duration_s = _seconds(end - self.phase[0])
+        if self.sampler is not None:
+            sampler = self.sampler
+            if sampler.peak_threads:
+                metrics.rss_peak_mb = sampler.peak_rss_mb
+                metrics.threads_peak = sampler.peak_threads
+                metrics.tasks_peak = sampler.peak_tasks
+            metrics.broker_rss_mb = sampler.broker_rss_mb
+            metrics.broker_cpu_percent = sampler.broker_cpu_percent
+        metrics.trial_duration_s = _seconds(now_ns() - self.t0)
+        return request.result("ok" if status == "ok" else "failed", error, self.started_at, metrics)
+
+    async def cleanup(self) -> None:
+        """After a failure: close what is open and delete the topic, best effort, bounded."""
+        if self.stage == "done":
+            return
+        if self.driver is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.driver.close(), CLEANUP_TIMEOUT_S)
+            if self.created:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.driver.delete_destination(), CLEANUP_TIMEOUT_S)
+        if self.pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pool.close(), CLEANUP_TIMEOUT_S)
+        if self.sampler is not None:
+            with contextlib.suppress(Exception):
+                await self.sampler.stop()
+
+
+async def _bounded(step: Awaitable[T], timeout: float, stage: str) -> T:
+    try:
+        return await asyncio.wait_for(step, timeout)
+    except TimeoutError:
+        raise DriverError(f"timed out after {timeout:g}s while {stage}") from None
+
+
+async def _within(waiting: Awaitable[Any], timeout: float) -> bool:
+    """True if `waiting` finished within timeout."""
+    try:
+        await asyncio.wait_for(waiting, timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _seconds(elapsed_ns: int) -> float:
+    return round(elapsed_ns / NS_PER_S, 4)
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "unknown error"

@@ -1,0 +1,77 @@
+"""The contract of a trial process: what the parent sends (a TrialRequest) and what comes back.
+
+Both sides import this module; neither imports the other. The child sends SETTLING once it no
+longer uses the broker, then the TrialResult as JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from runner.execution.measure.faults import Faults
+from schemas.resolve import TrialSettings
+from schemas.results import Metrics, TrialResult
+from schemas.spec import Broker
+
+FIXED_COST_S = 60.0  # bound on setup + teardown steps (each bounded in the trial process)
+SLOWEST_UNPACED_RATE = 1000.0  # msg/s assumed for the timeout of an unpaced trial
+SETTLING = b"settling"  # sent by the trial process once it no longer uses the broker
+
+
+class TrialRequest(BaseModel):
+    """Everything a trial process needs; pickled across the process boundary."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int
+    broker: str
+    variant: str
+    scenario: str
+    repetition: int
+    warmup: bool
+    address: str  # RunningBroker.address
+    broker_pid: int | None  # a local broker: its RSS and CPU are measured during the phase
+    broker_config: Broker
+    workload: TrialSettings
+    # Unique topic / stream (and subject) name of this trial: letters, digits, "-" and "_" are
+    # valid for a Kafka topic, a JetStream stream and a NATS subject alike.
+    topic: str
+    faults: Faults = Faults()  # harness self-tests only, see runner.execution.measure.faults
+
+    def result(
+        self,
+        status: Literal["ok", "failed"],
+        error: str | None,
+        started_at: str,
+        metrics: Metrics | None = None,
+    ) -> TrialResult:
+        """This trial's result record, with whatever was measured."""
+        return TrialResult(
+            index=self.index,
+            broker=self.broker,
+            broker_type=self.broker_config.type,
+            variant=self.variant,
+            scenario=self.scenario,
+            repetition=self.repetition,
+            warmup=self.warmup,
+            status=status,
+            error=error,
+            started_at=started_at,
+            config={
+                "broker": self.broker_config.model_dump(mode="json"),
+                "workload": self.workload.model_dump(mode="json"),
+            },
+            metrics=metrics or Metrics(),
+        )
+
+
+def trial_timeout(request: TrialRequest) -> float:
+    """A generous bound on the whole trial: fixed costs, sending, handling, drain, settle."""
+    workload = request.workload
+    rate = workload.rate or SLOWEST_UNPACED_RATE
+    sending = workload.messages / rate
+    handling = workload.messages * workload.processing_time / request.broker_config.workers
+    # drain_timeout twice: once for the last acks, once for the last deliveries.
+    return FIXED_COST_S + sending + handling + 2 * workload.drain_timeout + workload.settle_time

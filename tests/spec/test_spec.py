@@ -1,0 +1,420 @@
+"""The spec contract: every committed spec validates; every kind of bad input is located."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.errors import SpecError
+from runner.execution.plan import make_plan
+from runner.spec.loader import load_spec
+from schemas.json_schema import experiment_schema
+from schemas.resolve import resolve_cells
+from schemas.spec import DEFAULT_WORKERS
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = sorted((ROOT / "experiments").glob("*.yaml"))
+BASE = (ROOT / "experiments" / "worker_pool_256.yaml").read_text()
+
+
+def issues_of(tmp_path: Path, text: str | bytes) -> list[str]:
+    path = tmp_path / "spec.yaml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    return [str(issue).removeprefix(f"{path}:") for issue in caught.value.issues]
+
+
+def edit(old: str, new: str, count: int = 1) -> str:
+    assert old in BASE, old
+    return BASE.replace(old, new, count)
+
+
+def line_of(text: str, needle: str, occurrence: int = 1) -> int:
+    lines = [
+        i
+        for i, line in enumerate(text.splitlines(), 1)
+        if needle in line and not line.lstrip().startswith("#")
+    ]
+    return lines[occurrence - 1]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.name)
+def test_committed_specs_validate(spec: Path) -> None:
+    loaded = load_spec(spec)
+    assert loaded.cells
+    assert make_plan(loaded.spec, loaded.cells).trials
+
+
+def test_unknown_key_is_located_with_suggestion(tmp_path: Path) -> None:
+    text = edit("    workers: 48\n", "    workerz: 48\n")
+    line = line_of(text, "workerz")
+    assert f"{line}:5: brokers.kafka.workerz: unknown key 'workerz'; did you mean 'workers'?" in (
+        issues_of(tmp_path, text)
+    )
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    text = edit("repetitions: 5", "repetition: 5")
+    line = line_of(text, "repetition:")
+    assert issues_of(tmp_path, text) == [
+        f"{line}:1: repetition: unknown key 'repetition'; did you mean 'repetitions'?"
+    ]
+
+
+def test_bad_unit(tmp_path: Path) -> None:
+    text = edit("message_size: 1KiB", "message_size: 1KB2")
+    line = line_of(text, "message_size")
+    [issue] = issues_of(tmp_path, text)
+    assert issue.startswith(f"{line}:17: defaults.message_size: '1KB2' is not a size")
+
+
+def test_unknown_unit(tmp_path: Path) -> None:
+    text = edit("drain_timeout: 30s", "drain_timeout: 30h")
+    [issue] = issues_of(tmp_path, text)
+    assert "defaults.drain_timeout: unknown duration unit 'h'" in issue
+
+
+def test_duration_without_unit(tmp_path: Path) -> None:
+    text = edit("settle_time: 2s", "settle_time: 2")
+    [issue] = issues_of(tmp_path, text)
+    assert f"{line_of(text, 'settle_time')}:16: defaults.settle_time: 2 has no unit" in issue
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    text = edit("repetitions: 5", "repetitions: five")
+    [issue] = issues_of(tmp_path, text)
+    assert issue.startswith(f"{line_of(text, 'repetitions')}:14: repetitions: ")
+    assert "integer" in issue
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        ("repetitions: 5", "repetitions: 0", "repetitions"),
+        ("Low: {messages: 500}", "Low: {messages: -500}", "scenarios.Low.messages"),
+        ("partitions: 1,", "partitions: 0,", "brokers.kafka.topic.partitions"),
+        ("max_pending: 4096", "max_pending: 0", "brokers.nats.publish.max_pending"),
+    ],
+)
+def test_non_positive_counts(tmp_path: Path, old: str, new: str, path: str) -> None:
+    text = edit(old, new)
+    [issue] = issues_of(tmp_path, text)
+    assert f": {path}: " in issue and "greater than 0" in issue
+    assert issue.startswith(f"{line_of(text, new)}:")
+
+
+def test_duplicate_key(tmp_path: Path) -> None:
+    text = edit("repetitions: 5\n", "repetitions: 5\nrepetitions: 3\n")
+    first, second = line_of(text, "repetitions"), line_of(text, "repetitions", 2)
+    assert issues_of(tmp_path, text) == [
+        f"{second}:1: repetitions: duplicate key 'repetitions' (first written on line {first}); "
+        "YAML would keep only the last one"
+    ]
+
+
+def test_duplicate_nested_key(tmp_path: Path) -> None:
+    text = edit("  Low: {messages: 500}\n", "  Low: {messages: 500}\n  Low: {messages: 600}\n")
+    [issue] = issues_of(tmp_path, text)
+    assert issue.startswith(f"{line_of(text, 'Low', 2)}:3: scenarios.Low: duplicate key 'Low'")
+
+
+def test_variant_naming_unknown_broker(tmp_path: Path) -> None:
+    text = edit("brokers: {nats: {workers: 256}}", "brokers: {natz: {workers: 256}}")
+    [issue] = issues_of(tmp_path, text)
+    assert issue == (
+        f"{line_of(text, 'natz')}:21: variants.after.brokers.natz: "
+        "unknown broker 'natz'; did you mean 'nats'?"
+    )
+
+
+def test_variant_override_is_validated_where_written(tmp_path: Path) -> None:
+    text = edit("brokers: {nats: {workers: 256}}", "brokers: {nats: {stream: {max_msg: 9}}}")
+    [issue] = issues_of(tmp_path, text)
+    assert issue == (
+        f"{line_of(text, 'max_msg: 9')}:31: variants.after.brokers.nats.stream.max_msg: "
+        "unknown key 'max_msg'; did you mean 'max_msgs'?"
+    )
+
+
+def test_target_naming_unknown_names(tmp_path: Path) -> None:
+    text = edit("broker: nats, change", "broker: natz, change")
+    text = text.replace('variant: after, value: "<= 1"', 'variant: afterr, value: "<= 1"')
+    issues = issues_of(tmp_path, text)
+    assert any("targets.0.broker: unknown broker 'natz'; did you mean 'nats'?" in i for i in issues)
+    assert any("targets.1.variant: unknown variant 'afterr'" in i for i in issues)
+
+
+def test_target_goal_syntax(tmp_path: Path) -> None:
+    text = edit('change: ">= +400%"', 'change: "at least 400%"')
+    [issue] = issues_of(tmp_path, text)
+    assert "targets.0.change:" in issue
+
+
+def test_missing_baseline(tmp_path: Path) -> None:
+    text = edit("baseline: before\n", "")
+    assert issues_of(tmp_path, text) == [
+        "1:1: baseline: required when there are 2 or more variants"
+    ]
+
+
+def test_unknown_baseline(tmp_path: Path) -> None:
+    text = edit("baseline: before", "baseline: befor")
+    assert issues_of(tmp_path, text) == [
+        f"{line_of(text, 'baseline')}:11: baseline: unknown variant 'befor'; did you mean 'before'?"
+    ]
+
+
+def test_librdkafka_rejects_unknown_property(tmp_path: Path) -> None:
+    text = edit("linger.ms: 5", "linger.mss: 5")
+    assert issues_of(tmp_path, text) == [
+        f"{line_of(text, 'linger.mss')}:27: brokers.kafka.producer.linger.mss: "
+        'librdkafka: No such configuration property: "linger.mss"'
+    ]
+
+
+def test_librdkafka_rejects_bad_value_under_alias(tmp_path: Path) -> None:
+    text = edit("acks: all", "acks: most")
+    [issue] = issues_of(tmp_path, text)
+    assert issue.startswith(f"{line_of(text, 'acks: most')}:16: brokers.kafka.producer.acks: ")
+    assert "Invalid value" in issue
+
+
+def test_librdkafka_property_of_the_other_role(tmp_path: Path) -> None:
+    text = edit("consumer: {fetch.min.bytes: 1}", "consumer: {linger.ms: 1}")
+    [issue] = issues_of(tmp_path, text)
+    assert "brokers.kafka.consumer.linger.ms: librdkafka:" in issue
+    assert "producer property" in issue
+
+
+def test_unknown_broker_type(tmp_path: Path) -> None:
+    text = edit("type: nats", "type: rabbit")
+    assert issues_of(tmp_path, text) == [
+        f"{line_of(text, 'rabbit')}:11: brokers.nats.type: type must be one of 'kafka', 'nats'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            "version: 1\nname: [x\n",
+            "3:1: (document): YAML: while parsing a flow sequence: expected ',' or ']'",
+        ),
+        ("", "1:1: (document): the spec is empty"),
+        ("# only a comment\n", "1:1: (document): the spec is empty"),
+        ("- a\n- b\n", "1:1: (document): the spec must be a mapping of keys"),
+        ("just text\n", "1:1: (document): the spec must be a mapping of keys"),
+        (
+            "a: 1\n---\nb: 2\n",
+            "2:1: (document): YAML: expected a single document in the stream: but found another",
+        ),
+        (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "1:1: (document): not UTF-8 text"),
+        ("version: 1\x00\n", "1:11: (document): YAML: character #x0000 is not allowed"),
+    ],
+)
+def test_unparseable_documents(tmp_path: Path, content: str | bytes, expected: str) -> None:
+    [issue] = issues_of(tmp_path, content)
+    assert issue.startswith(expected), issue
+
+
+def test_alias_bomb_is_refused(tmp_path: Path) -> None:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for name, prev in zip("bcdefg", "abcdef", strict=True):
+        lines.append(f"{name}: &{name} [{','.join(['*' + prev] * 9)}]")
+    [issue] = issues_of(tmp_path, "\n".join(lines) + "\n")
+    assert "expands too deeply" in issue
+
+
+def test_env_reference_expanded_and_kept_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXPRUN_TEST_PASSWORD", "hunter2-secret")
+    text = edit("linger.ms: 5}", "linger.ms: 5, sasl.password: '${EXPRUN_TEST_PASSWORD}'}")
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    loaded = load_spec(path)
+    assert loaded.spec.brokers["kafka"].producer["sasl.password"] == "hunter2-secret"  # type: ignore[union-attr]
+    assert "hunter2-secret" in loaded.secrets
+    assert "hunter2-secret" not in loaded.text
+
+
+def test_unset_env_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EXPRUN_UNSET_VAR", raising=False)
+    text = edit("endpoint: embedded", "endpoint: ${EXPRUN_UNSET_VAR}")
+    assert issues_of(tmp_path, text) == [
+        f"{line_of(text, 'EXPRUN_UNSET')}:15: brokers.kafka.endpoint: "
+        "environment variable EXPRUN_UNSET_VAR is not set"
+    ]
+
+
+def test_secret_never_echoed_in_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPRUN_TEST_SIZE", "topsecret-size")
+    text = edit("message_size: 1KiB", "message_size: ${EXPRUN_TEST_SIZE}")
+    [issue] = issues_of(tmp_path, text)
+    assert "topsecret" not in issue and "***" in issue
+
+
+def test_committed_schema_is_generated() -> None:
+    committed = json.loads((ROOT / "schemas" / "experiment.schema.json").read_text())
+    assert committed == experiment_schema(), "run: exprun schema > schemas/experiment.schema.json"
+
+
+def test_specs_point_editors_at_the_schema() -> None:
+    for spec in SPECS:
+        first = spec.read_text().splitlines()[0]
+        assert first == "# yaml-language-server: $schema=../schemas/experiment.schema.json"
+
+
+def exprun(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runner.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_validate_command_exit_codes(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(edit("workers: 48\n", "workerz: 48\n"))
+    ok = exprun("validate", *map(str, SPECS))
+    assert ok.returncode == 0, ok.stderr
+    failed = exprun("validate", str(SPECS[0]), str(bad))
+    assert failed.returncode == 2
+    assert re.search(
+        rf"^{re.escape(str(bad))}:\d+:\d+: brokers\.kafka\.workerz: ", failed.stderr, re.M
+    )
+    assert "Traceback" not in failed.stderr
+    missing = exprun("validate", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "cannot read the spec" in missing.stderr
+
+
+def test_plan_and_shorthand_dry_run() -> None:
+    planned = exprun("plan", "experiments/worker_pool_256.yaml")
+    assert planned.returncode == 0, planned.stderr
+    assert "16 cells, 96 trials (80 measured, 16 warm-up), order interleaved" in planned.stdout
+    assert "estimated run time" in planned.stdout
+    dry = exprun("experiments/worker_pool_256.yaml", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout == planned.stdout
+
+
+def test_bad_filter_is_bad_input() -> None:
+    result = exprun("plan", "experiments/worker_pool_256.yaml", "--broker", "rabbit")
+    assert result.returncode == 2
+    assert "--broker rabbit: not in the spec" in result.stderr
+
+
+def test_schema_command_prints_the_schema() -> None:
+    result = exprun("schema")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == experiment_schema()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.name)
+def test_dumped_spec_resolves_to_the_same_cells(spec: Path) -> None:
+    # Reports re-resolve cells from a spec dumped as JSON: units must survive the round trip.
+    loaded = load_spec(spec)
+    dumped = loaded.spec.model_dump(mode="json", exclude_unset=True)
+    assert resolve_cells(loaded.spec, dumped) == loaded.cells
+
+
+def test_workers_has_a_documented_default(tmp_path: Path) -> None:
+    text = BASE.replace("    workers: 48\n", "").replace("brokers: {nats: {workers: 48}}", "")
+    text = text.replace("brokers: {nats: {workers: 256}}", "")
+    assert "workers" not in text
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    loaded = load_spec(path)
+    assert {c.broker.workers for c in loaded.cells} == {DEFAULT_WORKERS}
+    for broker in ("KafkaBroker", "NatsBroker"):
+        schema = experiment_schema()["$defs"][broker]
+        assert schema["properties"]["workers"]["default"] == DEFAULT_WORKERS
+        assert "workers" not in schema.get("required", [])
+
+
+def test_every_problem_is_reported_in_one_pass(tmp_path: Path) -> None:
+    text = edit("repetitions: 5", "repetitions: five")  # a field error
+    text = text.replace("brokers: {nats: {workers: 256}}", "brokers: {natz: {workers: 256}}")
+    text = text.replace("linger.ms: 5", "linger.mss: 5")
+    issues = issues_of(tmp_path, text)
+    assert [issue.split(": ")[1] for issue in issues] == [
+        "brokers.kafka.producer.linger.mss",
+        "variants.after.brokers.natz",
+        "repetitions",
+    ]
+    lines = [int(issue.split(":")[0]) for issue in issues]
+    assert lines == sorted(lines)
+    assert "librdkafka: No such configuration property" in issues[0]
+    assert "unknown broker 'natz'; did you mean 'nats'?" in issues[1]
+
+
+def test_a_reference_check_with_a_malformed_part_is_skipped_alone(tmp_path: Path) -> None:
+    # The variants are malformed: the baseline cannot be checked against them, but the
+    # target's unknown metric and the unknown reporter still are.
+    text = edit("variants:\n", "variants: [before, after]\nunused:\n")
+    text = text.replace("metric: leaked_threads", "metric: leaked_thread")
+    text = text.replace("reports: [markdown, csv, json, html]", "reports: [markdown, pdf]")
+    issues = issues_of(tmp_path, text)
+    paths = [issue.split(": ")[1] for issue in issues]
+    assert "variants" in paths and "unused" in paths
+    assert "targets.1.metric" in paths and "reports.1" in paths
+    assert not any(path == "baseline" for path in paths)
+
+
+def test_committed_variant_override_property_is_checked_where_written(tmp_path: Path) -> None:
+    text = edit("brokers: {nats: {workers: 256}}", "brokers: {kafka: {producer: {lingr.ms: 1}}}")
+    [issue] = issues_of(tmp_path, text)
+    assert issue.startswith(f"{line_of(text, 'lingr.ms')}:")
+    assert "variants.after.brokers.kafka.producer.lingr.ms: librdkafka: No such" in issue
+
+
+@pytest.mark.parametrize("metric", ["success_rate", "broker_cpu_percent"])
+def test_percent_goal_on_a_percent_metric_is_its_unit(tmp_path: Path, metric: str) -> None:
+    text = edit(
+        'metric: success_rate, variant: after, value: ">= 100"',
+        f'metric: {metric}, variant: after, value: ">= 100%"',
+    )
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    target = load_spec(path).spec.targets[2]
+    assert target.value == ">= 100%"
+
+
+def test_percent_goal_on_another_unit_is_refused(tmp_path: Path) -> None:
+    text = edit(
+        'metric: leaked_threads, variant: after, value: "<= 1"',
+        'metric: leaked_threads, variant: after, value: "<= 1%"',
+    )
+    [issue] = issues_of(tmp_path, text)
+    assert "targets.1.value: a value goal is in the metric's own unit: drop the '%'" in issue
+
+
+def test_new_writes_a_starter_that_validates(tmp_path: Path) -> None:
+    for brokers, name in (((), "both"), (("kafka",), "kafka-only"), (("nats",), "nats-only")):
+        flags = [arg for b in brokers for arg in ("--broker", b)]
+        made = exprun("new", str(tmp_path / name), *flags)
+        assert made.returncode == 0, made.stderr
+        path = tmp_path / f"{name}.yaml"
+        loaded = load_spec(path)
+        assert loaded.spec.name == name
+        assert sorted(loaded.spec.brokers) == sorted(brokers or ("kafka", "nats"))
+        assert len(loaded.spec.variants) == 2 and len(loaded.spec.scenarios) == 2
+        assert loaded.spec.targets
+        first = path.read_text().splitlines()[0]
+        schema = first.removeprefix("# yaml-language-server: $schema=")
+        assert (path.parent / schema).resolve() == (ROOT / "schemas" / "experiment.schema.json")
+    again = exprun("new", str(tmp_path / "both"))
+    assert again.returncode == 2
+    assert again.stderr.strip().count("\n") == 0 and "exists" in again.stderr
+    bad = exprun("new", str(tmp_path / "-x"))
+    assert bad.returncode == 2
