@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from benchmarks.report import Comparison
 from runner.execution.drivers.nats import PUBLISHER_ENV
+from runner.execution.measure.series import SERIES_ENV
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,44 @@ ENTRIES: dict[str, Entry] = {
         None,
         "End-to-end msg/s with the NATS driver's producers in a forked process (the default) "
         f"vs on the trial's event loop ({PUBLISHER_ENV}=loop); both run by benchmarks.probe.",
+    ),
+    "nats_rate_accuracy": Entry(
+        "JetStream paced rate accuracy",
+        "msg/s",
+        "declared rate",
+        ">= 0.99",
+        "A paced trial at half the measured publish maximum for 20 s: achieved_rate (msg/s "
+        "really sent in the measured window) against the declared rate.",
+    ),
+    "kafka_rate_accuracy": Entry(
+        "Kafka paced rate accuracy",
+        "msg/s",
+        "declared rate",
+        ">= 0.99",
+        "As for JetStream: half the measured publish maximum, 20 s, achieved vs declared.",
+    ),
+    "nats_series_overhead": Entry(
+        "JetStream e2e with time series vs without",
+        "msg/s",
+        f"{SERIES_ENV}=off",
+        ">= 0.95",
+        "End-to-end msg/s of the same unpaced trial with its per-second time series kept "
+        f"(the default) and with {SERIES_ENV}=off; both run by benchmarks.probe.",
+    ),
+    "kafka_series_overhead": Entry(
+        "Kafka e2e with time series vs without",
+        "msg/s",
+        f"{SERIES_ENV}=off",
+        ">= 0.95",
+        "As for JetStream.",
+    ),
+    "capacity_wall": Entry(
+        "capacity.yaml wall time",
+        "s",
+        "budget",
+        "<= 1.0",
+        "`exprun run experiments/capacity.yaml` as a subprocess: 10 capacity searches of up to "
+        "7 steps of 5 s, and 2 warm-ups; details break it down.",
     ),
     "matrix_wall": Entry(
         "worker_pool_256 matrix wall time",

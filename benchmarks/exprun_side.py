@@ -57,14 +57,16 @@ def kafka_config(
 def trial_request(
     broker: RunningBroker,
     config: NatsBroker | KafkaBroker,
-    messages: int,
+    messages: int | None,
     *,
     rate: float | None = None,
+    duration: float | None = None,
 ) -> TrialRequest:
     """Zero processing time, no settle wait: only the clients and the broker are measured."""
     workload = TrialSettings.model_validate(
         {
             "messages": messages,
+            "duration": f"{duration}s" if duration is not None else None,
             "message_size": MESSAGE_SIZE,
             "processing_time": "0s",
             "settle_time": "0s",

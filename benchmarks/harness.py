@@ -34,7 +34,7 @@ from benchmarks.exprun_side import (
     nats_config,
     trial_request,
 )
-from benchmarks.matrix import BUDGET_S, run_matrix
+from benchmarks.matrix import BUDGET_S, CAPACITY_BUDGET_S, CAPACITY_SPEC, run_matrix
 from benchmarks.profile import profile_trial
 from benchmarks.report import Comparison, table, write_document
 from runner.execution.brokers import (
@@ -45,9 +45,11 @@ from runner.execution.brokers import (
     start_nats,
 )
 from runner.execution.drivers.nats import PUBLISHER_ENV
+from runner.execution.measure.series import SERIES_ENV
 from runner.execution.trial.parent import prestart
 from runner.execution.trial.request import TrialRequest
 from schemas.results import TrialResult
+from schemas.spec import KafkaBroker, NatsBroker
 
 T = TypeVar("T")
 
@@ -85,6 +87,8 @@ class Settings:
     matrix_args: tuple[str, ...]
     wait_s: float  # for another Kafka broker on the machine to end
     download_jars: bool  # may resolve the Kafka jars with Maven (minutes on a fresh machine)
+    rate_seconds: float  # length of the paced trial behind the rate accuracy
+    capacity: bool  # run experiments/capacity.yaml (minutes)
 
 
 FULL = Settings(
@@ -99,6 +103,8 @@ FULL = Settings(
     matrix_args=(),
     wait_s=900.0,
     download_jars=True,
+    rate_seconds=20.0,
+    capacity=True,
 )
 QUICK = Settings(
     repetitions=1,
@@ -112,6 +118,8 @@ QUICK = Settings(
     matrix_args=("--scenario", "Low", "--repetitions", "1"),
     wait_s=0.0,
     download_jars=False,
+    rate_seconds=2.0,
+    capacity=False,
 )
 
 
@@ -159,13 +167,23 @@ class Bench:
         self["nats_publish_vs_nats_bench"].details["natscli"] = how
         if natscli is None:
             self["nats_publish_vs_nats_bench"].fail(how)
-        keys = (*NATS_PUBLISH, "nats_end_to_end_vs_nats_py", "nats_publisher_process_vs_loop")
+        keys = (
+            *NATS_PUBLISH,
+            "nats_end_to_end_vs_nats_py",
+            "nats_publisher_process_vs_loop",
+            "nats_series_overhead",
+            "nats_rate_accuracy",
+        )
         try:
             with self._broker(start_nats, "nats") as broker:
                 request = trial_request(broker, nats_config(), self.settings.nats_messages)
                 self._targets.update(dict.fromkeys(keys, (request, {})))
                 for round_ in self.rounds():
                     self._nats_round(broker, request, natscli, round_)
+                    self._series_ab(request, "nats_series_overhead", round_)
+                self._rate_accuracy(
+                    broker, nats_config(), "nats_rate_accuracy", "nats_publish_vs_nats_py"
+                )
                 self.profile(keys)
         except BrokerStartError as error:
             for key in keys:
@@ -226,10 +244,43 @@ class Bench:
                 publish = self[key].details.setdefault(f"{mode}_publish_throughput", [])
                 publish.append(_publish(result))
 
+    def _series_ab(self, request: TrialRequest, key: str, round_: int) -> None:
+        """The same trial with its per-second time series kept, and without."""
+        for mode in ("on", "off"):
+            probe = partial(exprun_side.run_probe, request, {SERIES_ENV: mode})
+            result = self.sample((key,), f"exprun ({SERIES_ENV}={mode})", probe)
+            if result is None:
+                continue
+            if mode == "on":
+                self.add(key, round_, exprun=result.metrics.throughput)
+            else:
+                self.add(key, round_, reference=result.metrics.throughput)
+
+    def _rate_accuracy(
+        self,
+        broker: RunningBroker,
+        config: NatsBroker | KafkaBroker,
+        key: str,
+        maximum_from: str,
+    ) -> None:
+        """A paced trial at half the publish maximum measured above: achieved vs declared."""
+        maximum = self[maximum_from].exprun
+        if maximum is None:
+            self[key].fail(f"no publish maximum measured ({maximum_from})")
+            return
+        rate = round(maximum / 2)
+        self[key].details["declared_rate"] = rate
+        seconds = self.settings.rate_seconds
+        request = trial_request(broker, config, None, rate=rate, duration=seconds)
+        for round_ in range(max(1, self.settings.repetitions)):
+            result = self.sample((key,), "exprun paced", partial(exprun_side.run, request))
+            if result is not None:
+                self.add(key, round_, exprun=result.metrics.achieved_rate, reference=rate)
+
     # --- Kafka ---------------------------------------------------------------------------
 
     def kafka(self) -> None:
-        keys = (*KAFKA_PUBLISH, *KAFKA_LATENCY)
+        keys = (*KAFKA_PUBLISH, *KAFKA_LATENCY, "kafka_series_overhead", "kafka_rate_accuracy")
         if not (self.settings.download_jars or native.kafka_jars_cached()):
             self.kafka_skipped = True
             for key in keys:
@@ -245,6 +296,8 @@ class Bench:
                 self._targets.update(dict.fromkeys(KAFKA_PUBLISH, (request, {})))
                 for round_ in self.rounds():
                     self._kafka_round(broker, request, round_)
+                    self._series_ab(request, "kafka_series_overhead", round_)
+                self._rate_accuracy(broker, config, "kafka_rate_accuracy", "kafka_publish")
                 for round_ in self.rounds():
                     self._latency_round(broker, round_)
                 self._latency_comparable()
@@ -303,6 +356,20 @@ class Bench:
                 )
 
     # --- matrix and readiness ------------------------------------------------------------
+
+    def capacity(self) -> None:
+        comparison = self["capacity_wall"]
+        if not self.settings.capacity:
+            comparison.fail("not run in --quick (minutes on embedded Kafka)")
+            return
+        if self.kafka_skipped:
+            comparison.fail("Kafka did not run above")
+            return
+        run = run_matrix([], CAPACITY_SPEC)
+        comparison.details = {"argv": run.argv[3:], **run.breakdown()}
+        if run.error is not None:
+            comparison.fail(run.error)
+        self.add("capacity_wall", 0, exprun=run.wall_s, reference=CAPACITY_BUDGET_S)
 
     def matrix(self) -> None:
         args = list(self.settings.matrix_args)
@@ -456,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     _section("NATS JetStream", bench.nats)
     _section("Kafka", bench.kafka)
     _section("worker_pool_256 matrix", bench.matrix)
+    _section("capacity.yaml", bench.capacity)
     bench.readiness()
     bench.explain_misses()
     comparisons = [bench[key] for key in KEYS]

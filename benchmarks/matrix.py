@@ -18,8 +18,11 @@ from runner.run_folder import read_trials
 from schemas.resolve import TrialSettings
 from schemas.results import TrialResult
 
-SPEC = Path(__file__).resolve().parent.parent / "experiments" / "worker_pool_256.yaml"
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+SPEC = EXPERIMENTS / "worker_pool_256.yaml"
+CAPACITY_SPEC = EXPERIMENTS / "capacity.yaml"
 BUDGET_S = 120.0
+CAPACITY_BUDGET_S = 600.0
 MATRIX_TIMEOUT_S = 1800.0
 FIXED_COSTS = ("spawn_s", "create_s", "connect_s", "teardown_s")
 
@@ -81,11 +84,11 @@ def _workload(trial: TrialResult) -> TrialSettings:
     return TrialSettings.model_validate(trial.config["workload"])
 
 
-def run_matrix(extra_args: list[str]) -> MatrixRun:
-    """`exprun run worker_pool_256.yaml --out <tmp> [extra_args]` in a subprocess, timed."""
+def run_matrix(extra_args: list[str], spec: Path = SPEC) -> MatrixRun:
+    """`exprun run SPEC --out <tmp> [extra_args]` in a subprocess, timed."""
     with tempfile.TemporaryDirectory(prefix="exprun-bench-matrix-") as tmp:
         out = Path(tmp) / "run"
-        argv = [sys.executable, "-c", "from runner.cli.app import main; main()", "run", str(SPEC)]
+        argv = [sys.executable, "-m", "runner.cli", "run", str(spec)]
         argv += ["--out", str(out), *extra_args]
         started = time.monotonic()
         try:
@@ -94,7 +97,7 @@ def run_matrix(extra_args: list[str]) -> MatrixRun:
                 capture_output=True,
                 text=True,
                 timeout=MATRIX_TIMEOUT_S,
-                cwd=SPEC.parent.parent,
+                cwd=spec.parent.parent,
             )
         except subprocess.TimeoutExpired:
             wall = time.monotonic() - started

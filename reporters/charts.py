@@ -157,3 +157,109 @@ def _legend(series: Sequence[Series], top: float) -> str:
         "points: median; whiskers: CI of the median</text>"
     )
     return "".join(out)
+
+
+@dataclass(frozen=True)
+class XYSeries:
+    name: str
+    points: list[tuple[float, float]]
+    lines: bool = True  # join the points (a time series) or not (a scatter of steps)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A vertical line at `x` in the colour of series `series` (e.g. a capacity found)."""
+
+    x: float
+    series: int
+    label: str
+
+
+def xy_chart(
+    title: str,
+    x_unit: str,
+    y_unit: str,
+    series: Sequence[XYSeries],
+    marks: Sequence[Mark] = (),
+    limit: float | None = None,
+) -> str:
+    """An SVG chart with numeric axes: lines per series, optional vertical marks, and an
+    optional horizontal line at `limit` (e.g. a search's latency budget)."""
+    xs = [x for s in series for x, _ in s.points] + [m.x for m in marks]
+    ys = [y for s in series for _, y in s.points] + ([limit] if limit is not None else [])
+    x_ticks = nice_ticks(max(xs) if xs else 1.0)
+    y_ticks = nice_ticks(max(ys) if ys else 1.0)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def x(value: float) -> float:
+        return LEFT + value / x_ticks[-1] * plot_w
+
+    def y(value: float) -> float:
+        return TOP + plot_h - value / y_ticks[-1] * plot_h
+
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
+        f'role="img" aria-label="{escape(title)}">',
+        f'<text class="title" x="{LEFT}" y="22">{escape(title)}</text>',
+    ]
+    for tick in y_ticks:
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(tick):.1f}" '
+            f'y2="{y(tick):.1f}"/><text class="tick" x="{LEFT - 6}" y="{y(tick) + 4:.1f}" '
+            f'text-anchor="end">{_tick_label(tick)}</text>'
+        )
+    for tick in x_ticks:
+        parts.append(
+            f'<text class="tick" x="{x(tick):.1f}" y="{TOP + plot_h + 18}" '
+            f'text-anchor="middle">{_tick_label(tick)}</text>'
+        )
+    parts.append(
+        f'<text class="axis" transform="translate(16 {TOP + plot_h / 2:.1f}) rotate(-90)" '
+        f'text-anchor="middle">{escape(y_unit)}</text>'
+        f'<text class="axis" x="{LEFT + plot_w / 2:.1f}" y="{TOP + plot_h + 34}" '
+        f'text-anchor="middle">{escape(x_unit)}</text>'
+    )
+    if limit is not None:
+        parts.append(
+            f'<line stroke="#b3261e" stroke-dasharray="2 3" x1="{LEFT}" x2="{WIDTH - RIGHT}" '
+            f'y1="{y(limit):.1f}" y2="{y(limit):.1f}"><title>limit {format_number(limit)} '
+            f"{escape(y_unit)}</title></line>"
+        )
+    for index, s in enumerate(series):
+        color = PALETTE[index % len(PALETTE)]
+        out = [f'<g class="series" stroke="{color}" fill="{color}">']
+        if s.lines and len(s.points) > 1:
+            path = " ".join(f"{x(px):.1f},{y(py):.1f}" for px, py in s.points)
+            out.append(f'<polyline fill="none" stroke-width="1.5" points="{path}"/>')
+        for px, py in s.points:
+            tip = f"{s.name}: {format_number(py)} {y_unit} at {format_number(px)} {x_unit}"
+            radius = 2 if s.lines else 3.5
+            out.append(
+                f'<circle cx="{x(px):.1f}" cy="{y(py):.1f}" r="{radius}">'
+                f"<title>{escape(tip)}</title></circle>"
+            )
+        out.append("</g>")
+        parts.append("".join(out))
+    for mark in marks:
+        color = PALETTE[mark.series % len(PALETTE)]
+        parts.append(
+            f'<line stroke="{color}" stroke-width="1.5" stroke-dasharray="5 3" '
+            f'x1="{x(mark.x):.1f}" x2="{x(mark.x):.1f}" y1="{TOP}" y2="{TOP + plot_h}">'
+            f"<title>{escape(mark.label)}</title></line>"
+        )
+    parts.append(_xy_legend(series, TOP + plot_h + 56))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _xy_legend(series: Sequence[XYSeries], top: float) -> str:
+    out = []
+    left = float(LEFT)
+    for index, s in enumerate(series):
+        color = PALETTE[index % len(PALETTE)]
+        out.append(
+            f'<rect x="{left:.1f}" y="{top - 9:.1f}" width="12" height="12" fill="{color}"/>'
+            f'<text class="legend" x="{left + 18:.1f}" y="{top + 1:.1f}">{escape(s.name)}</text>'
+        )
+        left += 30 + 8 * len(s.name)
+    return "".join(out)

@@ -23,6 +23,8 @@ TRIALS_COLUMNS = (
     "metric",
     "value",
     "unit",
+    "search_step",
+    "offered_rate",
 )
 CELLS_COLUMNS = (
     "broker",
@@ -82,9 +84,15 @@ def to_csv(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 
 def trials_csv(report: Report) -> str:
-    """Every trial (warm-up and failed ones too, flagged) x every metric it recorded."""
+    """Every trial (warm-up and failed ones too, flagged) x every metric it recorded.
+
+    A capacity search's steps carry their step number and offered rate; its result, the rate.
+    """
     rows = []
     for trial in report.trials:
+        search = trial.search
+        step = search.step if search is not None else None
+        offered = search.rate if search is not None else None
         for metric, value in trial.metrics.flat().items():
             unit = report.metric(metric).unit
             rows.append(
@@ -98,6 +106,8 @@ def trials_csv(report: Report) -> str:
                     metric,
                     value,
                     unit,
+                    step,
+                    offered,
                 )
             )
     return to_csv(TRIALS_COLUMNS, rows)

@@ -55,3 +55,41 @@ def parse_goal(text: str) -> Goal:
         raise ValueError(f"invalid goal {text!r}: {_GOAL_HELP}")
     # The regex admits only GoalOp spellings.
     return Goal(op=cast(GoalOp, m["op"]), value=float(m["num"]), is_relative=m["pct"] is not None)
+
+
+ConditionOp = Literal["<=", ">="]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A metric bound such as "latency_p99_ms <= 50" (a capacity search's `until`)."""
+
+    metric: str
+    op: ConditionOp
+    value: float
+
+    def holds(self, actual: float | None) -> bool:
+        if actual is None:
+            return False
+        return actual <= self.value if self.op == "<=" else actual >= self.value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+_CONDITION_RE = re.compile(
+    r"^\s*(?P<metric>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op><=|>=)\s*"
+    r"(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*$"
+)
+
+
+def parse_condition(text: str) -> Condition:
+    """Parse "METRIC <= NUMBER" or "METRIC >= NUMBER" (the metric is checked by the caller)."""
+    match = _CONDITION_RE.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(
+            f"invalid condition {text!r}: expected 'METRIC <= NUMBER' or 'METRIC >= NUMBER', "
+            "e.g. 'latency_p99_ms <= 50'"
+        )
+    op = cast(ConditionOp, match["op"])
+    return Condition(metric=match["metric"], op=op, value=float(match["num"]))

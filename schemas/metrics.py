@@ -46,12 +46,21 @@ _ALL: tuple[MetricInfo, ...] = (
     _m("publish_errors_total", "count", "lower", "Publish errors"),
     _m("throughput", "msg/s", "higher", "Throughput"),
     _m("publish_throughput", "msg/s", "higher", "Publish throughput"),
+    # Paced trials: what the producers really sent per second of the measured window.
+    _m("achieved_rate", "msg/s", "higher", "Achieved rate"),
+    # Capacity searches: the highest offered rate at which the search's condition held.
+    _m("capacity", "msg/s", "higher", "Capacity"),
     *(_m(f"latency_{key}_ms", "ms", "lower", f"Latency {label}") for key, label in _PERCENTILES),
     *(
         _m(f"publish_latency_{key}_ms", "ms", "lower", f"Publish latency {label}")
         for key, label in _PERCENTILES
     ),
     _m("duration_s", "s", "lower", "Duration"),
+    # Backlog scenarios: how long the backlog took to build (set by the rate: no direction),
+    # how long consumers took to catch up, and how fast they read while catching up.
+    _m("backlog_build_s", "s", None, "Backlog build"),
+    _m("drain_s", "s", "lower", "Drain time"),
+    _m("drain_throughput", "msg/s", "higher", "Drain throughput"),
     # Setup, warm-up and the fixed settle wait dominate it, so it carries no direction.
     _m("trial_duration_s", "s", None, "Trial duration"),
     # The harness's own per-trial fixed costs: lower means more of the trial is measurement.
@@ -74,9 +83,31 @@ _ALL: tuple[MetricInfo, ...] = (
     _m("leaked_tasks", "tasks", "lower", "Leaked tasks"),
     _m("broker_rss_mb", "MB", "lower", "Broker RSS"),
     _m("broker_cpu_percent", "%", "lower", "Broker CPU"),
+    # Why a paced trial fell short of its rate: the broker pushing back, or exprun's own CPU.
+    _m("publish_blocked_pct", "%", None, "Publish blocked"),
+    _m("loadgen_cpu_percent", "%", None, "Load generator CPU"),
 )
 
 METRICS: dict[str, MetricInfo] = {info.name: info for info in _ALL}
+
+# What a capacity search may steer by: figures of one trial that move with the offered rate.
+SEARCHABLE_METRICS: tuple[str, ...] = (
+    "throughput",
+    "publish_throughput",
+    "achieved_rate",
+    *(f"latency_{key}_ms" for key, _ in _PERCENTILES),
+    *(f"publish_latency_{key}_ms" for key, _ in _PERCENTILES),
+    "success_rate",
+    "lost",
+    "duplicated",
+    "publish_errors_total",
+    "publish_blocked_pct",
+    "loadgen_cpu_percent",
+    "broker_rss_mb",
+    "broker_cpu_percent",
+)
+# Measured only where exprun runs the broker itself.
+LOCAL_BROKER_METRICS: tuple[str, ...] = ("broker_rss_mb", "broker_cpu_percent")
 
 
 def metric_info(name: str) -> MetricInfo:

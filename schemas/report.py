@@ -30,6 +30,9 @@ AnomalyKind = Literal[
     "leak",
     "lingering",
     "failed_trials",
+    "rate_shortfall",
+    "throughput_sag",
+    "latency_climb",
 ]
 
 
@@ -71,7 +74,15 @@ class RunSummary(ReportModel):
 
 class ScenarioInfo(ReportModel):
     name: str
-    messages: int
+    messages: int | None = Field(description="messages per trial, when a count is declared")
+    load_shape: str | None = Field(None, description="e.g. '30s at 20000/s, ramp 5s'")
+    rate: float | None = Field(None, description="declared rate, msg/s (None: unpaced)")
+    duration_s: float | None = None
+    ramp_s: float | None = None
+    backlog: str | None = None
+    search_rate: str | None = Field(None, description="capacity searches: the rates searched")
+    search_until: str | None = Field(None, description="capacity searches: the condition")
+    search_steps: int | None = None
 
 
 class BrokerInfo(ReportModel):

@@ -7,15 +7,32 @@ Precedence, lowest first: broker settings / defaults, scenario, variant.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, PositiveInt, TypeAdapter, ValidationError
+from pydantic import BaseModel, PositiveInt, TypeAdapter, ValidationError, model_validator
 
+from schemas.metrics import LOCAL_BROKER_METRICS
 from schemas.problems import Loc, Problem, problems_from
 from schemas.report import CellKey
-from schemas.spec import DEFAULT_VARIANT, Broker, Experiment, KafkaBroker, NatsBroker, Workload
+from schemas.spec import (
+    DEFAULT_VARIANT,
+    Broker,
+    Experiment,
+    KafkaBroker,
+    NatsBroker,
+    SearchSettings,
+    Workload,
+)
+from schemas.units import (
+    Backlog,
+    PositiveDuration,
+    format_duration,
+    format_rate,
+    format_rate_range,
+    format_size,
+)
 
 T = TypeVar("T")
 Source = tuple[Loc, Any]  # where in the spec, and the raw mapping written there
@@ -24,7 +41,82 @@ Source = tuple[Loc, Any]  # where in the spec, and the raw mapping written there
 class TrialSettings(Workload):
     """The workload of one cell: defaults, then scenario, then variant overrides."""
 
-    messages: PositiveInt
+    messages: PositiveInt | None = None
+    duration: PositiveDuration | None = None
+    backlog: Backlog | None = None
+    search: SearchSettings | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _search_sets_the_rate(cls, data: Any) -> Any:
+        # A rate from the defaults does not apply to a search: each of its trials has its own.
+        if isinstance(data, Mapping) and data.get("search") is not None:
+            return {key: value for key, value in data.items() if key != "rate"}
+        return data
+
+    @property
+    def planned_messages(self) -> int | None:
+        """Messages a trial publishes, when known up front (a count, or rate x duration)."""
+        if self.messages is not None:
+            return self.messages
+        if self.rate is not None and self.duration is not None:
+            return max(1, round(self.rate * self.duration))
+        return None
+
+    @property
+    def backlog_messages(self) -> int | None:
+        return self.backlog.in_messages(self.message_size) if self.backlog else None
+
+    def load_shape(self) -> str:
+        """The scenario's load in a few words: '500 msgs', '30s at 20000/s, ramp 5s', ..."""
+        if self.search is not None:
+            search = self.search
+            parts = [
+                f"capacity search {format_rate_range(search.rate)} until {search.condition}, "
+                f"{search.steps} steps of {format_duration(self.duration or 0)}"
+            ]
+        else:
+            length = (
+                f"{self.messages:,} msgs"
+                if self.messages is not None
+                else format_duration(self.duration or 0)
+            )
+            pace = f" at {format_rate(self.rate)}" if self.rate is not None else " unpaced"
+            parts = [length + (pace if self.rate is not None or self.duration else "")]
+        if self.ramp:
+            parts.append(f"ramp {format_duration(self.ramp)}")
+        if self.backlog is not None:
+            parts.append(f"backlog {self.backlog}")
+        return ", ".join(parts)
+
+    def problems(self) -> list[tuple[Loc, str]]:
+        """Settings that validate one by one but not together (located by field)."""
+        found: list[tuple[Loc, str]] = []
+        if self.duration is not None and self.ramp >= self.duration:
+            found.append(
+                (
+                    ("ramp",),
+                    f"the ramp ({format_duration(self.ramp)}) is not shorter than the duration "
+                    f"({format_duration(self.duration)}): nothing would be measured",
+                )
+            )
+        backlog, total = self.backlog_messages, self.planned_messages
+        if backlog is not None and self.rate is None:
+            found.append(
+                (
+                    ("backlog",),
+                    "a backlog needs a `rate`: producers go on at it while the consumers catch up",
+                )
+            )
+        elif backlog is not None and total is not None and backlog >= total:
+            found.append(
+                (
+                    ("backlog",),
+                    f"a backlog of {backlog:,} messages is never reached: the scenario "
+                    f"publishes {total:,}",
+                )
+            )
+        return found
 
 
 @dataclass(frozen=True)
@@ -49,7 +141,7 @@ def resolve_cells(spec: Experiment, raw: Mapping[str, Any]) -> list[CellConfig]:
     """Every cell of the matrix with its validated effective settings."""
     problems: list[Problem] = []
     brokers: dict[tuple[str, str], KafkaBroker | NatsBroker] = {}
-    workloads: dict[tuple[str, str], TrialSettings] = {}
+    workloads: dict[tuple[str, str], tuple[TrialSettings, Locator]] = {}
     for variant in spec.variant_names:
         for broker in spec.brokers:
             sources: list[Source] = [(("brokers", broker), raw["brokers"][broker])]
@@ -57,7 +149,7 @@ def resolve_cells(spec: Experiment, raw: Mapping[str, Any]) -> list[CellConfig]:
             if override is not None:
                 sources.append((("variants", variant, "brokers", broker), override))
             try:
-                brokers[broker, variant] = _validate(_BROKER, sources)
+                brokers[broker, variant] = _validate(_BROKER, sources)[0]
             except ResolutionError as error:
                 problems.extend(error.problems)
         for scenario in spec.scenarios:
@@ -67,33 +159,85 @@ def resolve_cells(spec: Experiment, raw: Mapping[str, Any]) -> list[CellConfig]:
                 (("variants", variant, "defaults"), lookup(raw, "variants", variant, "defaults")),
             ]
             try:
-                workloads[variant, scenario] = _validate(TrialSettings, sources)
+                workload, where = _validate(TrialSettings, sources)
             except ResolutionError as error:
                 problems.extend(error.problems)
-    if problems:
-        raise ResolutionError(_dedupe(problems))
-    return [
-        CellConfig(CellKey(broker=b, variant=v, scenario=s), brokers[b, v], workloads[v, s])
+                continue
+            workloads[variant, scenario] = workload, where
+            problems += [Problem(where(loc), message) for loc, message in workload.problems()]
+    cells = [
+        CellConfig(CellKey(broker=b, variant=v, scenario=s), brokers[b, v], workloads[v, s][0])
         for v in spec.variant_names
         for b in spec.brokers
         for s in spec.scenarios
+        if (b, v) in brokers and (v, s) in workloads
     ]
+    for config in cells:
+        where = workloads[config.cell.variant, config.cell.scenario][1]
+        problems += [Problem(where(loc), message) for loc, message in cell_problems(config)]
+    if problems:
+        raise ResolutionError(_dedupe(problems))
+    return cells
 
 
-def _validate(target: type[T] | TypeAdapter[T], sources: list[Source]) -> T:
+def cell_problems(config: CellConfig) -> list[tuple[Loc, str]]:
+    """What a cell's workload asks of its broker that the broker cannot give."""
+    broker, work = config.broker, config.workload
+    found: list[tuple[Loc, str]] = []
+    backlog = work.backlog_messages
+    if backlog is not None and isinstance(broker, NatsBroker):
+        stream = broker.stream
+        what = "discarded" if stream.discard == "old" else "refused"
+        if isinstance(stream.max_msgs, int) and backlog > stream.max_msgs:
+            found.append(
+                (
+                    ("backlog",),
+                    f"the stream keeps at most {stream.max_msgs:,} messages (max_msgs): part of "
+                    f"a backlog of {backlog:,} would be {what}",
+                )
+            )
+        elif isinstance(stream.max_bytes, int) and backlog * work.message_size > stream.max_bytes:
+            found.append(
+                (
+                    ("backlog",),
+                    f"the stream keeps at most {format_size(stream.max_bytes)} (max_bytes): part "
+                    f"of a backlog of {backlog:,} x {format_size(work.message_size)} would be "
+                    f"{what}",
+                )
+            )
+    search = work.search
+    if search and search.condition.metric in LOCAL_BROKER_METRICS and not broker.embedded:
+        found.append(
+            (
+                ("search", "until"),
+                f"{search.condition.metric} is measured only on brokers exprun runs itself "
+                "(endpoint: embedded)",
+            )
+        )
+    return found
+
+
+Locator = Callable[[Loc], Loc]
+
+
+def _validate(target: type[T] | TypeAdapter[T], sources: list[Source]) -> tuple[T, Locator]:
+    """The merged sources validated, and where in the spec each of their fields was written."""
     merged: dict[str, Any] = {}
     origin: dict[Loc, Loc] = {}
     for prefix, data in sources:
         if isinstance(data, Mapping):
             _merge_into(merged, data, (), prefix, origin)
+
+    def where(loc: Loc) -> Loc:
+        return _source_loc(loc, origin, sources[0][0])
+
     adapter = target if isinstance(target, TypeAdapter) else TypeAdapter(target)
     try:
-        return adapter.validate_python(merged)
+        return adapter.validate_python(merged), where
     except ValidationError as error:
         model = _model_of(target, merged)
         located = [
-            Problem(_source_loc(p.loc, origin, sources[0][0]), p.message, p.at_key)
-            for p in problems_from(error, model, merged)
+            Problem(where(p.loc), p.message, p.at_key) for p in problems_from(error, model, merged)
         ]
         raise ResolutionError(located) from None
 

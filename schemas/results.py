@@ -7,6 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 RESULTS_SCHEMA_VERSION: Literal[1] = 1
+# (broker, variant, scenario, warm-up, repetition, search step or None)
+TrialKey = tuple[str, str, str, bool, int, int | None]
 
 
 class LatencySummary(BaseModel):
@@ -39,11 +41,24 @@ class Metrics(BaseModel):
     publish_throughput: float | None = Field(
         None, description="acked msg/s, first send -> last ack"
     )
+    achieved_rate: float | None = Field(
+        None, description="paced trials: msg/s the producers really sent in the measured window"
+    )
+    capacity: float | None = Field(
+        None, description="capacity searches: the highest offered rate at which `until` held"
+    )
     latency_ms: LatencySummary = Field(default_factory=LatencySummary, description="end to end")
     publish_latency_ms: LatencySummary = Field(
         default_factory=LatencySummary, description="publish -> broker ack"
     )
     duration_s: float | None = Field(None, description="measured phase")
+    backlog_build_s: float | None = Field(
+        None, description="backlog scenarios: phase start until the backlog was stored"
+    )
+    drain_s: float | None = Field(
+        None, description="consumers' start until they caught up with the producers"
+    )
+    drain_throughput: float | None = Field(None, description="msg/s consumed while catching up")
     trial_duration_s: float | None = Field(None, description="whole trial, setup to teardown")
     # Per-trial fixed costs, outside the measured phase (what a whole run spends besides it).
     spawn_s: float | None = Field(None, description="starting the trial process")
@@ -72,6 +87,12 @@ class Metrics(BaseModel):
     leaked_tasks: int | None = None
     broker_rss_mb: float | None = Field(None, description="local brokers only")
     broker_cpu_percent: float | None = Field(None, description="local brokers only")
+    publish_blocked_pct: float | None = Field(
+        None, description="share of the publishing time producers waited for the broker, %"
+    )
+    loadgen_cpu_percent: float | None = Field(
+        None, description="CPU of exprun's busiest load-generator process while publishing, %"
+    )
 
     def flat(self) -> dict[str, float]:
         """Every numeric metric under its registry name (see schemas.metrics)."""
@@ -88,6 +109,47 @@ class Metrics(BaseModel):
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 flat[name] = float(value)
         return flat
+
+
+class TimeSeries(BaseModel):
+    """Per-second windows of a trial's measured phase (the last one may be shorter).
+
+    Windows are aligned on the end of the ramp, so the figures (after the ramp) are exactly the
+    windows from the first one starting at or after 0 s + ramp.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_s: list[float] = Field(description="each window's start, seconds into the phase")
+    seconds: list[float] = Field(description="each window's length")
+    published: list[int]
+    acked: list[int]
+    received: list[int] = Field(description="unique messages first received in the window")
+    latency_p50_ms: list[float | None] = Field(description="end to end, received in the window")
+    latency_p99_ms: list[float | None]
+    in_flight: list[int] = Field(description="published, not yet acked or failed, at its end")
+
+
+class SearchStep(BaseModel):
+    """One step of a capacity search, as its result record lists them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: float
+    passed: bool
+    reason: str | None = None
+
+
+class SearchRecord(BaseModel):
+    """A trial of a capacity search: one step, or (step None) the search's result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int | None = Field(description="this trial's step, from 1; None on the search result")
+    rate: float | None = Field(description="offered rate of the step (result: the capacity)")
+    passed: bool | None = Field(description="whether the search's condition held at this rate")
+    reason: str | None = Field(None, description="why it did not hold")
+    steps: list[SearchStep] = Field(default_factory=list, description="on the result: all steps")
 
 
 class TrialResult(BaseModel):
@@ -108,7 +170,19 @@ class TrialResult(BaseModel):
     started_at: str = Field(description="UTC, ISO 8601")
     config: dict[str, Any] = Field(description="the effective settings of the trial")
     metrics: Metrics = Field(default_factory=Metrics)
+    notes: list[str] = Field(
+        default_factory=list, description="what the trial saw that its figures alone do not say"
+    )
+    series: TimeSeries | None = Field(None, description="per-second windows of the phase")
+    search: SearchRecord | None = Field(None, description="capacity searches only")
 
     @property
-    def key(self) -> tuple[str, str, str, bool, int]:
-        return (self.broker, self.variant, self.scenario, self.warmup, self.repetition)
+    def key(self) -> TrialKey:
+        """Identifies the trial across runs of the same spec (used to resume)."""
+        step = self.search.step if self.search is not None else None
+        return (self.broker, self.variant, self.scenario, self.warmup, self.repetition, step)
+
+    @property
+    def search_step(self) -> bool:
+        """A step of a capacity search: its figures are the search's, not the cell's."""
+        return self.search is not None and self.search.step is not None

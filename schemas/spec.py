@@ -19,10 +19,10 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.goals import parse_goal
-from schemas.metrics import METRICS
+from schemas.goals import Condition, parse_condition, parse_goal
+from schemas.metrics import METRICS, SEARCHABLE_METRICS
 from schemas.problems import Loc
-from schemas.units import ByteSize, Duration, Rate
+from schemas.units import Backlog, ByteSize, Duration, PositiveDuration, Rate, RateRange
 
 DEFAULT_VARIANT = "default"
 # Large enough that with a few ms of processing_time the pool is rarely the bottleneck; with
@@ -166,7 +166,16 @@ class Workload(StrictModel):
     drain_timeout: Duration = Field(
         30.0, description="how long consumers may take to receive every acked message"
     )
-    rate: Rate = Field(None, description="publish rate in messages per second, or 'unlimited'")
+    rate: Rate = Field(
+        None,
+        description="publish rate over all producers, open loop from intended send times "
+        "(5000 or 5000/s), or 'unlimited' (as fast as acks allow)",
+    )
+    ramp: Duration = Field(
+        0.0,
+        description="first part of each trial's measured phase left out of its figures (its "
+        "messages still count for loss and duplicates)",
+    )
     producers: PositiveInt = Field(1, description="concurrent producers")
     consumers: PositiveInt = Field(1, description="concurrent consumers")
 
@@ -177,12 +186,68 @@ class WorkloadOverride(StrictModel):
     settle_time: Duration | None = None
     drain_timeout: Duration | None = None
     rate: Rate = None
+    ramp: Duration | None = None
     producers: PositiveInt | None = None
     consumers: PositiveInt | None = None
 
 
+class SearchSettings(StrictModel):
+    """A capacity search: the highest offered rate at which a condition still holds."""
+
+    rate: RateRange = Field(description="offered rates searched, e.g. 1000/s..200000/s")
+    until: str = Field(
+        description="what must hold at a rate, e.g. 'latency_p99_ms <= 50' (any searchable "
+        "metric with <= or >=); success_rate >= 100 is always implied"
+    )
+    steps: int = Field(8, ge=2, le=64, description="trials per search at most, bounds included")
+
+    @field_validator("until")
+    @classmethod
+    def _searchable(cls, text: str) -> str:
+        condition = parse_condition(text)
+        if condition.metric not in METRICS:
+            raise ValueError(_unknown("metric", condition.metric, METRICS))
+        if condition.metric not in SEARCHABLE_METRICS:
+            raise ValueError(
+                f"a search cannot steer by {condition.metric!r}: it does not move with the "
+                f"offered rate within one trial; use one of {', '.join(SEARCHABLE_METRICS)}"
+            )
+        return text
+
+    @property
+    def condition(self) -> Condition:
+        return parse_condition(self.until)
+
+
 class Scenario(WorkloadOverride):
-    messages: PositiveInt = Field(description="messages published per trial")
+    messages: PositiveInt | None = Field(None, description="messages published per trial")
+    duration: PositiveDuration | None = Field(
+        None, description="publish for this long instead of a number of messages"
+    )
+    backlog: Backlog | None = Field(
+        None,
+        description="hold the consumers back until this much is stored (100MB, or a number "
+        "of messages), then let them catch up while producers go on at `rate`",
+    )
+    search: SearchSettings | None = Field(
+        None, description="find the capacity: the highest rate at which `until` holds"
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> Scenario:
+        if (self.messages is None) == (self.duration is None):
+            raise ValueError(
+                "give exactly one of `messages` (how many to publish) or `duration` "
+                "(publish for that long)"
+            )
+        if self.search is not None:
+            if self.rate is not None:
+                raise ValueError("a capacity search sets the rate of each trial: drop `rate`")
+            if self.duration is None:
+                raise ValueError("a capacity search runs trials of a `duration`, not `messages`")
+            if self.backlog is not None:
+                raise ValueError("a capacity search and a backlog do not combine")
+        return self
 
 
 class Variant(StrictModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -99,6 +100,19 @@ def parse_rate(value: object) -> float | None:
     return number
 
 
+def parse_rate_range(value: object) -> tuple[float, float]:
+    """(low, high) messages per second from `1000/s..200000/s`."""
+    if not isinstance(value, str) or value.count("..") != 1:
+        raise ValueError("a rate range is written LOW..HIGH, e.g. 1000/s..200000/s")
+    low_text, high_text = value.split("..")
+    low, high = parse_rate(low_text.strip()), parse_rate(high_text.strip())
+    if low is None or high is None:
+        raise ValueError("both ends of a rate range are rates, not 'unlimited'")
+    if low >= high:
+        raise ValueError(f"the lower bound {low:g}/s must be below the upper bound {high:g}/s")
+    return low, high
+
+
 def format_size(size: int) -> str:
     """The shortest exact spelling of a size (1024 -> '1KiB')."""
     for unit in ("GiB", "MiB", "KiB", "GB", "MB", "KB"):
@@ -127,6 +141,10 @@ def _in_unit(seconds: float, unit: str) -> float:
 
 def format_rate(rate: float | None) -> str:
     return "unlimited" if rate is None else f"{rate:g}/s"
+
+
+def format_rate_range(bounds: tuple[float, float]) -> str:
+    return f"{bounds[0]:g}/s..{bounds[1]:g}/s"
 
 
 ByteSize = Annotated[
@@ -159,8 +177,106 @@ Rate = Annotated[
     BeforeValidator(parse_rate),
     WithJsonSchema(
         {
-            "anyOf": [{"const": "unlimited"}, {"type": "number", "exclusiveMinimum": 0}],
-            "description": "messages per second, or 'unlimited'",
+            "anyOf": [
+                {"const": "unlimited"},
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*/s\s*$"},
+            ],
+            "description": "messages per second (5000 or 5000/s), or 'unlimited'",
+        }
+    ),
+]
+RateRange = Annotated[
+    tuple[float, float],
+    BeforeValidator(parse_rate_range),
+    PlainSerializer(format_rate_range, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\s*\d+(\.\d+)?(/s)?\s*\.\.\s*\d+(\.\d+)?(/s)?\s*$",
+            "description": "LOW..HIGH messages per second, e.g. 1000/s..200000/s",
+        }
+    ),
+]
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be longer than 0s")
+    return seconds
+
+
+PositiveDuration = Annotated[
+    float,
+    BeforeValidator(_positive_duration),
+    PlainSerializer(lambda seconds: format_duration(seconds), return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "description": "a duration with unit us, ms, s or m (e.g. 30s, 2m)",
+        }
+    ),
+]
+
+
+@dataclass(frozen=True)
+class BacklogAmount:
+    """A backlog as written: a number of messages, or a size in bytes."""
+
+    messages: int | None = None
+    bytes: int | None = None
+
+    def in_messages(self, message_size: int) -> int:
+        """Messages it takes (a size is rounded up to whole messages)."""
+        if self.messages is not None:
+            return self.messages
+        assert self.bytes is not None
+        return -(-self.bytes // message_size)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.messages:,} msgs" if self.messages is not None else format_size(self.bytes or 0)
+        )
+
+
+def parse_backlog(value: object) -> BacklogAmount:
+    """`200000` (messages) or `100MB` (a size with its unit)."""
+    if isinstance(value, BacklogAmount):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError("a backlog must be more than 0 messages")
+        return BacklogAmount(messages=value)
+    if isinstance(value, str):
+        number, unit = _split(value, "size", SIZE_UNITS)
+        if unit is None:
+            if not number.is_integer() or number <= 0:
+                raise ValueError(f"{value!r} is not a positive whole number of messages")
+            return BacklogAmount(messages=int(number))
+        size = parse_size(value)
+        if size <= 0:
+            raise ValueError("a backlog must be larger than 0 bytes")
+        return BacklogAmount(bytes=size)
+    raise ValueError("a backlog is a number of messages (200000) or a size (100MB)")
+
+
+def _written_backlog(amount: BacklogAmount) -> int | str:
+    return amount.messages if amount.messages is not None else format_size(amount.bytes or 0)
+
+
+Backlog = Annotated[
+    BacklogAmount,
+    BeforeValidator(parse_backlog),
+    PlainSerializer(_written_backlog, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": SIZE_PATTERN},
+            ],
+            "description": "a number of messages (200000), or a size with its unit (100MB)",
         }
     ),
 ]

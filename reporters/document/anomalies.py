@@ -30,6 +30,9 @@ KIND_TITLES = {
     "leak": "Leak surviving the settle time",
     "lingering": "Lingering threads (exited within the settle time: not leaks)",
     "failed_trials": "Failed trials",
+    "rate_shortfall": "Declared rate not offered",
+    "throughput_sag": "Throughput sags within a trial",
+    "latency_climb": "p99 latency climbs within a trial",
 }
 
 

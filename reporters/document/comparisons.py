@@ -31,9 +31,11 @@ from schemas.report import (
 # Metrics that get a table of their own in the comparisons; others appear when significant.
 KEY_METRICS = (
     "throughput",
+    "capacity",
     "latency_p50_ms",
     "latency_p99_ms",
     "success_rate",
+    "drain_s",
     "memory_delta_mb",
     "threads_peak",
     "leaked_threads",

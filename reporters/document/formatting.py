@@ -14,6 +14,7 @@ from schemas.report import (
     StatisticsSettings,
     format_number,
 )
+from schemas.units import format_duration
 
 # Steps within this fraction count as "level" when naming a trend rising or falling.
 TREND_TOLERANCE = 0.05
@@ -132,5 +133,9 @@ def median_of(cell: CellStats | None, metric: str) -> float | None:
 
 
 def scenario_label(report: Report, name: str) -> str:
-    messages = next((s.messages for s in report.scenarios if s.name == name), 0)
-    return f"{name} ({messages:,})" if messages else name
+    info = next((s for s in report.scenarios if s.name == name), None)
+    if info is not None and info.messages:
+        return f"{name} ({info.messages:,})"
+    if info is not None and info.duration_s:
+        return f"{name} ({format_duration(info.duration_s)})"
+    return name

@@ -18,6 +18,7 @@ from reporters.document.formatting import (
 )
 from schemas.report import (
     Report,
+    ScenarioInfo,
 )
 
 # The source report's overview columns: what a reader looks at first.
@@ -77,7 +78,7 @@ def overview(report: Report) -> Section:
         ("Variants", variants),
         (
             "Scenarios",
-            ", ".join(f"{s.name} {s.messages:,} msgs" for s in report.scenarios),
+            ", ".join(_load_shape(s) for s in report.scenarios),
         ),
         ("Targets", report.targets.overall if report.targets.total else "none declared"),
         ("Anomalies", _anomaly_count(report)),
@@ -89,10 +90,16 @@ def overview(report: Report) -> Section:
     )
 
 
+SHAPE_METRICS = ("capacity", "achieved_rate", "drain_s")
+
+
 def overview_table(report: Report) -> Table:
     """Scenario x broker x variant: medians of the headline metrics, throughput's CI."""
     headers = ["Scenario", "Broker", "Variant", "n", column(report, "throughput"), "CI (median)"]
-    headers += [column(report, m) for m in OVERVIEW_METRICS[1:]]
+    # Capacity searches and backlogs have a headline figure of their own.
+    extra = [m for m in SHAPE_METRICS if any(m in c.metrics for c in report.cells)]
+    shown = [*OVERVIEW_METRICS[1:], *extra]
+    headers += [column(report, m) for m in shown]
     rows = []
     levels = set()
     for scenario in report.scenarios:
@@ -112,11 +119,19 @@ def overview_table(report: Report) -> Table:
                         str(cell.measured),
                         fmt(median_of(cell, "throughput")),
                         fmt_ci(tp.ci_low, tp.ci_high) if tp else "-",
-                        *(fmt(median_of(cell, m)) for m in OVERVIEW_METRICS[1:]),
+                        *(fmt(median_of(cell, m)) for m in shown),
                     ]
                 )
     legend = "Medians over the measured repetitions (warm-up and failed trials excluded)."
     if levels:
-        shown = ", ".join(f"{level * 100:.1f}% at n={n}" for n, level in sorted(levels))
-        legend += f" CI: distribution-free interval of the median ({shown})."
+        at = ", ".join(f"{level * 100:.1f}% at n={n}" for n, level in sorted(levels))
+        legend += f" CI: distribution-free interval of the median ({at})."
     return Table(headers, rows, [False] * 3 + [True] * (len(headers) - 3), legend)
+
+
+def _load_shape(scenario: ScenarioInfo) -> str:
+    """'Low 500 msgs', or 'Steady: 30s at 20000/s, ramp 5s' for other shapes."""
+    plain = None if scenario.messages is None else f"{scenario.messages:,} msgs"
+    if scenario.load_shape in (None, plain):
+        return f"{scenario.name} {scenario.messages or 0:,} msgs"
+    return f"{scenario.name}: {scenario.load_shape}"

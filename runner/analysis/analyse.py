@@ -42,6 +42,7 @@ from schemas.report import (
 from schemas.resolve import CellConfig
 from schemas.results import TrialResult
 from schemas.spec import Experiment
+from schemas.units import format_rate_range
 
 
 def analyse(
@@ -84,7 +85,7 @@ def analyse(
         brokers=[BrokerInfo(name=b, type=_broker_type(ctx, b)) for b in ctx.brokers],
         variants=ctx.variants,
         baseline=spec.baseline if spec.baseline in ctx.variants else None,
-        scenarios=[ScenarioInfo(name=s, messages=ctx.messages(s) or 0) for s in ctx.scenarios],
+        scenarios=[_scenario_info(ctx, s) for s in ctx.scenarios],
         metrics=[metric_meta(n) for n in metric_order(names)],
         cells=[_cell_stats(ctx, key) for key in ctx.cell_keys()],
         variant_comparisons=variant_comparisons,
@@ -112,6 +113,27 @@ def _partial(spec: Experiment, run: RunSummary, has_run_json: bool, recorded: in
     expected = len(spec.brokers) * len(spec.variant_names) * len(spec.scenarios)
     expected *= spec.repetitions + spec.warmup
     return run.interrupted or not run.complete or (not has_run_json and recorded < expected)
+
+
+def _scenario_info(ctx: AnalysisContext, scenario: str) -> ScenarioInfo:
+    """The scenario's load as the spec resolves it (in the first cell that runs it)."""
+    config = next((c for key, c in ctx.configs.items() if key[2] == scenario), None)
+    if config is None:
+        return ScenarioInfo(name=scenario, messages=ctx.messages(scenario))
+    work = config.workload
+    search = work.search
+    return ScenarioInfo(
+        name=scenario,
+        messages=work.messages,
+        load_shape=work.load_shape(),
+        rate=work.rate,
+        duration_s=work.duration,
+        ramp_s=work.ramp or None,
+        backlog=str(work.backlog) if work.backlog is not None else None,
+        search_rate=format_rate_range(search.rate) if search is not None else None,
+        search_until=search.until if search is not None else None,
+        search_steps=search.steps if search is not None else None,
+    )
 
 
 def _broker_type(ctx: AnalysisContext, broker: str) -> str:

@@ -9,10 +9,13 @@ from typing import Any
 from runner.analysis import statistics as st
 from runner.analysis.cells import CellTuple, cell_key, measured
 from runner.analysis.context import AnalysisContext
+from runner.analysis.shortfall import SHORTFALL, falls_short, shortfall_cause
+from runner.analysis.timeline import find_climb, find_sag, judged_windows
 from schemas.metrics import metric_info
 from schemas.report import Anomaly
 from schemas.report import format_number as num
 from schemas.results import TrialResult
+from schemas.units import parse_duration
 
 # A middle scenario this many times outside its neighbours' range breaks the trend; 2x is
 # far beyond run-to-run noise (usually < 10%) yet catches the source report's NATS High
@@ -54,6 +57,8 @@ def find_anomalies(ctx: AnalysisContext) -> list[Anomaly]:
         found += _limit_anomalies(ctx, key)
         found += _leak_anomalies(ctx, key)
         found += _failure_anomalies(ctx, key)
+        found += _shortfall_anomalies(ctx, key)
+        found += _timeline_anomalies(ctx, key)
     return found
 
 
@@ -372,3 +377,99 @@ def _failure_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
             evidence=f"{counted}: {shown}",
         )
     ]
+
+
+def _declared_rate(trial: TrialResult) -> float | None:
+    rate = trial.config.get("workload", {}).get("rate")
+    return float(rate) if isinstance(rate, int | float) else None
+
+
+def _shortfall_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
+    """Paced trials that did not offer their declared rate: the harness, or the broker?"""
+    trials = _ok_trials(ctx, key)
+    short = [t for t in trials if falls_short(t.metrics.achieved_rate, _declared_rate(t))]
+    if not short:
+        return []
+    worst = min(short, key=lambda t: (t.metrics.achieved_rate or 0) / (_declared_rate(t) or 1))
+    rate, achieved = _declared_rate(worst) or 0.0, worst.metrics.achieved_rate or 0.0
+    cause = shortfall_cause(worst.metrics)
+    out_of_cpu = "out of CPU" in cause
+    return [
+        Anomaly(
+            kind="rate_shortfall",
+            severity="warning",
+            cell=cell_key(key),
+            metric="achieved_rate",
+            message=f"{'/'.join(key)} did not offer its declared rate",
+            evidence=(
+                f"{len(short)} of {len(trials)} trials fell more than "
+                f"{SHORTFALL * 100:g}% short; worst: repetition {worst.repetition}, "
+                f"{num(achieved)} of {num(rate)} msg/s ({100 * (1 - achieved / rate):.1f}% "
+                f"short); cause: {cause}"
+            ),
+            advice=(
+                "the load generator, not the broker, limited this cell: lower the rate or give "
+                "exprun more CPU before reading its figures as the broker's"
+                if out_of_cpu
+                else "the broker (or the in-flight window: publish.max_pending, librdkafka's "
+                "queue) could not take this rate: its figures are of an overloaded broker"
+            ),
+        )
+    ]
+
+
+def _timeline_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
+    """Throughput sagging, or p99 climbing, within the cell's median trial."""
+    ramp = ctx.setting(key, "ramp")
+    ramp_s = parse_duration(ramp) if isinstance(ramp, str | int | float) else 0.0
+    judged = [
+        (t, judged_windows(t.series, ramp_s)) for t in _ok_trials(ctx, key) if t.series is not None
+    ]
+    judged = [(t, w) for t, w in judged if w and t.metrics.throughput is not None]
+    if not judged:
+        return []
+    judged.sort(key=lambda pair: pair[0].metrics.throughput or 0.0)
+    median_trial, windows = judged[len(judged) // 2]
+    where = "/".join(key)
+    out: list[Anomaly] = []
+    sag = find_sag(windows)
+    if sag is not None:
+        seen = sum(find_sag(w) is not None for _, w in judged)
+        out.append(
+            Anomaly(
+                kind="throughput_sag",
+                severity="warning",
+                cell=cell_key(key),
+                metric="throughput",
+                message=f"throughput sags within the trials of {where}",
+                evidence=(
+                    f"median trial (repetition {median_trial.repetition}): down to "
+                    f"{num(sag.lowest)} msg/s, under half its median window "
+                    f"{num(sag.median)} msg/s, from {sag.start_s:g}s to {sag.end_s:g}s; "
+                    f"seen in {seen} of {len(judged)} trials"
+                ),
+                advice="look at the broker's log and the time-series chart at that window "
+                "(compaction, a GC pause, a full in-flight window, a leader change)",
+            )
+        )
+    climb = find_climb(windows)
+    if climb is not None:
+        seen = sum(find_climb(w) is not None for _, w in judged)
+        out.append(
+            Anomaly(
+                kind="latency_climb",
+                severity="warning",
+                cell=cell_key(key),
+                metric="latency_p99_ms",
+                message=f"p99 latency climbs steadily within the trials of {where}",
+                evidence=(
+                    f"median trial (repetition {median_trial.repetition}): p99 from "
+                    f"{num(climb.first_ms)} ms to {num(climb.last_ms)} ms between "
+                    f"{climb.start_s:g}s and {climb.end_s:g}s (rank correlation "
+                    f"{climb.correlation:.2f}); seen in {seen} of {len(judged)} trials"
+                ),
+                advice="a queue grows somewhere: the broker or the consumers do not keep up "
+                "with this rate, so a longer trial would show a higher p99",
+            )
+        )
+    return out

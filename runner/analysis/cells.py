@@ -36,8 +36,9 @@ def metric_meta(name: str) -> MetricMeta:
 
 
 def measured(trials: Iterable[TrialResult]) -> list[TrialResult]:
-    """The trials behind the figures: not warm-up, not failed."""
-    return [t for t in trials if not t.warmup and t.status == "ok"]
+    """The trials behind the figures: not warm-up, not failed, not a step of a capacity search
+    (a search counts once per repetition, by its result record)."""
+    return [t for t in trials if not t.warmup and t.status == "ok" and not t.search_step]
 
 
 def cell_samples(trials: Iterable[TrialResult]) -> Samples:

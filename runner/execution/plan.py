@@ -11,6 +11,7 @@ from tabulate import tabulate
 from runner.errors import BadInputError
 from schemas.report import CellKey
 from schemas.resolve import CellConfig
+from schemas.results import TrialKey
 from schemas.spec import Experiment, KafkaBroker
 from schemas.units import format_duration, format_rate, format_size
 
@@ -31,10 +32,11 @@ class PlannedTrial:
         return self.config.cell
 
     @property
-    def key(self) -> tuple[str, str, str, bool, int]:
-        """Identifies the trial across runs of the same spec (used to resume)."""
+    def key(self) -> TrialKey:
+        """Identifies the trial across runs of the same spec (used to resume); a capacity
+        search has the key of its result record (its steps add their number)."""
         c = self.cell
-        return (c.broker, c.variant, c.scenario, self.warmup, self.repetition)
+        return (c.broker, c.variant, c.scenario, self.warmup, self.repetition, None)
 
 
 @dataclass(frozen=True)
@@ -55,17 +57,25 @@ class Plan:
         last_settle = max((t.config.workload.settle_time for t in self.trials), default=0.0)
         return (
             sum(ASSUMED_START_S[k] for k in kinds)
-            + sum(trial_estimate(t.config) for t in self.trials)
+            + sum(trial_estimate(t.config, warmup=t.warmup) for t in self.trials)
             + last_settle
         )
 
 
-def trial_estimate(config: CellConfig) -> float:
-    """Expected wall time of one trial up to its settle wait."""
+def trial_estimate(config: CellConfig, *, warmup: bool = False) -> float:
+    """Expected wall time of one trial up to its settle wait (of a whole capacity search: every
+    step, each waited for to its end, since the next step's rate depends on it)."""
     work = config.workload
+    if work.search is not None and not warmup:
+        step = ASSUMED_TRIAL_OVERHEAD_S + (work.duration or 0.0) + work.settle_time
+        return work.search.steps * step
     rate = work.rate or ASSUMED_THROUGHPUT[config.broker.type]
-    handling = work.messages * work.processing_time / (config.broker.workers * work.consumers)
-    return ASSUMED_TRIAL_OVERHEAD_S + max(work.messages / rate, handling)
+    messages = work.planned_messages
+    if messages is None:  # unpaced, for a duration
+        messages = round(rate * (work.duration or 0.0))
+    sending = work.duration if work.duration is not None else messages / rate
+    handling = messages * work.processing_time / (config.broker.workers * work.consumers)
+    return ASSUMED_TRIAL_OVERHEAD_S + max(sending, handling)
 
 
 def make_plan(
@@ -134,9 +144,9 @@ def effective_settings(config: CellConfig) -> dict[str, str]:
     """The cell's settings as flat, readable strings (for the plan table and reports)."""
     broker, work = config.broker, config.workload
     settings = {
-        "messages": f"{work.messages:,}",
+        "load": work.load_shape(),
         "message_size": format_size(work.message_size),
-        "rate": format_rate(work.rate),
+        "rate": "searched" if work.search is not None else format_rate(work.rate),
         "producers": str(work.producers),
         "consumers": str(work.consumers),
         "workers": str(broker.workers),

@@ -16,7 +16,7 @@ class Progress:
         self.stream = stream
         self.enabled = stream.isatty()
         self.total = len(plan.trials)
-        self.expected = [trial_estimate(t.config) for t in plan.trials]
+        self.expected = [trial_estimate(t.config, warmup=t.warmup) for t in plan.trials]
         self.started = time.monotonic()
         self.first: int | None = None  # a resumed run starts part-way through the plan
 

@@ -20,6 +20,7 @@ from runner.execution.brokers import (
 from runner.execution.environment import collect_environment
 from runner.execution.plan import Plan, PlannedTrial
 from runner.execution.progress import Progress
+from runner.execution.search import Search, result_record, step_record
 from runner.execution.trial.parent import TrialProcess, prestart, start_trial
 from runner.execution.trial.request import TrialRequest
 from runner.redaction import redact_data
@@ -142,7 +143,7 @@ def execute(
         with running_brokers(plan, pending) as brokers:
             _prepare_trials(loaded, folder, brokers, announce)
             record = _Recorder(log, loaded.secrets, outcome)
-            _run_trials(plan, pending, brokers, record, announce)
+            _run_trials(plan, pending, brokers, record, announce, done)
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
@@ -151,7 +152,7 @@ def execute(
         finished = info.model_copy(
             update={
                 "finished_at": utc_now(),
-                "complete": len(outcome.results) >= len(plan.trials),
+                "complete": {t.key for t in plan.trials} <= {r.key for r in outcome.results},
                 "interrupted": outcome.interrupted,
             }
         )
@@ -183,8 +184,8 @@ class _Recorder:
     def __init__(self, log: TrialLog, secrets: frozenset[str], outcome: RunOutcome) -> None:
         self.log, self.secrets, self.outcome = log, secrets, outcome
 
-    def __call__(self, trial: TrialProcess) -> None:
-        result = _redacted(trial.result(), self.secrets)
+    def __call__(self, result: TrialResult) -> None:
+        result = _redacted(result, self.secrets)
         try:
             self.log.append(result)
         except OSError as error:
@@ -199,62 +200,111 @@ def _run_trials(
     plan: Plan,
     pending: list[tuple[int, PlannedTrial]],
     brokers: dict[str, RunningBroker],
-    record: Callable[[TrialProcess], None],
+    record: Callable[[TrialResult], None],
     announce: Callable[[str], None],
+    done: Sequence[TrialResult] = (),
 ) -> None:
     """Each pending trial in plan order; every trial process is gone when this returns."""
-    run_id = secrets.token_hex(3)
+    trials = _Trials(brokers, record, announce, done)
     progress = Progress(plan)
-    settling: list[TrialProcess] = []
     try:
         for position, planned in pending:
             progress.trial_started(position, planned)
-            broker = brokers[planned.cell.broker]
-            trial = _start(planned, position, broker, run_id, announce)
-            settling.append(trial)
-            # Settle waits overlap the next trials: a settling trial process only sleeps and
-            # then counts its own threads, so it cannot disturb them.
-            trial.wait_settling()
-            for ended in [t for t in settling if t.done()]:
-                settling.remove(ended)
-                record(ended)
-        while settling:
-            record(settling.pop(0))
+            if planned.config.workload.search is not None and not planned.warmup:
+                trials.search(position, planned)
+            else:
+                trials.start(position, planned)
+        trials.finish()
     finally:
         progress.finish()
-        for trial in settling:
+        trials.close()
+
+
+class _Trials:
+    """Starts trial processes; each finished one is recorded, settle waits overlapping."""
+
+    def __init__(
+        self,
+        brokers: dict[str, RunningBroker],
+        record: Callable[[TrialResult], None],
+        announce: Callable[[str], None],
+        done: Sequence[TrialResult],
+    ) -> None:
+        self.brokers, self.record, self.announce = brokers, record, announce
+        self.run_id = secrets.token_hex(3)
+        self.settling: list[TrialProcess] = []
+        # Steps of searches an interrupted run recorded (resume): they are not run again.
+        self.steps_done = [r for r in done if r.search_step]
+
+    def start(self, position: int, planned: PlannedTrial, rate: float | None = None) -> None:
+        trial = self._launch(position, planned, rate)
+        self.settling.append(trial)
+        # Settle waits overlap the next trials: a settling trial process only sleeps and then
+        # counts its own threads, so it cannot disturb them.
+        trial.wait_settling()
+        for ended in [t for t in self.settling if t.done()]:
+            self.settling.remove(ended)
+            self.record(ended.result())
+
+    def search(self, position: int, planned: PlannedTrial) -> None:
+        """A capacity search: its steps one after the other, each judged before the next."""
+        settings = planned.config.workload.search
+        assert settings is not None
+        search = Search.of(settings)
+        steps = [r for r in self.steps_done if r.key[:5] == planned.key[:5]]
+        steps.sort(key=lambda r: r.key[5] or 0)
+        for step in steps:
+            assert step.search is not None and step.search.rate is not None
+            search.record(step.search.rate, step)
+        while (rate := search.next_rate()) is not None:
+            number = len(search.done) + 1
+            trial = self._launch(position, planned, rate, step=number)
+            self.settling.append(trial)
+            result = trial.result()  # the next rate depends on this one
+            self.settling.remove(trial)
+            steps.append(step_record(result, number, search.record(rate, result)))
+            self.record(steps[-1])
+        self.record(result_record(search, steps))
+
+    def finish(self) -> None:
+        while self.settling:
+            self.record(self.settling.pop(0).result())
+
+    def close(self) -> None:
+        for trial in self.settling:
             trial.close()
+
+    def _launch(
+        self, position: int, planned: PlannedTrial, rate: float | None, step: int | None = None
+    ) -> TrialProcess:
+        cell = planned.cell
+        broker = self.brokers[cell.broker]
+        unavailable = _ensure_alive(cell.broker, broker, self.announce)
+        workload = planned.config.workload
+        if workload.search is not None:
+            # A search's steps offer the rate it chose; its warm-up, the lower bound.
+            workload = workload.model_copy(update={"rate": rate or workload.search.rate[0]})
+        suffix = f"-{step}" if step is not None else ""
+        request = TrialRequest(
+            index=position,
+            broker=cell.broker,
+            variant=cell.variant,
+            scenario=cell.scenario,
+            repetition=planned.repetition,
+            warmup=planned.warmup,
+            address=broker.address,
+            broker_pid=broker.pid,
+            broker_config=planned.config.broker,
+            workload=workload,
+            topic=f"exprun-{self.run_id}-{position}{suffix}",
+        )
+        return start_trial(request, unavailable=unavailable)
 
 
 def _redacted(result: TrialResult, secrets: frozenset[str]) -> TrialResult:
     if not secrets:
         return result
     return TrialResult.model_validate(redact_data(result.model_dump(mode="json"), secrets))
-
-
-def _start(
-    trial: PlannedTrial,
-    position: int,
-    broker: RunningBroker,
-    run_id: str,
-    announce: Callable[[str], None],
-) -> TrialProcess:
-    cell = trial.cell
-    unavailable = _ensure_alive(cell.broker, broker, announce)
-    request = TrialRequest(
-        index=position,
-        broker=cell.broker,
-        variant=cell.variant,
-        scenario=cell.scenario,
-        repetition=trial.repetition,
-        warmup=trial.warmup,
-        address=broker.address,
-        broker_pid=broker.pid,
-        broker_config=trial.config.broker,
-        workload=trial.config.workload,
-        topic=f"exprun-{run_id}-{position}",
-    )
-    return start_trial(request, unavailable=unavailable)
 
 
 def _ensure_alive(name: str, broker: RunningBroker, announce: Callable[[str], None]) -> str | None:

@@ -418,3 +418,103 @@ def test_new_writes_a_starter_that_validates(tmp_path: Path) -> None:
     assert again.stderr.strip().count("\n") == 0 and "exists" in again.stderr
     bad = exprun("new", str(tmp_path / "-x"))
     assert bad.returncode == 2
+
+
+SHAPES = """\
+version: 1
+name: shapes
+brokers:
+  nats:
+    type: nats
+    stream: {max_msgs: 1000000, max_bytes: 100MB}
+defaults:
+  message_size: 1KiB
+scenarios:
+  Shape: SHAPE
+"""
+
+
+@pytest.mark.parametrize(
+    ("shape", "path", "message"),
+    [
+        ("{duration: 30s, rate: 0/s}", "scenarios.Shape.rate", "rate must be positive"),
+        (
+            '{duration: 10s, search: {rate: 5000/s..1000/s, until: "latency_p99_ms <= 50"}}',
+            "scenarios.Shape.search.rate",
+            "the lower bound 5000/s must be below the upper bound 1000/s",
+        ),
+        (
+            '{duration: 10s, search: {rate: 1000/s..5000/s, until: "latency_p99_msx <= 50"}}',
+            "scenarios.Shape.search.until",
+            "unknown metric 'latency_p99_msx'; did you mean 'latency_p99_ms'?",
+        ),
+        (
+            '{duration: 10s, search: {rate: 1000/s..5000/s, until: "leaked_threads <= 0"}}',
+            "scenarios.Shape.search.until",
+            "a search cannot steer by 'leaked_threads'",
+        ),
+        (
+            '{duration: 10s, rate: 100, search: {rate: 1000/s..5000/s, until: "lost <= 0"}}',
+            "scenarios.Shape",
+            "a capacity search sets the rate of each trial: drop `rate`",
+        ),
+        (
+            "{duration: 5s, rate: 1000/s, ramp: 5s}",
+            "scenarios.Shape.ramp",
+            "the ramp (5s) is not shorter than the duration (5s)",
+        ),
+        (
+            "{duration: 600s, rate: 5000/s, backlog: 2000000}",
+            "scenarios.Shape.backlog",
+            "the stream keeps at most 1,000,000 messages (max_msgs): part of a backlog of "
+            "2,000,000 would be discarded",
+        ),
+        (
+            "{duration: 60s, rate: 5000/s, backlog: 200MB}",
+            "scenarios.Shape.backlog",
+            "the stream keeps at most 100MB (max_bytes)",
+        ),
+        (
+            "{duration: 10s, rate: 5000/s, backlog: 60000}",
+            "scenarios.Shape.backlog",
+            "a backlog of 60,000 messages is never reached: the scenario publishes 50,000",
+        ),
+        ("{duration: 10s, backlog: 1000}", "scenarios.Shape.backlog", "a backlog needs a `rate`"),
+        (
+            "{messages: 100, duration: 10s}",
+            "scenarios.Shape",
+            "give exactly one of `messages` (how many to publish) or `duration`",
+        ),
+        ("{rate: 100}", "scenarios.Shape", "give exactly one of `messages`"),
+    ],
+)
+def test_load_shape_mistakes_are_located(
+    tmp_path: Path, shape: str, path: str, message: str
+) -> None:
+    text = SHAPES.replace("SHAPE", shape)
+    [issue] = issues_of(tmp_path, text)
+    assert issue.startswith(f"{line_of(text, 'Shape:')}:")
+    assert f": {path}: " in issue and message in issue, issue
+
+
+def test_load_shapes_resolve() -> None:
+    loaded = load_spec(ROOT / "experiments" / "capacity.yaml")
+    work = loaded.cells[0].workload
+    assert work.search is not None and work.rate is None and work.duration == 5.0
+    assert work.search.rate == (2000.0, 100000.0) and work.search.condition.value == 50
+    steady = load_spec(ROOT / "experiments" / "steady_rate.yaml").cells[0].workload
+    assert (steady.rate, steady.duration, steady.ramp) == (20000.0, 30.0, 5.0)
+    assert steady.planned_messages == 600_000
+    drain = load_spec(ROOT / "experiments" / "backlog_drain.yaml").cells[0].workload
+    assert drain.backlog_messages == 97_657  # 100MB of 1KiB messages, rounded up
+
+
+def test_plan_estimates_time_based_and_search_scenarios() -> None:
+    capacity = exprun("plan", "experiments/capacity.yaml")
+    assert capacity.returncode == 0, capacity.stderr
+    # 10 searches of up to 7 steps of 5 s each, plus 2 warm-up trials of 5 s.
+    minutes, seconds = re.search(r"estimated run time: (\d+)m(\d+)s", capacity.stdout).groups()  # type: ignore[union-attr]
+    assert 10 * 7 * 5 + 2 * 5 <= int(minutes) * 60 + int(seconds) <= 10 * 7 * 7 + 2 * 7 + 20
+    steady = exprun("plan", "experiments/steady_rate.yaml")
+    minutes, seconds = re.search(r"estimated run time: (\d+)m(\d+)s", steady.stdout).groups()  # type: ignore[union-attr]
+    assert 12 * 30 <= int(minutes) * 60 + int(seconds) <= 12 * 32 + 20

@@ -7,6 +7,7 @@ One driver instance serves one trial, inside the trial's own process, on its eve
 
 from __future__ import annotations
 
+import itertools
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 from runner.execution.measure.accounting import ProducerLedger
 from runner.execution.measure.messages import NS_PER_S, MessageCodec, now_ns
+from runner.execution.measure.series import Schedule
 
 REACH_TIMEOUT_S = 2.0
 
@@ -38,18 +40,30 @@ class MessageSink(Protocol):
 
 @dataclass(frozen=True)
 class PublishPlan:
-    """Who sends which sequence numbers, when, and with what payload."""
+    """Who sends which sequence numbers, when, and with what payload.
 
-    messages: int
+    Either a number of messages, or (unpaced, for a duration) as many as fit before
+    `until_ns`: a producer stops at its first message stamped at or after it.
+    """
+
+    messages: int | None
     producers: int
     rate: float | None  # msg/s over all producers; None = as fast as acks allow
     codec: MessageCodec
+    schedule: Schedule  # the phase's start, its ramp, and the ticks of its time series
+    until_ns: int | None = None
 
-    def seqs(self, producer: int) -> range:
+    @property
+    def start_ns(self) -> int:
+        return self.schedule.start_ns
+
+    def seqs(self, producer: int) -> Iterable[int]:
         # Interleaved, so that paced producers share the rate evenly at every moment.
+        if self.messages is None:
+            return itertools.count(producer, self.producers)
         return range(producer, self.messages, self.producers)
 
-    def schedule(self, seq: int, start_ns: int) -> tuple[int, float]:
+    def due(self, seq: int) -> tuple[int, float]:
         """(send stamp in ns, seconds to wait before sending) for message `seq`.
 
         Paced messages are stamped with their intended send time, not the actual one: a stall
@@ -58,8 +72,12 @@ class PublishPlan:
         """
         if self.rate is None:
             return now_ns(), 0.0
-        due = start_ns + round(seq * NS_PER_S / self.rate)
+        due = self.schedule.start_ns + round(seq * NS_PER_S / self.rate)
         return due, max(0.0, (due - now_ns()) / NS_PER_S)
+
+    def over(self, stamp: int) -> bool:
+        """Whether a message stamped `stamp` falls after the end of a timed phase."""
+        return self.until_ns is not None and stamp >= self.until_ns
 
 
 class Driver(ABC):
@@ -86,9 +104,24 @@ class Driver(ABC):
         """Delete the topic / stream (called after every client is closed)."""
 
     @abstractmethod
-    async def start_consumers(self, count: int, sink: MessageSink) -> None:
+    async def start_consumers(self, count: int, sink: MessageSink, *, held: bool = False) -> None:
         """Start `count` consumers feeding `sink`, from the destination's beginning; returns
-        once they are ready to receive."""
+        once they are ready to receive. `held` consumers are connected but read nothing until
+        release_consumers()."""
+
+    @abstractmethod
+    async def release_consumers(self) -> None:
+        """Let held consumers start reading, from the destination's beginning."""
+
+    async def stored_messages(self) -> int | None:
+        """Messages the broker holds now, when the driver cannot count its own acks (its
+        producers run elsewhere); None means: count the trial's acks."""
+        return None
+
+    @property
+    def marks_producers(self) -> bool:
+        """True when the producers' books are marked where they run (another process)."""
+        return False
 
     @abstractmethod
     async def connect_producers(self, count: int) -> None:

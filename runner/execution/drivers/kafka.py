@@ -157,7 +157,7 @@ class KafkaDriver(Driver):
 
     # --- consumers -----------------------------------------------------------------------
 
-    async def start_consumers(self, count: int, sink: MessageSink) -> None:
+    async def start_consumers(self, count: int, sink: MessageSink, *, held: bool = False) -> None:
         conf = {
             # exprun's choices unless the spec sets them: offsets are never committed.
             "enable.auto.commit": False,
@@ -173,9 +173,15 @@ class KafkaDriver(Driver):
                 TopicPartition(self.destination, p) for p in range(partitions) if p % count == index
             ]
             thread = _ConsumerThread(index, conf, assigned, sink, loop, self.setup_timeout)
+            if not held:
+                thread.go.set()
             self._consumers.append(thread)
             thread.start()
         await asyncio.gather(*(c.ready for c in self._consumers))
+
+    async def release_consumers(self) -> None:
+        for consumer in self._consumers:
+            consumer.go.set()
 
     # --- producers -----------------------------------------------------------------------
 
@@ -196,14 +202,13 @@ class KafkaDriver(Driver):
         self, plan: PublishPlan, ledgers: Sequence[ProducerLedger], resolve_timeout: float
     ) -> None:
         loop = asyncio.get_running_loop()
-        start = now_ns()
         stop = threading.Event()
         runs: list[tuple[threading.Thread, asyncio.Future[None]]] = []
         for index, (slot, ledger) in enumerate(zip(self._producers, ledgers, strict=True)):
             done: asyncio.Future[None] = loop.create_future()
             thread = threading.Thread(
                 target=_in_thread,
-                args=(loop, done, slot.run, plan, index, ledger, start, resolve_timeout, stop),
+                args=(loop, done, slot.run, plan, index, ledger, resolve_timeout, stop),
                 name=f"exprun-kafka-producer-{index}",
                 daemon=True,
             )
@@ -260,24 +265,20 @@ class _ProducerSlot:
         plan: PublishPlan,
         index: int,
         ledger: ProducerLedger,
-        start: int,
         resolve_timeout: float,
         stop: threading.Event,
     ) -> None:
+        # The hot loop of a Kafka trial, kept in one piece: a call per message costs throughput.
         producer = self.producer
         assert producer is not None
         self.ledger = ledger
-        produce, poll, encode, topic = (
-            producer.produce,
-            producer.poll,
-            plan.codec.encode,
-            self.topic,
-        )
+        produce, poll, encode, due = producer.produce, producer.poll, plan.codec.encode, plan.due
+        topic, until = self.topic, plan.until_ns
         limit = round(resolve_timeout * NS_PER_S)
         sent = 0
         try:
             for seq in plan.seqs(index):
-                _, wait = plan.schedule(seq, start)
+                _, wait = due(seq)
                 while wait > 0 and not stop.is_set():
                     # Delivery reports are served while waiting for the send time. poll() takes
                     # whole milliseconds: below one, poll(0) would spin, holding the GIL the
@@ -287,12 +288,14 @@ class _ProducerSlot:
                     else:
                         poll(0)
                         time.sleep(wait)
-                    _, wait = plan.schedule(seq, start)
+                    _, wait = due(seq)
                 blocked_since: int | None = None
                 while True:
                     if stop.is_set():
                         return
-                    stamp, _ = plan.schedule(seq, start)
+                    stamp, _ = due(seq)
+                    if until is not None and stamp >= until:
+                        break
                     try:
                         produce(topic, encode(seq, stamp))
                         break
@@ -306,10 +309,15 @@ class _ProducerSlot:
                                 f"delivery report for {resolve_timeout:g}s"
                             ) from None
                         poll(0.005)
-                ledger.on_send(stamp)
+                if blocked_since is not None:
+                    ledger.blocked_ns += now_ns() - blocked_since
+                if until is not None and stamp >= until:
+                    break
+                ledger.on_send(seq, stamp)
                 sent += 1
                 if sent % POLL_EVERY == 0:
                     poll(0)
+            ledger.sending_done_ns = now_ns()
             producer.flush(resolve_timeout)
         finally:
             ledger.close()  # whatever is still unanswered counts as a timeout
@@ -334,6 +342,7 @@ class _ConsumerThread(threading.Thread):
         self.conf, self.assigned, self.sink, self.loop = conf, assigned, sink, loop
         self.setup_timeout = setup_timeout
         self.stop = threading.Event()
+        self.go = threading.Event()  # held consumers are ready but read nothing before it
         self.ready: asyncio.Future[None] = loop.create_future()
         self.failure: str | None = None  # why it stopped consuming early, if it did
 
@@ -352,6 +361,11 @@ class _ConsumerThread(threading.Thread):
                 deadline = time.monotonic() + self.setup_timeout
                 for partition in self.assigned:
                     partition.offset = low_watermark(consumer, partition, deadline)
+            if not self.go.is_set():
+                self._signal_ready(None)  # held: connected, and waiting to be released
+                while not self.go.wait(CONSUME_WAIT_S):
+                    if self.stop.is_set():
+                        return
             consumer.assign(self.assigned)
             self._signal_ready(None)
             self._consume(consumer)

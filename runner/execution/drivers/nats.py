@@ -53,6 +53,8 @@ from runner.execution.drivers.base import (
 )
 from runner.execution.measure.accounting import ProducerLedger
 from runner.execution.measure.messages import NS_PER_S, now_ns
+from runner.execution.measure.series import series_enabled
+from runner.execution.measure.series import tick as ticks
 from runner.process import die_with_parent
 from schemas.spec import NatsBroker
 
@@ -82,6 +84,8 @@ class NatsDriver(Driver):
         self._closing = False
         self._closed_by_us: set[str] = set()  # connection names whose end is no problem
         self._publisher: _PublisherProcess | None = None
+        self._consumer_connections: list[NATS] = []
+        self._sink: MessageSink | None = None
         self.client_errors: list[str] = []
 
     # --- connections ---------------------------------------------------------------------
@@ -162,43 +166,58 @@ class NatsDriver(Driver):
 
     # --- consumers -----------------------------------------------------------------------
 
-    async def start_consumers(self, count: int, sink: MessageSink) -> None:
+    async def start_consumers(self, count: int, sink: MessageSink, *, held: bool = False) -> None:
         """One consumer: an ordered push consumer (flow-controlled, gap-checked, no acks: the
         fastest reliable JetStream read). Several: one shared pull consumer they fetch from,
-        so they split the messages as a Kafka consumer group would."""
+        so they split the messages as a Kafka consumer group would. Held consumers have their
+        connections; they subscribe when released."""
+        for index in range(count):
+            self._consumer_connections.append(await self._connection(f"exprun-consumer-{index}"))
+        self._sink = sink
+        if not held:
+            await self.release_consumers()
+
+    async def release_consumers(self) -> None:
+        sink, connections = self._sink, self._consumer_connections
+        assert sink is not None and connections, "start_consumers() first"
         js_timeout = self.setup_timeout
-        if count == 1:
-            nc = await self._connection("exprun-consumer-0")
+        if len(connections) == 1:
 
             async def on_message(msg: Msg) -> None:
                 await sink.deliver(msg.data)
 
             try:
-                psub = await nc.jetstream(timeout=js_timeout).subscribe(
-                    self.destination,
-                    stream=self.destination,
-                    cb=on_message,
-                    ordered_consumer=True,
-                    deliver_policy=DeliverPolicy.ALL,
+                psub = (
+                    await connections[0]
+                    .jetstream(timeout=js_timeout)
+                    .subscribe(
+                        self.destination,
+                        stream=self.destination,
+                        cb=on_message,
+                        ordered_consumer=True,
+                        deliver_policy=DeliverPolicy.ALL,
+                    )
                 )
             except (TimeoutError, NatsError) as error:
                 raise DriverError(f"cannot create the JetStream consumer: {_why(error)}") from None
             self._subscriptions.append(psub)
             return
-        first = await self._connection("exprun-consumer-0")
         try:
-            info = await first.jetstream(timeout=js_timeout)._jsm.add_consumer(
-                self.destination,
-                ConsumerConfig(
-                    ack_policy=AckPolicy.NONE,
-                    deliver_policy=DeliverPolicy.ALL,
-                    filter_subject=self.destination,
-                ),
+            info = (
+                await connections[0]
+                .jetstream(timeout=js_timeout)
+                ._jsm.add_consumer(
+                    self.destination,
+                    ConsumerConfig(
+                        ack_policy=AckPolicy.NONE,
+                        deliver_policy=DeliverPolicy.ALL,
+                        filter_subject=self.destination,
+                    ),
+                )
             )
         except (TimeoutError, NatsError) as error:
             raise DriverError(f"cannot create the JetStream consumer: {_why(error)}") from None
-        for index in range(count):
-            nc = first if index == 0 else await self._connection(f"exprun-consumer-{index}")
+        for index, nc in enumerate(connections):
             pull = await nc.jetstream(timeout=js_timeout).pull_subscribe_bind(
                 consumer=info.name, stream=self.destination
             )
@@ -206,6 +225,19 @@ class NatsDriver(Driver):
             self._consumer_tasks.append(
                 asyncio.create_task(_pull_loop(pull, sink), name=f"exprun-nats-pull-{index}")
             )
+
+    async def stored_messages(self) -> int | None:
+        if self._publisher is None or not self._consumer_connections:
+            return None  # the producers are here: the trial counts their acks
+        js = self._consumer_connections[0].jetstream(timeout=self.setup_timeout)
+        try:
+            return int((await js.stream_info(self.destination)).state.messages)
+        except (TimeoutError, NatsError) as error:
+            raise DriverError(f"cannot read the stream's state: {_why(error)}") from None
+
+    @property
+    def marks_producers(self) -> bool:
+        return self._publisher is not None
 
     async def _connection(self, name: str) -> NATS:
         nc = await self._connect(name)
@@ -247,18 +279,30 @@ class NatsDriver(Driver):
             self._producers.append(producer)
 
     async def _publish_here(
-        self, plan: PublishPlan, ledgers: Sequence[ProducerLedger], resolve_timeout: float
+        self,
+        plan: PublishPlan,
+        ledgers: Sequence[ProducerLedger],
+        resolve_timeout: float,
+        *,
+        mark: bool = False,
     ) -> None:
-        start = now_ns()
+        """Run the producers on this loop; `mark`: their books are marked here, every tick."""
         tasks = [
             asyncio.create_task(
-                producer.run(plan, index, ledger, start, self.destination),
+                producer.run(plan, index, ledger, self.destination),
                 name=f"exprun-nats-producer-{index}",
             )
             for index, (producer, ledger) in enumerate(zip(self._producers, ledgers, strict=True))
         ]
+        if mark and series_enabled():
+
+            def mark_all(tick: int, at_ns: int) -> None:
+                for ledger in ledgers:
+                    ledger.mark(tick, at_ns)
+
+            tasks.append(asyncio.create_task(ticks(plan.schedule, mark_all), name="exprun-ticks"))
         try:
-            await _watch_stalls(tasks, self._producers, resolve_timeout)
+            await _watch_stalls(tasks[: len(self._producers)], self._producers, resolve_timeout)
             # Everything is sent: give the last answers resolve_timeout, then count timeouts.
             waits = [p.all_answered.wait() for p in self._producers]
             with contextlib.suppress(TimeoutError):
@@ -315,26 +359,35 @@ class _Producer:
         await self.nc.subscribe(f"{self.prefix}*", cb=self._on_reply)
 
     async def run(
-        self, plan: PublishPlan, index: int, ledger: ProducerLedger, start: int, subject: str
+        self, plan: PublishPlan, index: int, ledger: ProducerLedger, subject: str
     ) -> None:
         self.ledger, self.sending = ledger, True
         window, publish, prefix = self.window, self.nc.publish, self.prefix
-        encode, paced = plan.codec.encode, plan.rate is not None
+        encode, due, paced, until = (
+            plan.codec.encode,
+            plan.due,
+            plan.rate is not None,
+            plan.until_ns,
+        )
         for seq in plan.seqs(index):
             if paced:
-                _, wait = plan.schedule(seq, start)
+                _, wait = due(seq)
                 if wait > 0:
                     await asyncio.sleep(wait)
             if not window.free:
-                self.blocked_since = now_ns()
+                since = self.blocked_since = now_ns()
                 await window.opened()
                 self.blocked_since = None
-            window.free -= 1
+                ledger.blocked_ns += now_ns() - since
             # Unpaced messages are stamped now, after the window opened: waiting for the window
             # is the producer's back-pressure, not the message's latency.
-            stamp = plan.schedule(seq, start)[0] if paced else now_ns()
-            ledger.on_send(stamp)
+            stamp = due(seq)[0] if paced else now_ns()
+            if until is not None and stamp >= until:
+                break
+            window.free -= 1
+            ledger.on_send(seq, stamp)
             await publish(subject, encode(seq, stamp), reply=f"{prefix}{seq}-{stamp}")
+        ledger.sending_done_ns = now_ns()
         self.sending = False
         self._check_done()
 
@@ -528,10 +581,12 @@ async def _serve_publisher(conn: Connection, trial_driver: NatsDriver, count: in
         if request[0] != "go":
             return
         _, plan, resolve_timeout = request
-        ledgers = [ProducerLedger(bytearray(plan.messages)) for _ in range(count)]
+        ledgers = [ProducerLedger(bytearray(plan.messages or 1 << 16)) for _ in range(count)]
+        for ledger in ledgers:
+            ledger.measure_from_ns = plan.schedule.ramp_end_ns if plan.schedule.has_ramp else 0
         failure: tuple[bool, str] | None = None
         try:
-            await driver._publish_here(plan, ledgers, resolve_timeout)
+            await driver._publish_here(plan, ledgers, resolve_timeout, mark=True)
         except PublishStalled as error:
             failure = (True, str(error))
         except Exception as error:

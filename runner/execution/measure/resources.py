@@ -49,6 +49,12 @@ class ResourceSampler:
         self.peak_threads = 0
         self.peak_tasks = 0
         self._broker = _BrokerProbe(broker_pid) if broker_pid is not None else None
+        self._cpu_start: dict[int, tuple[float, float]] = {}
+        self.loadgen_cpu_percent: float | None = None
+
+    def exclude(self, task: asyncio.Task[object]) -> None:
+        """A task of the harness itself (ticker, publisher): never counted as the trial's."""
+        self._harness.add(task)
 
     def start(self) -> None:
         """Start the sampling task; it and the calling task are the harness's, never counted."""
@@ -74,7 +80,30 @@ class ResourceSampler:
         self._sampling = True
         if self._broker is not None:
             self._broker.start()
+        self._cpu_start = self._cpu_times()
         self.sample()
+
+    def sample_loadgen(self) -> None:
+        """CPU of the busiest load-generator process since the phase began (% of one core)."""
+        now = self._cpu_times()
+        busiest = [
+            (cpu - self._cpu_start[pid][0]) / (wall - self._cpu_start[pid][1])
+            for pid, (cpu, wall) in now.items()
+            if pid in self._cpu_start and wall > self._cpu_start[pid][1]
+        ]
+        if busiest:
+            self.loadgen_cpu_percent = round(100.0 * max(busiest), 1)
+
+    def _cpu_times(self) -> dict[int, tuple[float, float]]:
+        """(CPU seconds, wall time) of the trial process and each helper process."""
+        found: dict[int, tuple[float, float]] = {}
+        for process in (self._process, *self._helpers.processes()):
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            found[process.pid] = (times.user + times.system, time.monotonic())
+        return found
 
     def end_phase(self) -> None:
         self.sample()
@@ -120,18 +149,27 @@ class _Helpers:
         self._processes: dict[int, psutil.Process] = {}
         self._memory: dict[int, tuple[float, float]] = {}  # pid -> (read at, USS in MB)
 
-    def usage(self) -> tuple[int, float]:
-        threads, memory = 0, 0.0
+    def processes(self) -> list[psutil.Process]:
+        """The helper processes alive now."""
+        found = []
         for pid in self._pids():
             try:
                 if pid not in self._processes:
                     self._processes[pid] = psutil.Process(pid)
-                process = self._processes[pid]
+                found.append(self._processes[pid])
+            except psutil.Error:
+                continue
+        return found
+
+    def usage(self) -> tuple[int, float]:
+        threads, memory = 0, 0.0
+        for process in self.processes():
+            try:
                 threads += process.num_threads()
-                read_at, uss = self._memory.get(pid, (0.0, 0.0))
+                read_at, uss = self._memory.get(process.pid, (0.0, 0.0))
                 if time.monotonic() - read_at >= HELPER_MEMORY_INTERVAL_S:
                     uss = process.memory_full_info().uss / MB
-                    self._memory[pid] = (time.monotonic(), uss)
+                    self._memory[process.pid] = (time.monotonic(), uss)
                 memory += uss
             except psutil.Error:
                 continue  # it exited between the list and the read: nothing left to count

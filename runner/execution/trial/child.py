@@ -15,12 +15,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from runner.execution.drivers import (
     Driver,
     DriverError,
-    PublishPlan,
     UnknownDriver,
     available_drivers,
     load_driver,
@@ -28,8 +27,9 @@ from runner.execution.drivers import (
 from runner.execution.measure.accounting import Accounting
 from runner.execution.measure.faults import start_leaked_threads, start_lingering_thread
 from runner.execution.measure.handlers import HandlerPool
-from runner.execution.measure.messages import NS_PER_S, MessageCodec, now_ns
+from runner.execution.measure.messages import NS_PER_S, now_ns
 from runner.execution.measure.resources import ResourceSampler, Usage
+from runner.execution.trial.phase import MeasuredPhase
 from runner.execution.trial.request import SETTLING, TrialRequest
 from runner.process import die_with_parent
 from schemas.results import Metrics, TrialResult
@@ -133,7 +133,7 @@ class _Trial:
         self.pool: HandlerPool | None = None
         self.before: Usage | None = None
         self.immediate: Usage | None = None  # right after the clients closed
-        self.phase: tuple[int, int | None] | None = None  # (start, end) ns
+        self.phase: MeasuredPhase | None = None
 
     async def execute(self) -> None:
         """Every step of the trial in order; each bounded, each timed where it is a fixed cost."""
@@ -178,38 +178,27 @@ class _Trial:
 
     async def _connect_clients(self, driver: Driver) -> None:
         workload = self.request.workload
-        accounting = self.accounting = Accounting(workload.messages, self.request.faults)
+        accounting = Accounting(workload.planned_messages, self.request.faults)
+        self.accounting = accounting
         pool = self.pool = HandlerPool(
             self.request.broker_config.workers, workload.processing_time, accounting
         )
         pool.start()
         # Together: consumer threads (Kafka) get ready while the producers connect.
         await asyncio.gather(
-            driver.start_consumers(workload.consumers, pool),
+            driver.start_consumers(workload.consumers, pool, held=workload.backlog is not None),
             driver.connect_producers(workload.producers),
         )
 
     async def _measure(self, driver: Driver) -> None:
-        """The measured phase: publish every message, then drain until each acked one arrived."""
-        workload, faults = self.request.workload, self.request.faults
-        accounting, pool, sampler = self.accounting, self.pool, self.sampler
-        assert accounting is not None and pool is not None and sampler is not None
+        """The measured phase, in the shape its scenario declares (trial/phase.py)."""
+        assert self.accounting is not None and self.pool is not None and self.sampler is not None
         self.stage = "publishing"
-        ledgers = [accounting.ledger() for _ in range(workload.producers)]
-        codec = MessageCodec(workload.message_size)
-        plan = PublishPlan(workload.messages, workload.producers, workload.rate, codec)
-        sampler.start_phase()
-        start_leaked_threads(faults.leak_threads)
-        started = now_ns()
-        self.phase = (started, None)
-        await driver.publish(plan, ledgers, workload.drain_timeout)
-        accounting.publishing_done()
-        sampler.sample()
-        self.stage = "draining"
-        if await _within(accounting.drained.wait(), workload.drain_timeout):
-            await _within(pool.idle(), workload.drain_timeout)
-        self.phase = (started, now_ns())
-        sampler.sample()
+        start_leaked_threads(self.request.faults.leak_threads)
+        phase = self.phase = MeasuredPhase(
+            self.request.workload, driver, self.accounting, self.pool, self.sampler
+        )
+        await phase.run()
 
     async def _close_clients(self, driver: Driver) -> None:
         assert self.pool is not None and self.sampler is not None
@@ -244,16 +233,21 @@ class _Trial:
             return f"the broker process {self.request.broker_pid} exited during the trial"
         if self.driver is not None and self.driver.problem is not None:
             return _one_line(self.driver.problem)
+        if self.phase is not None:
+            return self.phase.outcome.failure
         return None
 
     def result(self, status: str, error: str | None) -> TrialResult:
         request, metrics = self.request, self.metrics
-        if self.accounting is not None:
-            last_handled = self.pool.last_done_ns if self.pool is not None else None
-            self.accounting.fill(metrics, last_handled_ns=last_handled)
+        series, notes = None, []
+        last_handled = self.pool.last_done_ns if self.pool is not None else None
         if self.phase is not None:
-            end = self.phase[1] if self.phase[1] is not None else now_ns()
-            metrics.duration_s = _seconds(end - self.phase[0])
+            series = self.phase.fill(metrics, last_handled)
+            notes = self.phase.outcome.notes
+            end = self.phase.outcome.end_ns or now_ns()
+            metrics.duration_s = _seconds(end - self.phase.outcome.start_ns)
+        elif self.accounting is not None:
+            self.accounting.fill(metrics, last_handled_ns=last_handled)
         if self.sampler is not None:
             sampler = self.sampler
             if sampler.peak_threads:
@@ -263,7 +257,8 @@ class _Trial:
             metrics.broker_rss_mb = sampler.broker_rss_mb
             metrics.broker_cpu_percent = sampler.broker_cpu_percent
         metrics.trial_duration_s = _seconds(now_ns() - self.t0)
-        return request.result("ok" if status == "ok" else "failed", error, self.started_at, metrics)
+        outcome: Literal["ok", "failed"] = "ok" if status == "ok" else "failed"
+        return request.result(outcome, error, self.started_at, metrics, notes=notes, series=series)
 
     async def cleanup(self) -> None:
         """After a failure: close what is open and delete the topic, best effort, bounded."""
@@ -288,15 +283,6 @@ async def _bounded(step: Awaitable[T], timeout: float, stage: str) -> T:
         return await asyncio.wait_for(step, timeout)
     except TimeoutError:
         raise DriverError(f"timed out after {timeout:g}s while {stage}") from None
-
-
-async def _within(waiting: Awaitable[Any], timeout: float) -> bool:
-    """True if `waiting` finished within timeout."""
-    try:
-        await asyncio.wait_for(waiting, timeout)
-    except TimeoutError:
-        return False
-    return True
 
 
 def _seconds(elapsed_ns: int) -> float:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from runner.execution.measure.faults import Faults
 from schemas.resolve import TrialSettings
-from schemas.results import Metrics, TrialResult
+from schemas.results import Metrics, TimeSeries, TrialResult
 from schemas.spec import Broker
 
 FIXED_COST_S = 60.0  # bound on setup + teardown steps (each bounded in the trial process)
@@ -46,6 +46,9 @@ class TrialRequest(BaseModel):
         error: str | None,
         started_at: str,
         metrics: Metrics | None = None,
+        *,
+        notes: list[str] | None = None,
+        series: TimeSeries | None = None,
     ) -> TrialResult:
         """This trial's result record, with whatever was measured."""
         return TrialResult(
@@ -64,14 +67,20 @@ class TrialRequest(BaseModel):
                 "workload": self.workload.model_dump(mode="json"),
             },
             metrics=metrics or Metrics(),
+            notes=notes or [],
+            series=series,
         )
 
 
 def trial_timeout(request: TrialRequest) -> float:
     """A generous bound on the whole trial: fixed costs, sending, handling, drain, settle."""
     workload = request.workload
-    rate = workload.rate or SLOWEST_UNPACED_RATE
-    sending = workload.messages / rate
-    handling = workload.messages * workload.processing_time / request.broker_config.workers
+    messages = workload.planned_messages
+    if workload.duration is not None:
+        sending = workload.duration
+    else:
+        sending = (messages or 0) / (workload.rate or SLOWEST_UNPACED_RATE)
+    # Unpaced for a duration: what is left to handle after it is bounded by the drain timeout.
+    handling = (messages or 0) * workload.processing_time / request.broker_config.workers
     # drain_timeout twice: once for the last acks, once for the last deliveries.
     return FIXED_COST_S + sending + handling + 2 * workload.drain_timeout + workload.settle_time

@@ -1,0 +1,100 @@
+"""Inside a trial, without a broker: growing books, the ramp by send time, per-second windows."""
+
+from __future__ import annotations
+
+from hdrh.histogram import HdrHistogram
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runner.execution.measure.accounting import Accounting
+from runner.execution.measure.faults import Faults
+from runner.execution.measure.latency import (
+    HIGHEST_US,
+    LOWEST_US,
+    SIGNIFICANT_DIGITS,
+    LatencyRecorder,
+    percentile_ms,
+)
+from runner.execution.measure.messages import HEADER, NS_PER_S
+from runner.execution.measure.series import Schedule, time_series
+from schemas.results import Metrics
+
+MS = 1_000_000
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=10**9), min_size=1, max_size=300),
+    st.sampled_from([50.0, 90.0, 99.0, 99.9, 100.0]),
+)
+def test_window_percentile_is_hdrhistograms(micros: list[int], percentile: float) -> None:
+    recorder = LatencyRecorder()
+    histogram = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+    for value in micros:
+        recorder.record_ns(value * 1000)
+        histogram.record_value(value)
+    expected = round(histogram.get_value_at_percentile(percentile) / 1000.0, 4)
+    assert percentile_ms(recorder.counts, percentile) == expected
+
+
+def payload(seq: int, sent_ns: int) -> bytes:
+    return HEADER.pack(seq, sent_ns)
+
+
+def test_books_grow_when_the_number_of_messages_is_not_known() -> None:
+    accounting = Accounting(None, Faults())
+    ledger = accounting.ledger()
+    last = 200_000  # beyond the initial 65,536
+    for seq in (0, 1, last):
+        ledger.on_send(seq, 1000)
+        ledger.on_ack(seq, 1000, 2000)
+        assert accounting.on_delivery(payload(seq, 1000), 3000)
+    accounting.publishing_done()
+    assert (accounting.acked, accounting.received, accounting.lost) == (3, 3, 0)
+    assert accounting.foreign == 0 and accounting.drained.is_set()
+    known = Accounting(10, Faults())
+    assert not known.on_delivery(payload(10, 1000), 3000) and known.foreign == 1
+
+
+def test_the_ramp_is_left_out_by_send_time_but_counted() -> None:
+    accounting = Accounting(4, Faults())
+    ledger = accounting.ledger()
+    accounting.measure_from(5 * MS)
+    # Two messages sent in the ramp (one arrives after it ended), two after it.
+    for seq, sent, arrived in (
+        (0, 1 * MS, 2 * MS),
+        (1, 4 * MS, 9 * MS),
+        (2, 6 * MS, 7 * MS),
+        (3, 8 * MS, 10 * MS),
+    ):
+        ledger.on_send(seq, sent)
+        ledger.on_ack(seq, sent, sent + MS)
+        accounting.on_delivery(payload(seq, sent), arrived)
+    metrics = Metrics()
+    accounting.fill(metrics, last_handled_ns=10 * MS)
+    assert (metrics.sent, metrics.received, metrics.lost) == (4, 4, 0)
+    assert metrics.latency_ms.count == 2 and metrics.latency_ms.max == 2.0
+    assert metrics.publish_latency_ms.count == 2
+    assert metrics.throughput == 2 * NS_PER_S / (5 * MS)  # 2 messages from 5 ms to 10 ms
+
+
+def test_windows_add_up_to_the_books() -> None:
+    accounting = Accounting(None, Faults())
+    ledger = accounting.ledger()
+    schedule = Schedule(start_ns=0, ramp_end_ns=0)
+    seq = 0
+    for second in range(3):
+        for _ in range(10 * (second + 1)):
+            sent = second * NS_PER_S + seq * 1000
+            ledger.on_send(seq, sent)
+            ledger.on_ack(seq, sent, sent + MS)
+            accounting.on_delivery(payload(seq, sent), sent + 2 * MS)
+            seq += 1
+        tick = second + 1
+        ledger.mark(tick, schedule.tick_at(tick))
+        accounting.mark(tick, schedule.tick_at(tick))
+    series = time_series(schedule, 3 * NS_PER_S + NS_PER_S // 2, accounting)
+    assert series.start_s == [0.0, 1.0, 2.0, 3.0] and series.seconds == [1.0, 1.0, 1.0, 0.5]
+    assert series.published == [10, 20, 30, 0] and series.received == [10, 20, 30, 0]
+    assert series.latency_p99_ms[:3] == [2.0, 2.0, 2.0] and series.latency_p99_ms[3] is None
+    assert sum(series.acked) == 60 and series.in_flight == [0, 0, 0, 0]
