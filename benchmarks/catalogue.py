@@ -139,6 +139,31 @@ ENTRIES: dict[str, Entry] = {
         "`exprun run experiments/capacity.yaml` as a subprocess: 10 capacity searches of up to "
         "7 steps of 5 s, and 2 warm-ups; details break it down.",
     ),
+    "kafka_group_vs_assign": Entry(
+        "Kafka e2e: consumer group (auto commit) vs assigned",
+        "msg/s",
+        "assigned partitions",
+        None,
+        "End-to-end msg/s of the same trial read by a consumer group with librdkafka's auto "
+        "commit against partitions assigned directly (exprun's default reader).",
+    ),
+    "nats_pull_explicit_vs_ordered": Entry(
+        "JetStream e2e: pull + explicit acks vs ordered",
+        "msg/s",
+        "ordered push consumer",
+        None,
+        "End-to-end msg/s of the same trial read by a pull consumer (batch 100) acking each "
+        "message after its handler, against the ordered push consumer (the default reader).",
+    ),
+    "nats_consume_vs_nats_bench": Entry(
+        "JetStream pull + explicit vs nats bench js fetch",
+        "msg/s",
+        "nats bench js fetch",
+        ">= 0.5",
+        "exprun: drain_throughput of a pull consumer (batch 100, explicit acks, each message "
+        "acked after its handler) released onto a stored backlog; natscli (Go): fetch (batch "
+        "100, explicit acks) of a stream it filled first. Both share 2 cores with the server.",
+    ),
     "matrix_wall": Entry(
         "worker_pool_256 matrix wall time",
         "s",

@@ -61,12 +61,14 @@ def trial_request(
     *,
     rate: float | None = None,
     duration: float | None = None,
+    backlog: int | None = None,
 ) -> TrialRequest:
     """Zero processing time, no settle wait: only the clients and the broker are measured."""
     workload = TrialSettings.model_validate(
         {
             "messages": messages,
             "duration": f"{duration}s" if duration is not None else None,
+            "backlog": backlog,
             "message_size": MESSAGE_SIZE,
             "processing_time": "0s",
             "settle_time": "0s",

@@ -49,7 +49,7 @@ from runner.execution.measure.series import SERIES_ENV
 from runner.execution.trial.parent import prestart
 from runner.execution.trial.request import TrialRequest
 from schemas.results import TrialResult
-from schemas.spec import KafkaBroker, NatsBroker
+from schemas.spec import KafkaBroker, NatsBroker, NatsConsumer
 
 T = TypeVar("T")
 
@@ -63,6 +63,7 @@ KAFKA_PRODUCER: dict[str, str | int] = {"acks": "all", "linger.ms": 5, "batch.si
 LATENCY_PRODUCER: dict[str, str | int] = {"acks": "all", "linger.ms": 0}
 LATENCY_CONSUMER: dict[str, str | int] = {"fetch.wait.max.ms": 0}
 NATS_BENCH_BATCH = 500  # nats bench's default async batch
+CONSUMER_BATCH = 100  # pull batch of the consumer-path rows, on both sides
 NATS_PUBLISH = (
     "nats_publish_vs_nats_py",
     "nats_publish_vs_nats_py_window",
@@ -173,6 +174,8 @@ class Bench:
             "nats_publisher_process_vs_loop",
             "nats_series_overhead",
             "nats_rate_accuracy",
+            "nats_pull_explicit_vs_ordered",
+            "nats_consume_vs_nats_bench",
         )
         try:
             with self._broker(start_nats, "nats") as broker:
@@ -181,6 +184,7 @@ class Bench:
                 for round_ in self.rounds():
                     self._nats_round(broker, request, natscli, round_)
                     self._series_ab(request, "nats_series_overhead", round_)
+                    self._nats_consumers(broker, natscli, round_)
                 self._rate_accuracy(
                     broker, nats_config(), "nats_rate_accuracy", "nats_publish_vs_nats_py"
                 )
@@ -244,6 +248,59 @@ class Bench:
                 publish = self[key].details.setdefault(f"{mode}_publish_throughput", [])
                 publish.append(_publish(result))
 
+    def _nats_consumers(self, broker: RunningBroker, natscli: Path | None, round_: int) -> None:
+        """The JetStream consumer path: pull + explicit acks vs ordered (end to end), and its
+        read of a stored backlog vs natscli's fetch of a stream it filled first."""
+        messages = self.settings.nats_messages
+        pulled = nats_config().model_copy(
+            update={"consumer": NatsConsumer(kind="pull", ack="explicit", batch=CONSUMER_BATCH)}
+        )
+        e2e, versus = "nats_pull_explicit_vs_ordered", "nats_consume_vs_nats_bench"
+        for side, config in (("exprun pull", pulled), ("exprun ordered", nats_config())):
+            run = partial(exprun_side.run, trial_request(broker, config, messages))
+            result = self.sample((e2e,), side, run)
+            throughput = result.metrics.throughput if result is not None else None
+            if config is pulled:
+                self.add(e2e, round_, exprun=throughput)
+            else:
+                self.add(e2e, round_, reference=throughput)
+        # Consumers held until all but the last 1% is stored: they then read a stored stream.
+        backlog = trial_request(
+            broker, pulled, messages, rate=10_000_000.0, backlog=messages - messages // 100
+        )
+        drained = self.sample((versus,), "exprun drain", partial(exprun_side.run, backlog))
+        self.add(versus, round_, exprun=drained.metrics.drain_throughput if drained else None)
+        if natscli is None:
+            self[versus].fail("natscli unavailable (see nats_publish_vs_nats_bench)")
+            return
+        stream = f"bench-{uuid.uuid4().hex[:10]}"
+        fetch = partial(
+            native.nats_bench_fetch,
+            natscli,
+            broker.address,
+            stream,
+            messages,
+            MESSAGE_SIZE,
+            CONSUMER_BATCH,
+        )
+        rate = self.sample((versus,), "nats bench js fetch", fetch)
+        _delete_stream(broker.address, stream)
+        self.add(versus, round_, reference=rate)
+
+    def _kafka_group(self, broker: RunningBroker, config: KafkaBroker, round_: int) -> None:
+        """A consumer group with auto commit against assigned partitions, same trial."""
+        key = "kafka_group_vs_assign"
+        grouped = config.model_copy(update={"consumer_mode": "group"})
+        messages = self.settings.kafka_messages
+        for side, chosen in (("exprun group", grouped), ("exprun assign", config)):
+            request = trial_request(broker, chosen, messages)
+            result = self.sample((key,), side, partial(exprun_side.run, request))
+            throughput = result.metrics.throughput if result is not None else None
+            if chosen is grouped:
+                self.add(key, round_, exprun=throughput)
+            else:
+                self.add(key, round_, reference=throughput)
+
     def _series_ab(self, request: TrialRequest, key: str, round_: int) -> None:
         """The same trial with its per-second time series kept, and without."""
         for mode in ("on", "off"):
@@ -280,7 +337,13 @@ class Bench:
     # --- Kafka ---------------------------------------------------------------------------
 
     def kafka(self) -> None:
-        keys = (*KAFKA_PUBLISH, *KAFKA_LATENCY, "kafka_series_overhead", "kafka_rate_accuracy")
+        keys = (
+            *KAFKA_PUBLISH,
+            *KAFKA_LATENCY,
+            "kafka_series_overhead",
+            "kafka_rate_accuracy",
+            "kafka_group_vs_assign",
+        )
         if not (self.settings.download_jars or native.kafka_jars_cached()):
             self.kafka_skipped = True
             for key in keys:
@@ -297,6 +360,7 @@ class Bench:
                 for round_ in self.rounds():
                     self._kafka_round(broker, request, round_)
                     self._series_ab(request, "kafka_series_overhead", round_)
+                    self._kafka_group(broker, config, round_)
                 self._rate_accuracy(broker, config, "kafka_rate_accuracy", "kafka_publish")
                 for round_ in self.rounds():
                     self._latency_round(broker, round_)

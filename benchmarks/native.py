@@ -91,6 +91,23 @@ def nats_bench_publish(
     return float(match.group(1).replace(",", ""))
 
 
+def nats_bench_fetch(
+    nats: Path, server: str, stream: str, messages: int, size: int, batch: int
+) -> float:
+    """`nats bench js fetch` (explicit acks) of a stream `nats bench js pub` filled first; its
+    consume rate in msg/s."""
+    fill = [str(nats), "bench", "js", "pub", "async", stream, "--server", server]
+    fill += ["--msgs", str(messages), "--size", str(size), "--create", "--storage", "memory"]
+    _run([*fill, "--stream", stream, "--no-progress"])
+    argv = [str(nats), "bench", "js", "fetch", "--server", server, "--stream", stream]
+    argv += ["--msgs", str(messages), "--size", str(size), "--batch", str(batch)]
+    out = _run([*argv, "--acks", "explicit", "--no-progress"])
+    match = re.search(r"consumer \(fetch\) stats: ([\d,]+) msgs/sec", out)
+    if match is None:
+        raise ToolError(f"nats bench printed no consumer stats: {_last_line(out)}")
+    return float(match.group(1).replace(",", ""))
+
+
 # --- Kafka tools -------------------------------------------------------------------------
 
 

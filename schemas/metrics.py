@@ -42,6 +42,8 @@ _ALL: tuple[MetricInfo, ...] = (
     _m("received", "msg", None, "Received"),
     _m("lost", "msg", "lower", "Lost"),
     _m("duplicated", "msg", "lower", "Duplicated"),
+    # Deliveries again after an ack wait or a nak: not duplicates, but work done twice.
+    _m("redelivered", "msg", "lower", "Redelivered"),
     _m("success_rate", "%", "higher", "Success rate"),
     _m("publish_errors_total", "count", "lower", "Publish errors"),
     _m("throughput", "msg/s", "higher", "Throughput"),
@@ -67,6 +69,13 @@ _ALL: tuple[MetricInfo, ...] = (
     _m("spawn_s", "s", "lower", "Trial process spawn"),
     _m("create_s", "s", "lower", "Topic/stream create"),
     _m("connect_s", "s", "lower", "Clients ready"),
+    _m("consumers_ready_s", "s", "lower", "Consumers ready (group join)"),
+    _m("rebalances", "count", "lower", "Rebalances"),
+    *(
+        _m(f"commit_latency_{key}_ms", "ms", "lower", f"Commit latency {label}")
+        for key, label in _PERCENTILES
+    ),
+    _m("ack_pending_peak", "msg", None, "Ack pending peak"),
     _m("teardown_s", "s", "lower", "Teardown"),
     _m("rss_before_mb", "MB", "lower", "RSS before"),
     _m("rss_peak_mb", "MB", "lower", "RSS peak"),

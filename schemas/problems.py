@@ -35,7 +35,9 @@ def problems_from(error: ValidationError, model: type[BaseModel], data: Any) -> 
         if kind == "extra_forbidden":
             key = str(loc[-1])
             allowed = allowed_keys(model, loc[:-1], data)
-            found.append(Problem(loc, unknown_key_message(key, allowed), at_key=True))
+            hint = key_hints(model, loc[:-1], data).get(key)
+            message = hint or unknown_key_message(key, allowed)
+            found.append(Problem(loc, message, at_key=True))
         elif kind == "union_tag_invalid":
             found.append(Problem((*loc, "type"), _message(detail)))
         elif kind == "missing":
@@ -82,8 +84,21 @@ def _has(node: Any, part: str | int) -> bool:
     return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
 
 
+def key_hints(model: type[BaseModel], loc: Loc, data: Any) -> dict[str, str]:
+    """A model's own words for keys it does not take (e.g. another broker type's settings)."""
+    found = _model_at(model, loc, data)
+    hints = getattr(found, "KEY_HINTS", None) if found is not None else None
+    return dict(hints) if isinstance(hints, dict) else {}
+
+
 def allowed_keys(model: type[BaseModel], loc: Loc, data: Any) -> list[str]:
     """Field names accepted by the mapping at `loc` of `model`, for 'did you mean'."""
+    found = _model_at(model, loc, data)
+    return list(found.model_fields) if found is not None else []
+
+
+def _model_at(model: type[BaseModel], loc: Loc, data: Any) -> type[BaseModel] | None:
+    """The model of the mapping at `loc`, or None when it is not a model."""
     annotation: Any = model
     node = data
     for part in loc:
@@ -92,14 +107,14 @@ def allowed_keys(model: type[BaseModel], loc: Loc, data: Any) -> list[str]:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             field = annotation.model_fields.get(str(part))
             if field is None:
-                return []
+                return None
             annotation = field.annotation
         else:
             annotation = _element_type(annotation)
     annotation = _pick_model(annotation, node)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return list(annotation.model_fields)
-    return []
+        return annotation
+    return None
 
 
 def _element_type(annotation: Any) -> Any:

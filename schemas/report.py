@@ -33,6 +33,9 @@ AnomalyKind = Literal[
     "rate_shortfall",
     "throughput_sag",
     "latency_climb",
+    "rebalance",
+    "redelivered",
+    "ack_pending_limit",
 ]
 
 

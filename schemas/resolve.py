@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, PositiveInt, TypeAdapter, ValidationError, model_validator
 
@@ -22,6 +23,7 @@ from schemas.spec import (
     Experiment,
     KafkaBroker,
     NatsBroker,
+    PayloadFile,
     SearchSettings,
     Workload,
 )
@@ -137,10 +139,17 @@ class ResolutionError(Exception):
 _BROKER = TypeAdapter[KafkaBroker | NatsBroker](Broker)
 
 
-def resolve_cells(spec: Experiment, raw: Mapping[str, Any]) -> list[CellConfig]:
-    """Every cell of the matrix with its validated effective settings."""
+def resolve_cells(
+    spec: Experiment, raw: Mapping[str, Any], base_dir: Path | None = None
+) -> list[CellConfig]:
+    """Every cell of the matrix with its validated effective settings.
+
+    With `base_dir` (the spec's folder), a payload file is found relative to it, checked, and
+    given to the cells as an absolute path.
+    """
     problems: list[Problem] = []
     brokers: dict[tuple[str, str], KafkaBroker | NatsBroker] = {}
+    broker_where: dict[tuple[str, str], Locator] = {}
     workloads: dict[tuple[str, str], tuple[TrialSettings, Locator]] = {}
     for variant in spec.variant_names:
         for broker in spec.brokers:
@@ -149,7 +158,9 @@ def resolve_cells(spec: Experiment, raw: Mapping[str, Any]) -> list[CellConfig]:
             if override is not None:
                 sources.append((("variants", variant, "brokers", broker), override))
             try:
-                brokers[broker, variant] = _validate(_BROKER, sources)[0]
+                brokers[broker, variant], broker_where[broker, variant] = _validate(
+                    _BROKER, sources
+                )
             except ResolutionError as error:
                 problems.extend(error.problems)
         for scenario in spec.scenarios:
@@ -163,6 +174,9 @@ def resolve_cells(spec: Experiment, raw: Mapping[str, Any]) -> list[CellConfig]:
             except ResolutionError as error:
                 problems.extend(error.problems)
                 continue
+            if base_dir is not None and isinstance(workload.payload, PayloadFile):
+                workload, found = _payload_file(workload, workload.payload, base_dir)
+                problems += [Problem(where(("payload", "file")), found)] if found else []
             workloads[variant, scenario] = workload, where
             problems += [Problem(where(loc), message) for loc, message in workload.problems()]
     cells = [
@@ -174,16 +188,39 @@ def resolve_cells(spec: Experiment, raw: Mapping[str, Any]) -> list[CellConfig]:
     ]
     for config in cells:
         where = workloads[config.cell.variant, config.cell.scenario][1]
-        problems += [Problem(where(loc), message) for loc, message in cell_problems(config)]
+        of_broker = broker_where[config.cell.broker, config.cell.variant]
+        for side, loc, message in cell_problems(config):
+            problems.append(Problem((of_broker if side == "broker" else where)(loc), message))
     if problems:
         raise ResolutionError(_dedupe(problems))
     return cells
 
 
-def cell_problems(config: CellConfig) -> list[tuple[Loc, str]]:
-    """What a cell's workload asks of its broker that the broker cannot give."""
+def _payload_file(
+    workload: TrialSettings, payload: PayloadFile, base_dir: Path
+) -> tuple[TrialSettings, str | None]:
+    """The workload with the payload file's absolute path, and what is wrong with it."""
+    path = (base_dir / payload.file).resolve()
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        return workload, f"cannot read the payload file {payload.file}: {error.strerror or error}"
+    if size < workload.message_size:
+        return workload, (
+            f"the payload file {payload.file} ({format_size(size)}) is smaller than "
+            f"message_size ({format_size(workload.message_size)})"
+        )
+    return workload.model_copy(update={"payload": PayloadFile(file=str(path))}), None
+
+
+Side = Literal["broker", "workload"]
+
+
+def cell_problems(config: CellConfig) -> list[tuple[Side, Loc, str]]:
+    """What a cell's workload asks of its broker that the broker cannot give (located in the
+    broker's settings or the workload's)."""
     broker, work = config.broker, config.workload
-    found: list[tuple[Loc, str]] = []
+    found: list[tuple[Side, Loc, str]] = []
     backlog = work.backlog_messages
     if backlog is not None and isinstance(broker, NatsBroker):
         stream = broker.stream
@@ -191,6 +228,7 @@ def cell_problems(config: CellConfig) -> list[tuple[Loc, str]]:
         if isinstance(stream.max_msgs, int) and backlog > stream.max_msgs:
             found.append(
                 (
+                    "workload",
                     ("backlog",),
                     f"the stream keeps at most {stream.max_msgs:,} messages (max_msgs): part of "
                     f"a backlog of {backlog:,} would be {what}",
@@ -199,16 +237,27 @@ def cell_problems(config: CellConfig) -> list[tuple[Loc, str]]:
         elif isinstance(stream.max_bytes, int) and backlog * work.message_size > stream.max_bytes:
             found.append(
                 (
+                    "workload",
                     ("backlog",),
                     f"the stream keeps at most {format_size(stream.max_bytes)} (max_bytes): part "
                     f"of a backlog of {backlog:,} x {format_size(work.message_size)} would be "
                     f"{what}",
                 )
             )
+    if isinstance(broker, NatsBroker) and broker.consumer.kind == "ordered" and work.consumers > 1:
+        found.append(
+            (
+                "broker",
+                ("consumer", "kind"),
+                f"an ordered consumer reads alone, but this cell has {work.consumers} consumers "
+                "per subscription: use kind push or pull to share a subscription",
+            )
+        )
     search = work.search
     if search and search.condition.metric in LOCAL_BROKER_METRICS and not broker.embedded:
         found.append(
             (
+                "workload",
                 ("search", "until"),
                 f"{search.condition.metric} is measured only on brokers exprun runs itself "
                 "(endpoint: embedded)",

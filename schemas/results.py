@@ -51,6 +51,11 @@ class Metrics(BaseModel):
     publish_latency_ms: LatencySummary = Field(
         default_factory=LatencySummary, description="publish -> broker ack"
     )
+    redelivered: int | None = Field(
+        None,
+        description="deliveries again after an ack wait or a nak (JetStream consumers that "
+        "ack): not duplicates",
+    )
     duration_s: float | None = Field(None, description="measured phase")
     backlog_build_s: float | None = Field(
         None, description="backlog scenarios: phase start until the backlog was stored"
@@ -64,6 +69,18 @@ class Metrics(BaseModel):
     spawn_s: float | None = Field(None, description="starting the trial process")
     create_s: float | None = Field(None, description="creating the topic / stream")
     connect_s: float | None = Field(None, description="consumers ready and producers connected")
+    consumers_ready_s: float | None = Field(
+        None, description="consumers started until every partition was assigned (group join)"
+    )
+    rebalances: int | None = Field(
+        None, description="consumer group rebalances during the measured phase"
+    )
+    commit_latency_ms: LatencySummary = Field(
+        default_factory=LatencySummary, description="offset commits (consumer groups, sync/async)"
+    )
+    ack_pending_peak: int | None = Field(
+        None, description="most deliveries waiting at once for their handler's ack (JetStream)"
+    )
     teardown_s: float | None = Field(
         None, description="closing the clients and deleting the topic (settle time excluded)"
     )
@@ -109,6 +126,21 @@ class Metrics(BaseModel):
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 flat[name] = float(value)
         return flat
+
+
+class SubscriptionFigures(BaseModel):
+    """One subscription's own books (a trial with several topics or subscriptions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: int
+    subscription: int = Field(description="numbered over the trial, topic by topic")
+    sent: int = Field(description="published to its topic")
+    received: int
+    lost: int
+    duplicated: int
+    redelivered: int
+    success_rate: float
 
 
 class TimeSeries(BaseModel):
@@ -174,6 +206,9 @@ class TrialResult(BaseModel):
         default_factory=list, description="what the trial saw that its figures alone do not say"
     )
     series: TimeSeries | None = Field(None, description="per-second windows of the phase")
+    subscriptions: list[SubscriptionFigures] = Field(
+        default_factory=list, description="with several topics or subscriptions: each one's"
+    )
     search: SearchRecord | None = Field(None, description="capacity searches only")
 
     @property

@@ -5,11 +5,12 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PositiveInt,
@@ -82,6 +83,83 @@ class PublishSettings(StrictModel):
     )
 
 
+class PayloadFile(StrictModel):
+    file: str = Field(description="a file whose bytes make the message bodies")
+
+
+class PayloadCompressibility(StrictModel):
+    compressibility: float = Field(
+        ge=0, le=1, description="share of each body that compresses away (the rest is random)"
+    )
+
+
+Payload = Literal["zeros", "random"] | PayloadFile | PayloadCompressibility
+KEY_KINDS = ("none", "round_robin", "random")
+
+
+def _keys(value: object) -> object:
+    if isinstance(value, str) and value in KEY_KINDS:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(
+        f"keys {value!r}: write none, round_robin, random, or a number of distinct keys (1 or more)"
+    )
+
+
+Keys = Annotated[
+    Literal["none", "round_robin", "random"] | int,
+    BeforeValidator(_keys),
+    WithJsonSchema(
+        {
+            "anyOf": [{"enum": list(KEY_KINDS)}, {"type": "integer", "minimum": 1}],
+            "description": "none, round_robin, random, or a number of distinct keys",
+        }
+    ),
+]
+
+
+class NatsConsumer(StrictModel):
+    """How a JetStream subscription reads: the consumer kind and its ack policy."""
+
+    kind: Literal["ordered", "push", "pull"] | None = Field(
+        None,
+        description="ordered (one consumer, no acks: the fastest reliable read), push (durable, "
+        "a deliver group shared by the subscription's consumers) or pull (fetch in batches); "
+        "default: ordered for one consumer, a shared pull consumer for several",
+    )
+    ack: Literal["none", "explicit", "all"] = Field(
+        "none",
+        description="none, explicit (each message acked once its handler finished) or all "
+        "(the latest handled message acked for everything before it)",
+    )
+    max_ack_pending: PositiveInt | None = Field(
+        None, description="deliveries the server lets wait for their ack (server default 1000)"
+    )
+    batch: PositiveInt = Field(512, description="messages per pull request")
+    ack_wait: PositiveDuration | None = Field(
+        None, description="an unacked delivery is redelivered after this (server default 30s)"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NatsConsumer:
+        if self.kind == "ordered" and self.ack != "none":
+            raise ValueError("an ordered consumer does not ack: use kind push or pull to ack")
+        if self.max_ack_pending is not None and self.batch > self.max_ack_pending:
+            raise ValueError(
+                f"batch {self.batch} is larger than max_ack_pending {self.max_ack_pending}: a "
+                "pull would ask for more than the server lets wait for acks"
+            )
+        return self
+
+    @property
+    def acks(self) -> bool:
+        return self.ack != "none"
+
+
+NATS_CONSUMER_KEYS = frozenset(NatsConsumer.model_fields)
+
+
 class _BrokerBase(StrictModel):
     endpoint: str = Field(
         EMBEDDED,
@@ -110,6 +188,42 @@ class KafkaBroker(_BrokerBase):
     consumer: KafkaProperties = Field(
         default_factory=dict, description="librdkafka consumer properties, passed through"
     )
+    consumer_mode: Literal["assign", "group"] = Field(
+        "assign",
+        description="assign (partitions assigned directly: no group, no rebalance, no commits) "
+        "or group (a consumer group per subscription, with its join and commits)",
+    )
+    commit: Literal["auto", "sync", "async"] | None = Field(
+        None,
+        description="with consumer_mode group: auto (librdkafka's auto commit), sync or async "
+        "(after each handled batch, or every commit_every messages); default auto",
+    )
+    commit_every: PositiveInt | None = Field(
+        None, description="with commit sync or async: commit every this many messages"
+    )
+
+    KEY_HINTS: ClassVar[dict[str, str]] = {
+        "stream": "`stream` is a NATS setting; a Kafka topic is set with `topic`",
+        "publish": "`publish` is a NATS setting; Kafka producers take librdkafka `producer` "
+        "properties",
+    }
+
+    @model_validator(mode="after")
+    def _commits(self) -> KafkaBroker:
+        if self.commit is not None and self.consumer_mode != "group":
+            raise ValueError(
+                "`commit` needs `consumer_mode: group` (assigned partitions commit nothing)"
+            )
+        if self.commit_every is not None and self.commit not in ("sync", "async"):
+            raise ValueError("`commit_every` needs `commit: sync` or `commit: async`")
+        if self.consumer_mode == "group" and "enable.auto.commit" in self.consumer:
+            raise ValueError("enable.auto.commit is set by exprun from `commit` in group mode")
+        return self
+
+    @property
+    def commit_mode(self) -> Literal["auto", "sync", "async"] | None:
+        """How a group commits (auto unless declared); None for assigned partitions."""
+        return (self.commit or "auto") if self.consumer_mode == "group" else None
 
     @field_validator("endpoint")
     @classmethod
@@ -130,6 +244,12 @@ class KafkaBroker(_BrokerBase):
             raise ValueError(
                 f"{', '.join(sorted(managed))} is set by exprun (from endpoint / per trial)"
             )
+        nats = sorted(NATS_CONSUMER_KEYS & set(value))
+        if nats:
+            raise ValueError(
+                f"{', '.join(nats)}: a NATS consumer setting; a Kafka consumer reads assigned "
+                "partitions or in a group: choose `consumer_mode: assign | group`"
+            )
         return value
 
 
@@ -138,6 +258,18 @@ class NatsBroker(_BrokerBase):
     endpoint: str = Field(EMBEDDED, description="'embedded' or 'nats://host:4222[,nats://...]'")
     stream: StreamSettings = StreamSettings()
     publish: PublishSettings = PublishSettings()
+    consumer: NatsConsumer = NatsConsumer()
+
+    KEY_HINTS: ClassVar[dict[str, str]] = {
+        "consumer_mode": "`consumer_mode` is a Kafka setting; a JetStream subscription reads "
+        "by `consumer.kind` (ordered | push | pull)",
+        "commit": "`commit` is a Kafka setting; JetStream acks by `consumer.ack` "
+        "(none | explicit | all)",
+        "commit_every": "`commit_every` is a Kafka setting; JetStream acks by `consumer.ack`",
+        "topic": "`topic` is a Kafka setting; a JetStream stream is set with `stream`",
+        "producer": "`producer` takes librdkafka properties (Kafka); JetStream publishing is "
+        "set with `publish`",
+    }
 
     @field_validator("endpoint")
     @classmethod
@@ -176,8 +308,26 @@ class Workload(StrictModel):
         description="first part of each trial's measured phase left out of its figures (its "
         "messages still count for loss and duplicates)",
     )
-    producers: PositiveInt = Field(1, description="concurrent producers")
-    consumers: PositiveInt = Field(1, description="concurrent consumers")
+    producers: PositiveInt = Field(1, description="concurrent producers, per topic")
+    consumers: PositiveInt = Field(1, description="concurrent consumers, per subscription")
+    topics: PositiveInt = Field(
+        1, description="topics (Kafka) / streams and their subjects (NATS) per trial"
+    )
+    subscriptions: PositiveInt = Field(
+        1,
+        description="per topic, each receiving every message: a consumer group (Kafka) / a "
+        "JetStream consumer (NATS) each",
+    )
+    keys: Keys = Field(
+        "none",
+        description="message keys: none, round_robin (over the partitions), random, or a "
+        "number of distinct keys; they decide the partition (Kafka), a header (NATS)",
+    )
+    payload: Payload = Field(
+        "zeros",
+        description="message bodies: zeros (compress to nothing), random (not at all), "
+        "{compressibility: 0.5}, or {file: PATH} (slices of a file, relative to the spec)",
+    )
 
 
 class WorkloadOverride(StrictModel):
@@ -189,6 +339,10 @@ class WorkloadOverride(StrictModel):
     ramp: Duration | None = None
     producers: PositiveInt | None = None
     consumers: PositiveInt | None = None
+    topics: PositiveInt | None = None
+    subscriptions: PositiveInt | None = None
+    keys: Keys | None = None
+    payload: Payload | None = None
 
 
 class SearchSettings(StrictModel):

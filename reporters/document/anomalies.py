@@ -33,6 +33,9 @@ KIND_TITLES = {
     "rate_shortfall": "Declared rate not offered",
     "throughput_sag": "Throughput sags within a trial",
     "latency_climb": "p99 latency climbs within a trial",
+    "rebalance": "Consumer group rebalances while measuring",
+    "redelivered": "Redeliveries (acks too late)",
+    "ack_pending_limit": "max_ack_pending reached",
 }
 
 

@@ -59,6 +59,7 @@ def find_anomalies(ctx: AnalysisContext) -> list[Anomaly]:
         found += _failure_anomalies(ctx, key)
         found += _shortfall_anomalies(ctx, key)
         found += _timeline_anomalies(ctx, key)
+        found += _consumer_anomalies(ctx, key)
     return found
 
 
@@ -189,6 +190,12 @@ def _loss_anomaly(key: CellTuple, trials: list[TrialResult]) -> Anomaly | None:
         f"; worst: repetition {worst.repetition}, sent {m.sent:,}, acked {m.acked:,}, "
         f"received {m.received:,} (success {m.success_rate:.2f}%)"
     )
+    lossy_subscriptions = [f for f in worst.subscriptions if f.lost]
+    if lossy_subscriptions:
+        evidence += "; lost by " + ", ".join(
+            f"subscription {f.subscription} (topic {f.topic}): {f.lost:,}"
+            for f in lossy_subscriptions
+        )
     return Anomaly(
         kind="loss",
         severity="warning",
@@ -470,6 +477,66 @@ def _timeline_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
                 ),
                 advice="a queue grows somewhere: the broker or the consumers do not keep up "
                 "with this rate, so a longer trial would show a higher p99",
+            )
+        )
+    return out
+
+
+DEFAULT_MAX_ACK_PENDING = 1000  # nats-server's, for a consumer that acks
+
+
+def _consumer_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
+    """Group rebalances while measuring, redeliveries, and the ack-pending limit reached."""
+    trials = _ok_trials(ctx, key)
+    where = "/".join(key)
+    out: list[Anomaly] = []
+    rebalanced = [t for t in trials if (t.metrics.rebalances or 0) > 0]
+    if rebalanced:
+        out.append(
+            Anomaly(
+                kind="rebalance",
+                severity="warning",
+                cell=cell_key(key),
+                metric="rebalances",
+                message=f"consumer groups rebalanced while {where} was measured",
+                evidence=f"{sum(t.metrics.rebalances or 0 for t in rebalanced)} rebalance(s) in "
+                f"{len(rebalanced)} of {len(trials)} trials",
+                advice="a rebalance stops consumption: look at session.timeout.ms, "
+                "max.poll.interval.ms and consumers joining late",
+            )
+        )
+    redelivered = [t for t in trials if (t.metrics.redelivered or 0) > 0]
+    if redelivered:
+        total = sum(t.metrics.redelivered or 0 for t in redelivered)
+        out.append(
+            Anomaly(
+                kind="redelivered",
+                severity="warning",
+                cell=cell_key(key),
+                metric="redelivered",
+                message=f"JetStream redelivered messages in {where}",
+                evidence=f"{total:,} redeliveries in {len(redelivered)} of {len(trials)} trials "
+                f"(ack_wait {ctx.setting(key, 'ack_wait') or 'the server default, 30s'})",
+                advice="handlers acked after ack_wait: raise ack_wait, add workers, or lower "
+                "max_ack_pending so that fewer deliveries wait for a handler",
+            )
+        )
+    limit = ctx.setting(key, "max_ack_pending") or DEFAULT_MAX_ACK_PENDING
+    peaks = [t.metrics.ack_pending_peak for t in trials if t.metrics.ack_pending_peak]
+    if peaks and isinstance(limit, int) and max(peaks) >= limit:
+        reached = sum(peak >= limit for peak in peaks)
+        out.append(
+            Anomaly(
+                kind="ack_pending_limit",
+                severity="info",
+                cell=cell_key(key),
+                metric="ack_pending_peak",
+                message=f"max_ack_pending bound the deliveries of {where}",
+                evidence=f"{limit:,} deliveries waited for their ack at once in {reached} of "
+                f"{len(trials)} trials: the server held further messages back until handlers "
+                "acked",
+                advice="more workers than max_ack_pending cannot help: raise max_ack_pending "
+                "(or lower workers) to find where the pool stops helping",
             )
         )
     return out

@@ -16,7 +16,7 @@ from runner.errors import (
     BadInputError,
     ExprunError,
 )
-from runner.execution.plan import Plan, make_plan, render_plan
+from runner.execution.plan import Plan, make_plan, plan_warnings, render_plan
 from runner.execution.run import RunOutcome, execute, new_run, open_for_resume
 from runner.redaction import redact
 from runner.reporting import markdown_summary, write_reports
@@ -76,6 +76,8 @@ def run(
         click.echo(render_plan(make_plan(loaded.spec, loaded.cells, **filters)))
         return
     plan, folder, info, done = _prepare(loaded, out, resume, filters)
+    for warning in plan_warnings(plan):
+        click.echo(f"exprun: warning: {warning}", err=True)
     click.echo(
         f"{loaded.spec.name}: {len(plan.trials) - len(done)} trials over {len(plan.cells)} "
         f"cells -> {folder.path}",

@@ -170,6 +170,20 @@ def effective_settings(config: CellConfig) -> dict[str, str]:
     return settings
 
 
+def plan_warnings(plan: Plan) -> list[str]:
+    """What the plan will run that is allowed but probably not meant."""
+    warnings = []
+    for config in plan.cells:
+        broker, work = config.broker, config.workload
+        if isinstance(broker, KafkaBroker) and work.consumers > broker.topic.partitions:
+            idle = work.consumers - broker.topic.partitions
+            warnings.append(
+                f"{config.cell}: {work.consumers} consumers per subscription share "
+                f"{broker.topic.partitions} partition(s): {idle} of them stay idle"
+            )
+    return warnings
+
+
 def render_plan(plan: Plan) -> str:
     """The matrix as one table per broker: a row per cell, with the settings that differ."""
     per_cell = {c.cell: 0 for c in plan.cells}
@@ -196,6 +210,7 @@ def render_plan(plan: Plan) -> str:
             tabulate(table, headers=["variant", "scenario", *varying, "trials"], tablefmt="github"),
             f"same in every {broker} cell: {shared}",
         ]
+    lines += [f"warning: {warning}" for warning in plan_warnings(plan)]
     lines += [
         "",
         f"estimated run time: {_minutes(plan.estimate_seconds())} "

@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 
 from schemas.problems import Loc
 from schemas.resolve import lookup
+from schemas.spec import NATS_CONSUMER_KEYS
 
 Role = Literal["producer", "consumer"]
 ROLES: tuple[Role, ...] = ("producer", "consumer")
@@ -115,7 +116,8 @@ def _kafka_properties(data: Any) -> Iterator[tuple[Loc, Role, dict[str, object],
                 for loc, settings in sources:
                     written = lookup(settings, role)
                     for prop, value in written.items() if isinstance(written, Mapping) else ():
-                        if isinstance(value, str | int | float):
+                        # A NATS consumer setting here is a field error of its own.
+                        if isinstance(value, str | int | float) and prop not in NATS_CONSUMER_KEYS:
                             properties[str(prop)], origin[str(prop)] = value, loc
                 yield ("brokers", name), role, properties, origin
 

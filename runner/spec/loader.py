@@ -54,7 +54,7 @@ def load_spec(path: str | Path) -> LoadedSpec:
     cells: list[CellConfig] = []
     if spec is not None and not document.issues:
         try:
-            cells = resolve_cells(spec, document.data)
+            cells = resolve_cells(spec, document.data, base_dir=path.resolve().parent)
         except ResolutionError as error:
             for problem in error.problems:
                 document.issue(problem.loc, problem.message, problem.at_key)

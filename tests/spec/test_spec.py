@@ -15,7 +15,7 @@ from runner.execution.plan import make_plan
 from runner.spec.loader import load_spec
 from schemas.json_schema import experiment_schema
 from schemas.resolve import resolve_cells
-from schemas.spec import DEFAULT_WORKERS
+from schemas.spec import DEFAULT_WORKERS, PayloadFile
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "experiments").glob("*.yaml"))
@@ -518,3 +518,110 @@ def test_plan_estimates_time_based_and_search_scenarios() -> None:
     steady = exprun("plan", "experiments/steady_rate.yaml")
     minutes, seconds = re.search(r"estimated run time: (\d+)m(\d+)s", steady.stdout).groups()  # type: ignore[union-attr]
     assert 12 * 30 <= int(minutes) * 60 + int(seconds) <= 12 * 32 + 20
+
+
+TOPOLOGY = """\
+version: 1
+name: topology
+brokers:
+  kafka:
+    type: kafka
+    topic: {partitions: 3}
+  nats:
+    type: nats
+defaults:
+  message_size: 1KiB
+scenarios:
+  S: {messages: 1000}
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "message"),
+    [
+        (
+            "    type: nats\n",
+            "    type: nats\n    consumer_mode: group\n",
+            "brokers.nats.consumer_mode",
+            "`consumer_mode` is a Kafka setting; a JetStream subscription reads by `consumer.kind`",
+        ),
+        (
+            "    topic: {partitions: 3}\n",
+            "    topic: {partitions: 3}\n    consumer: {kind: pull}\n",
+            "brokers.kafka.consumer",
+            "kind: a NATS consumer setting; a Kafka consumer reads assigned partitions or in a "
+            "group: choose `consumer_mode: assign | group`",
+        ),
+        (
+            "    topic: {partitions: 3}\n",
+            "    topic: {partitions: 3}\n    commit: sync\n",
+            "brokers.kafka",
+            "`commit` needs `consumer_mode: group`",
+        ),
+        (
+            "    type: nats\n",
+            "    type: nats\n    consumer: {ack: explicit, max_ack_pending: 50, batch: 100}\n",
+            "brokers.nats.consumer",
+            "batch 100 is larger than max_ack_pending 50",
+        ),
+        (
+            "    type: nats\n",
+            "    type: nats\n    consumer: {kind: ordered, ack: explicit}\n",
+            "brokers.nats.consumer",
+            "an ordered consumer does not ack",
+        ),
+        (
+            "  message_size: 1KiB\n",
+            "  message_size: 1KiB\n  keys: 0\n",
+            "defaults.keys",
+            "keys 0: write none, round_robin, random, or a number of distinct keys",
+        ),
+        (
+            "  message_size: 1KiB\n",
+            "  message_size: 1KiB\n  payload: {file: missing.bin}\n",
+            "defaults.payload.file",
+            "cannot read the payload file missing.bin",
+        ),
+        (
+            "    type: nats\n",
+            "    type: nats\n    consumer: {kind: ordered}\n",
+            "brokers.nats.consumer.kind",
+            "an ordered consumer reads alone, but this cell has 2 consumers",
+        ),
+    ],
+)
+def test_topology_mistakes_are_located(
+    tmp_path: Path, old: str, new: str, path: str, message: str
+) -> None:
+    text = TOPOLOGY.replace(old, new, 1)
+    if "kind: ordered}" in new:
+        text = text.replace("  message_size: 1KiB\n", "  message_size: 1KiB\n  consumers: 2\n")
+    issues = issues_of(tmp_path, text)
+    assert any(f": {path}: " in i and message in i for i in issues), issues
+
+
+def test_a_payload_file_smaller_than_a_message_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "small.bin").write_bytes(b"x" * 100)
+    text = TOPOLOGY.replace(
+        "  message_size: 1KiB\n", "  message_size: 1KiB\n  payload: {file: small.bin}\n"
+    )
+    [issue] = issues_of(tmp_path, text)
+    assert "defaults.payload.file: the payload file small.bin (100B) is smaller than" in issue
+    (tmp_path / "big.bin").write_bytes(b"y" * 4096)
+    path = tmp_path / "ok.yaml"
+    path.write_text(text.replace("small.bin", "big.bin"))
+    payload = load_spec(path).cells[0].workload.payload
+    assert payload == PayloadFile(file=str(tmp_path / "big.bin"))
+
+
+def test_more_consumers_than_partitions_is_a_plan_warning(tmp_path: Path) -> None:
+    spec = tmp_path / "idle.yaml"
+    spec.write_text(
+        TOPOLOGY.replace(
+            "  message_size: 1KiB\n", "  message_size: 1KiB\n  consumers: 5\n"
+        ).replace("  nats:\n    type: nats\n", "")
+    )
+    planned = exprun("plan", str(spec))
+    assert planned.returncode == 0, planned.stderr
+    warning = "warning: kafka/default/S: 5 consumers per subscription share 3 partition(s)"
+    assert f"{warning}: 2 of them stay idle" in planned.stdout

@@ -10,13 +10,15 @@ from __future__ import annotations
 import itertools
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from runner.execution.measure.accounting import ProducerLedger
-from runner.execution.measure.messages import NS_PER_S, MessageCodec, now_ns
+from runner.execution.measure.accounting import Layout
+from runner.execution.measure.latency import LatencyRecorder
+from runner.execution.measure.ledger import ProducerLedger
+from runner.execution.measure.messages import NS_PER_S, KeyPlan, MessageCodec, now_ns
 from runner.execution.measure.series import Schedule
 
 REACH_TIMEOUT_S = 2.0
@@ -31,11 +33,31 @@ class PublishStalled(DriverError):
 
 
 class MessageSink(Protocol):
-    """Where consumers put what they receive (the handler pool)."""
+    """Where one subscription's consumers put what they receive (its handler pool)."""
 
-    async def deliver(self, payload: bytes) -> None: ...
+    @property
+    def topic(self) -> int: ...
+
+    @property
+    def subscription(self) -> int: ...
+
+    async def deliver(
+        self,
+        payload: bytes,
+        ack: Callable[[], Awaitable[None]] | None = None,
+        redelivered: bool = False,
+    ) -> None: ...
 
     async def deliver_many(self, payloads: Iterable[bytes]) -> None: ...
+
+
+@dataclass
+class ConsumerFigures:
+    """What a driver measured of its consumers besides the messages themselves."""
+
+    ready_s: float | None = None  # started until every partition was assigned
+    rebalances: int | None = None  # during the measured phase (consumer groups)
+    commit_latency: list[LatencyRecorder] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -47,11 +69,13 @@ class PublishPlan:
     """
 
     messages: int | None
-    producers: int
+    producers: int  # over all topics
     rate: float | None  # msg/s over all producers; None = as fast as acks allow
     codec: MessageCodec
     schedule: Schedule  # the phase's start, its ramp, and the ticks of its time series
     until_ns: int | None = None
+    layout: Layout = field(default_factory=Layout)  # which topic each producer publishes to
+    keys: KeyPlan = field(default_factory=lambda: KeyPlan("none"))
 
     @property
     def start_ns(self) -> int:
@@ -83,13 +107,29 @@ class PublishPlan:
 class Driver(ABC):
     """One broker type's clients for one trial: destination, producers, consumers."""
 
-    def __init__(self, address: str, config: Any, destination: str, setup_timeout: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        config: Any,
+        destination: str,
+        setup_timeout: float,
+        layout: Layout | None = None,
+    ) -> None:
         self.address = address
         self.config = config
-        self.destination = destination  # topic / stream (and subject) name, unique per trial
+        self.destination = destination  # the trial's unique name: its topics are named after it
         self.setup_timeout = setup_timeout
+        self.layout = layout or Layout()
+        # One topic / stream (and subject) per topic of the trial.
+        self.destinations = (
+            [destination]
+            if self.layout.topics == 1
+            else [f"{destination}-{t}" for t in range(self.layout.topics)]
+        )
         # A fatal client-side event seen during the trial (e.g. the connection was lost).
         self.problem: str | None = None
+        self.consumer_figures = ConsumerFigures()
+        self.phase_started_ns: int | None = None
 
     def helper_pids(self) -> Sequence[int]:
         """Processes this driver runs for the trial now: their threads and memory are its."""
@@ -104,10 +144,12 @@ class Driver(ABC):
         """Delete the topic / stream (called after every client is closed)."""
 
     @abstractmethod
-    async def start_consumers(self, count: int, sink: MessageSink, *, held: bool = False) -> None:
-        """Start `count` consumers feeding `sink`, from the destination's beginning; returns
-        once they are ready to receive. `held` consumers are connected but read nothing until
-        release_consumers()."""
+    async def start_consumers(
+        self, sinks: Sequence[MessageSink], count: int, *, held: bool = False
+    ) -> None:
+        """Start `count` consumers for each subscription (one sink each, on its topic), reading
+        from the beginning; returns once they are ready to receive. `held` consumers are ready
+        but read nothing until release_consumers()."""
 
     @abstractmethod
     async def release_consumers(self) -> None:
@@ -124,8 +166,12 @@ class Driver(ABC):
         return False
 
     @abstractmethod
-    async def connect_producers(self, count: int) -> None:
-        """Create and connect `count` producers (kept out of the measured phase)."""
+    async def connect_producers(self) -> None:
+        """Create and connect the layout's producers (kept out of the measured phase)."""
+
+    def phase_started(self) -> None:
+        """The measured phase begins (a rebalance from now on counts against it)."""
+        self.phase_started_ns = now_ns()
 
     @abstractmethod
     async def publish(

@@ -1,22 +1,20 @@
-"""Apache Kafka driver (confluent-kafka): per-trial topic, batched producers, assigned consumers.
+"""Apache Kafka driver (confluent-kafka): per-trial topics, batched producers, consumers.
 
 librdkafka calls block, so each producer and each consumer runs on a thread of its own (as
-goroutines would in a Go client) and the handler pool stays on the event loop: consumers hand
-whole batches to it. Consumers are assigned their partitions directly and read from the
-beginning of the fresh topic: no group join, no rebalance wait.
+goroutines would in a Go client) and the handler pools stay on the event loop: consumers hand
+whole batches to them. How consumers read (assigned partitions, or consumer groups with their
+commits) is in kafka_consumers.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import (
-    Consumer,
     KafkaError,
     KafkaException,
     Message,
@@ -33,27 +31,16 @@ from runner.execution.drivers.base import (
     PublishStalled,
     check_reachable,
 )
-from runner.execution.measure.accounting import ProducerLedger
+from runner.execution.drivers.kafka_consumers import Commits, ConsumerThread, Group, why
+from runner.execution.measure.accounting import Layout
+from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import HEADER, NS_PER_S, now_ns
 from runner.spec.kafka_properties import librdkafka_conf
 from schemas.spec import KafkaBroker
 
-CONSUME_BATCH = 1000
-CONSUME_WAIT_S = 0.05  # how long a consume() call blocks: bounds how fast a consumer stops
 POLL_EVERY = 64  # serve delivery reports every this many produce() calls
 # Errors after which the client cannot do its job: the trial fails instead of timing out.
 FATAL_ERRORS = {KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION}
-# Answers of a broker whose fresh partition is not served yet: metadata can name a leader a
-# moment before that broker has taken the partition over.
-NOT_SERVED_YET = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError.UNKNOWN_LEADER_EPOCH,
-    KafkaError.FENCED_LEADER_EPOCH,
-    KafkaError._UNKNOWN_PARTITION,
-    KafkaError._UNKNOWN_TOPIC,
-}
 
 
 class KafkaDriver(Driver):
@@ -62,11 +49,17 @@ class KafkaDriver(Driver):
     config: KafkaBroker
 
     def __init__(
-        self, address: str, config: KafkaBroker, destination: str, setup_timeout: float
+        self,
+        address: str,
+        config: KafkaBroker,
+        destination: str,
+        setup_timeout: float,
+        layout: Layout | None = None,
     ) -> None:
-        super().__init__(address, config, destination, setup_timeout)
+        super().__init__(address, config, destination, setup_timeout, layout)
         self._producers: list[_ProducerSlot] = []
-        self._consumers: list[_ConsumerThread] = []
+        self._consumers: list[ConsumerThread] = []
+        self._groups: list[Group] = []
         self._closing = False
         self.client_errors: list[str] = []
 
@@ -90,26 +83,28 @@ class KafkaDriver(Driver):
         admin = AdminClient(self._common())
         timeout = self.setup_timeout
         futures = admin.create_topics(
-            [NewTopic(self.destination, topic.partitions, topic.replication_factor)],
+            [NewTopic(n, topic.partitions, topic.replication_factor) for n in self.destinations],
             operation_timeout=timeout,
             request_timeout=timeout,
         )
         try:
-            await asyncio.wait_for(asyncio.wrap_future(futures[self.destination]), timeout + 1)
-            await self._await_leaders(admin, topic.partitions)
+            for name in self.destinations:
+                await asyncio.wait_for(asyncio.wrap_future(futures[name]), timeout + 1)
+                await self._await_leaders(admin, name, topic.partitions)
         except (TimeoutError, KafkaException) as error:
-            raise DriverError(
-                f"cannot create Kafka topic {self.destination!r}: {_why(error)}"
-            ) from None
+            raise DriverError(f"cannot create Kafka topics {self._names}: {why(error)}") from None
         finally:
             del admin, futures
 
-    async def _await_leaders(self, admin: AdminClient, partitions: int) -> None:
+    @property
+    def _names(self) -> str:
+        return ", ".join(self.destinations)
+
+    async def _await_leaders(self, admin: AdminClient, name: str, partitions: int) -> None:
         """Until every partition has a leader: producing earlier only adds retries."""
         deadline = time.monotonic() + self.setup_timeout
         while True:
-            meta = admin.list_topics(self.destination, timeout=self.setup_timeout).topics
-            found = meta.get(self.destination)
+            found = admin.list_topics(name, timeout=self.setup_timeout).topics.get(name)
             if (
                 found is not None
                 and found.error is None
@@ -118,26 +113,25 @@ class KafkaDriver(Driver):
             ):
                 return
             if time.monotonic() > deadline:
-                raise DriverError(f"Kafka topic {self.destination!r} has no leader in time")
+                raise DriverError(f"Kafka topic {name!r} has no leader in time")
             await asyncio.sleep(0.01)
 
     async def _await_gone(self, admin: AdminClient) -> None:
-        """Until the broker's metadata no longer lists the topic: the controller accepts the
+        """Until the broker's metadata no longer lists the topics: the controller accepts the
         deletion a moment before the broker has applied it, and the next trial should not
         share the broker with a deletion still in progress."""
         deadline = time.monotonic() + self.setup_timeout
-        while self.destination in admin.list_topics(timeout=self.setup_timeout).topics:
+        while set(self.destinations) & set(admin.list_topics(timeout=self.setup_timeout).topics):
             if time.monotonic() > deadline:
-                raise DriverError(f"Kafka topic {self.destination!r} is still listed after delete")
+                raise DriverError(f"Kafka topics {self._names} are still listed after delete")
             await asyncio.sleep(0.01)
 
     async def delete_destination(self) -> None:
         admin = AdminClient(self._common())
-        futures = admin.delete_topics([self.destination], operation_timeout=self.setup_timeout)
+        futures = admin.delete_topics(self.destinations, operation_timeout=self.setup_timeout)
         try:
-            await asyncio.wait_for(
-                asyncio.wrap_future(futures[self.destination]), self.setup_timeout + 1
-            )
+            for name in self.destinations:
+                await asyncio.wait_for(asyncio.wrap_future(futures[name]), self.setup_timeout + 1)
             await self._await_gone(admin)
         except KafkaException as error:
             kafka_error = error.args[0] if error.args else None
@@ -146,56 +140,89 @@ class KafkaDriver(Driver):
                 and kafka_error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
             ):
                 raise DriverError(
-                    f"cannot delete Kafka topic {self.destination!r}: {_why(error)}"
+                    f"cannot delete Kafka topics {self._names}: {why(error)}"
                 ) from None
         except TimeoutError:
-            raise DriverError(
-                f"cannot delete Kafka topic {self.destination!r}: timed out"
-            ) from None
+            raise DriverError(f"cannot delete Kafka topics {self._names}: timed out") from None
         finally:
             del admin, futures
 
     # --- consumers -----------------------------------------------------------------------
 
-    async def start_consumers(self, count: int, sink: MessageSink, *, held: bool = False) -> None:
+    async def start_consumers(
+        self, sinks: Sequence[MessageSink], count: int, *, held: bool = False
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        started = now_ns()
+        for sink in sinks:
+            for index in range(count):
+                thread = self._consumer(sink, index, count, loop)
+                if not held:
+                    thread.go.set()
+                self._consumers.append(thread)
+                thread.start()
+        await asyncio.gather(*(c.ready for c in self._consumers))
+        self.consumer_figures.ready_s = round((now_ns() - started) / NS_PER_S, 4)
+
+    def _consumer(
+        self, sink: MessageSink, index: int, count: int, loop: asyncio.AbstractEventLoop
+    ) -> ConsumerThread:
+        topic = self.destinations[sink.topic]
+        name = f"exprun-kafka-consumer-{sink.subscription}-{index}"
+        group_id = f"exprun-{self.destination}-s{sink.subscription}"
+        mode = self.config.commit_mode
+        if mode is None:
+            conf = {
+                # exprun's choices unless the spec sets them: offsets are never committed.
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                **librdkafka_conf(self.config.consumer),
+                **self._common(),
+                "group.id": group_id,  # required by the client; never joined
+            }
+            partitions = self.config.topic.partitions
+            assigned = [TopicPartition(topic, p) for p in range(partitions) if p % count == index]
+            return ConsumerThread(
+                name, conf, topic, sink, loop, self.setup_timeout, assigned=assigned
+            )
+        if index == 0:
+            self._groups.append(Group(self.config.topic.partitions, count))
         conf = {
-            # exprun's choices unless the spec sets them: offsets are never committed.
-            "enable.auto.commit": False,
+            # A fresh group reads from the start; held members join before anything is stored.
+            "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
             **librdkafka_conf(self.config.consumer),
             **self._common(),
-            "group.id": f"exprun-{self.destination}",  # required by the client; never joined
+            "enable.auto.commit": mode == "auto",
+            "group.id": group_id,
         }
-        loop = asyncio.get_running_loop()
-        partitions = self.config.topic.partitions
-        for index in range(count):
-            assigned = [
-                TopicPartition(self.destination, p) for p in range(partitions) if p % count == index
-            ]
-            thread = _ConsumerThread(index, conf, assigned, sink, loop, self.setup_timeout)
-            if not held:
-                thread.go.set()
-            self._consumers.append(thread)
-            thread.start()
-        await asyncio.gather(*(c.ready for c in self._consumers))
+        commits = Commits(mode, self.config.commit_every)
+        membership = (self._groups[-1], index, commits)
+        return ConsumerThread(name, conf, topic, sink, loop, self.setup_timeout, group=membership)
 
     async def release_consumers(self) -> None:
         for consumer in self._consumers:
             consumer.go.set()
 
+    def phase_started(self) -> None:
+        super().phase_started()
+        for group in self._groups:
+            group.phase_started.set()
+
     # --- producers -----------------------------------------------------------------------
 
-    async def connect_producers(self, count: int) -> None:
-        for _ in range(count):
-            slot = _ProducerSlot(self.destination)
+    async def connect_producers(self) -> None:
+        for index in range(self.layout.producers):
+            topic = self.destinations[self.layout.topic_of_producer(index)]
+            slot = _ProducerSlot(topic, self.config.topic.partitions)
             conf = {**librdkafka_conf(self.config.producer), **self._common()}
             conf["on_delivery"] = slot.on_delivery
             try:
                 slot.producer = Producer(conf)
                 # Connects and fetches the topic's metadata before the measured phase.
-                slot.producer.list_topics(self.destination, timeout=self.setup_timeout)
+                slot.producer.list_topics(topic, timeout=self.setup_timeout)
             except KafkaException as error:
-                raise DriverError(f"cannot connect a Kafka producer: {_why(error)}") from None
+                raise DriverError(f"cannot connect a Kafka producer: {why(error)}") from None
             self._producers.append(slot)
 
     async def publish(
@@ -225,12 +252,18 @@ class KafkaDriver(Driver):
 
     async def close(self) -> None:
         self._closing = True
+        for group in self._groups:
+            group.phase_started.clear()  # leaving the group revokes too: not a rebalance
         for consumer in self._consumers:
             consumer.stop.set()
         for consumer in self._consumers:
             await _join(consumer)
             if consumer.failure is not None and self.problem is None:
                 self.problem = consumer.failure
+        figures = self.consumer_figures
+        figures.commit_latency = [c.commit_latency for c in self._consumers]
+        if self._groups:
+            figures.rebalances = sum(group.rebalances for group in self._groups)
         self._consumers = []
         for slot in self._producers:
             if slot.producer is not None:
@@ -241,8 +274,9 @@ class KafkaDriver(Driver):
 class _ProducerSlot:
     """One producer client, and the ledger its delivery reports go to."""
 
-    def __init__(self, topic: str) -> None:
+    def __init__(self, topic: str, partitions: int) -> None:
         self.topic = topic
+        self.partitions = partitions
         self.producer: Producer | None = None
         self.ledger: ProducerLedger | None = None
         self.last_answer_ns = 0
@@ -273,7 +307,8 @@ class _ProducerSlot:
         assert producer is not None
         self.ledger = ledger
         produce, poll, encode, due = producer.produce, producer.poll, plan.codec.encode, plan.due
-        topic, until = self.topic, plan.until_ns
+        topic, until, keys, partitions = self.topic, plan.until_ns, plan.keys, self.partitions
+        keyed = keys.kind != "none"
         limit = round(resolve_timeout * NS_PER_S)
         sent = 0
         try:
@@ -297,7 +332,16 @@ class _ProducerSlot:
                     if until is not None and stamp >= until:
                         break
                     try:
-                        produce(topic, encode(seq, stamp))
+                        if keyed:
+                            partition = keys.partition(seq, partitions)
+                            produce(
+                                topic,
+                                encode(seq, stamp),
+                                keys.key(seq),
+                                -1 if partition is None else partition,
+                            )
+                        else:
+                            produce(topic, encode(seq, stamp))
                         break
                     except BufferError:
                         # librdkafka's queue is full: serve reports until there is room.
@@ -326,86 +370,6 @@ class _ProducerSlot:
                 producer.flush(0)
 
 
-class _ConsumerThread(threading.Thread):
-    """One consumer client: consume batches, hand each to the pool (waiting while it is full)."""
-
-    def __init__(
-        self,
-        index: int,
-        conf: dict[str, Any],
-        assigned: list[TopicPartition],
-        sink: MessageSink,
-        loop: asyncio.AbstractEventLoop,
-        setup_timeout: float,
-    ) -> None:
-        super().__init__(name=f"exprun-kafka-consumer-{index}", daemon=True)
-        self.conf, self.assigned, self.sink, self.loop = conf, assigned, sink, loop
-        self.setup_timeout = setup_timeout
-        self.stop = threading.Event()
-        self.go = threading.Event()  # held consumers are ready but read nothing before it
-        self.ready: asyncio.Future[None] = loop.create_future()
-        self.failure: str | None = None  # why it stopped consuming early, if it did
-
-    def run(self) -> None:
-        try:
-            consumer = Consumer(self.conf)
-        except KafkaException as error:
-            self._signal_ready(DriverError(f"cannot create a Kafka consumer: {_why(error)}"))
-            return
-        try:
-            if self.assigned:
-                # Metadata first: assigned before the leaders are known, librdkafka retries its
-                # offset lookup only after 500 ms, which would land in the measured phase. And
-                # an absolute start offset (the fresh topic's low watermark) needs no lookup.
-                consumer.list_topics(self.assigned[0].topic, timeout=self.setup_timeout)
-                deadline = time.monotonic() + self.setup_timeout
-                for partition in self.assigned:
-                    partition.offset = low_watermark(consumer, partition, deadline)
-            if not self.go.is_set():
-                self._signal_ready(None)  # held: connected, and waiting to be released
-                while not self.go.wait(CONSUME_WAIT_S):
-                    if self.stop.is_set():
-                        return
-            consumer.assign(self.assigned)
-            self._signal_ready(None)
-            self._consume(consumer)
-        except Exception as error:
-            failure = DriverError(f"Kafka consumer {self.name} failed: {_why(error)}")
-            self.failure = str(failure)
-            self._signal_ready(failure)
-        finally:
-            consumer.close()
-
-    def _consume(self, consumer: Consumer) -> None:
-        while not self.stop.is_set():
-            # consume(n, timeout) waits for n messages or the timeout, which would delay a slow
-            # stream by up to the timeout: wait for one message, then take what is queued.
-            first = consumer.poll(CONSUME_WAIT_S)
-            if first is None:
-                continue
-            msgs = [first, *consumer.consume(CONSUME_BATCH, 0)]
-            payloads = [m.value() or b"" for m in msgs if m.error() is None]
-            handoff = asyncio.run_coroutine_threadsafe(self.sink.deliver_many(payloads), self.loop)
-            while True:
-                try:
-                    handoff.result(timeout=0.1)
-                    break
-                except concurrent.futures.TimeoutError:
-                    if self.stop.is_set():
-                        handoff.cancel()
-                        return
-
-    def _signal_ready(self, error: Exception | None) -> None:
-        def signal() -> None:
-            if not self.ready.done():
-                if error is None:
-                    self.ready.set_result(None)
-                else:
-                    self.ready.set_exception(error)
-
-        self.loop.call_soon_threadsafe(signal)
-
-
 def _in_thread(
     loop: asyncio.AbstractEventLoop, done: asyncio.Future[None], fn: Any, *args: Any
 ) -> None:
@@ -430,30 +394,3 @@ async def _join(thread: threading.Thread) -> None:
     """Join a thread without blocking the event loop."""
     while thread.is_alive():
         await asyncio.sleep(0.005)
-
-
-def low_watermark(consumer: Consumer, partition: TopicPartition, deadline: float) -> int:
-    """The partition's first offset, asked again while its leader is still taking it over."""
-    while True:
-        try:
-            low, _ = consumer.get_watermark_offsets(
-                partition, timeout=max(0.1, deadline - time.monotonic())
-            )
-            return int(low)
-        except KafkaException as error:
-            code = (
-                error.args[0].code()
-                if error.args and isinstance(error.args[0], KafkaError)
-                else None
-            )
-            if code not in NOT_SERVED_YET or time.monotonic() > deadline:
-                raise
-        time.sleep(0.01)
-
-
-def _why(error: BaseException) -> str:
-    if isinstance(error, TimeoutError):
-        return "timed out"
-    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
-        return f"{error.args[0].name()}: {error.args[0].str()}"
-    return str(error) or type(error).__name__

@@ -33,9 +33,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
     DiscardPolicy,
     RetentionPolicy,
     StorageType,
@@ -51,7 +48,9 @@ from runner.execution.drivers.base import (
     PublishStalled,
     check_reachable,
 )
-from runner.execution.measure.accounting import ProducerLedger
+from runner.execution.drivers.nats_consumers import Subscriber
+from runner.execution.measure.accounting import Layout
+from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import NS_PER_S, now_ns
 from runner.execution.measure.series import series_enabled
 from runner.execution.measure.series import tick as ticks
@@ -59,8 +58,7 @@ from runner.process import die_with_parent
 from schemas.spec import NatsBroker
 
 UNLIMITED = -1
-PULL_BATCH = 512
-PULL_WAIT_S = 0.5  # a pull request's expiry when the stream is idle
+KEY_HEADER = "Exprun-Key"  # a message's key, carried as a header (JetStream has no partitions)
 NO_RESPONDERS = "no responders (no stream for the subject)"
 WATCH_INTERVAL_S = 0.1
 # Where the producers run: "process" (a forked publisher process, the default) or "loop" (on the
@@ -74,18 +72,20 @@ class NatsDriver(Driver):
     config: NatsBroker
 
     def __init__(
-        self, address: str, config: NatsBroker, destination: str, setup_timeout: float
+        self,
+        address: str,
+        config: NatsBroker,
+        destination: str,
+        setup_timeout: float,
+        layout: Layout | None = None,
     ) -> None:
-        super().__init__(address, config, destination, setup_timeout)
+        super().__init__(address, config, destination, setup_timeout, layout)
         self._connections: list[NATS] = []
         self._producers: list[_Producer] = []
-        self._consumer_tasks: list[asyncio.Task[None]] = []
-        self._subscriptions: list[Any] = []  # JetStream push / pull subscriptions
         self._closing = False
         self._closed_by_us: set[str] = set()  # connection names whose end is no problem
         self._publisher: _PublisherProcess | None = None
-        self._consumer_connections: list[NATS] = []
-        self._sink: MessageSink | None = None
+        self._subscribers: list[Subscriber] = []
         self.client_errors: list[str] = []
 
     # --- connections ---------------------------------------------------------------------
@@ -130,110 +130,78 @@ class NatsDriver(Driver):
     async def create_destination(self) -> None:
         check_reachable("NATS", self.address.split(","))
         stream = self.config.stream
-        config = StreamConfig(
-            name=self.destination,
-            subjects=[self.destination],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.MEMORY if stream.storage == "memory" else StorageType.FILE,
-            max_msgs=UNLIMITED if stream.max_msgs == "unlimited" else stream.max_msgs,
-            max_bytes=UNLIMITED if stream.max_bytes == "unlimited" else stream.max_bytes,
-            discard=DiscardPolicy.OLD if stream.discard == "old" else DiscardPolicy.NEW,
-            num_replicas=stream.replicas,
-        )
 
         async def create(nc: NATS) -> None:
-            try:
-                await nc.jetstream(timeout=self.setup_timeout).add_stream(config)
-            except (TimeoutError, NatsError) as error:
-                raise DriverError(
-                    f"cannot create JetStream stream {self.destination!r}: {_why(error)}"
-                ) from None
+            js = nc.jetstream(timeout=self.setup_timeout)
+            for name in self.destinations:
+                config = StreamConfig(
+                    name=name,
+                    subjects=[name],
+                    retention=RetentionPolicy.LIMITS,
+                    storage=StorageType.MEMORY if stream.storage == "memory" else StorageType.FILE,
+                    max_msgs=UNLIMITED if stream.max_msgs == "unlimited" else stream.max_msgs,
+                    max_bytes=UNLIMITED if stream.max_bytes == "unlimited" else stream.max_bytes,
+                    discard=DiscardPolicy.OLD if stream.discard == "old" else DiscardPolicy.NEW,
+                    num_replicas=stream.replicas,
+                )
+                try:
+                    await js.add_stream(config)
+                except (TimeoutError, NatsError) as error:
+                    raise DriverError(
+                        f"cannot create JetStream stream {name!r}: {_why(error)}"
+                    ) from None
 
         await self._with_admin(create)
 
     async def delete_destination(self) -> None:
         async def delete(nc: NATS) -> None:
-            try:
-                await nc.jetstream(timeout=self.setup_timeout).delete_stream(self.destination)
-            except NotFoundError:
-                pass
-            except (TimeoutError, NatsError) as error:
-                raise DriverError(
-                    f"cannot delete JetStream stream {self.destination!r}: {_why(error)}"
-                ) from None
+            js = nc.jetstream(timeout=self.setup_timeout)
+            for name in self.destinations:
+                try:
+                    await js.delete_stream(name)
+                except NotFoundError:
+                    pass
+                except (TimeoutError, NatsError) as error:
+                    raise DriverError(
+                        f"cannot delete JetStream stream {name!r}: {_why(error)}"
+                    ) from None
 
         await self._with_admin(delete)
 
     # --- consumers -----------------------------------------------------------------------
 
-    async def start_consumers(self, count: int, sink: MessageSink, *, held: bool = False) -> None:
-        """One consumer: an ordered push consumer (flow-controlled, gap-checked, no acks: the
-        fastest reliable JetStream read). Several: one shared pull consumer they fetch from,
-        so they split the messages as a Kafka consumer group would. Held consumers have their
-        connections; they subscribe when released."""
-        for index in range(count):
-            self._consumer_connections.append(await self._connection(f"exprun-consumer-{index}"))
-        self._sink = sink
+    async def start_consumers(
+        self, sinks: Sequence[MessageSink], count: int, *, held: bool = False
+    ) -> None:
+        """A JetStream consumer per subscription, read by `count` clients of their own
+        connections (nats_consumers.py); held ones subscribe when released."""
+        started = now_ns()
+        for sink in sinks:
+            connections = [
+                await self._connection(f"exprun-consumer-{sink.subscription}-{index}")
+                for index in range(count)
+            ]
+            stream = self.destinations[sink.topic]
+            self._subscribers.append(
+                Subscriber(stream, self.config.consumer, sink, connections, self.setup_timeout)
+            )
         if not held:
             await self.release_consumers()
+        self.consumer_figures.ready_s = round((now_ns() - started) / NS_PER_S, 4)
 
     async def release_consumers(self) -> None:
-        sink, connections = self._sink, self._consumer_connections
-        assert sink is not None and connections, "start_consumers() first"
-        js_timeout = self.setup_timeout
-        if len(connections) == 1:
-
-            async def on_message(msg: Msg) -> None:
-                await sink.deliver(msg.data)
-
-            try:
-                psub = (
-                    await connections[0]
-                    .jetstream(timeout=js_timeout)
-                    .subscribe(
-                        self.destination,
-                        stream=self.destination,
-                        cb=on_message,
-                        ordered_consumer=True,
-                        deliver_policy=DeliverPolicy.ALL,
-                    )
-                )
-            except (TimeoutError, NatsError) as error:
-                raise DriverError(f"cannot create the JetStream consumer: {_why(error)}") from None
-            self._subscriptions.append(psub)
-            return
-        try:
-            info = (
-                await connections[0]
-                .jetstream(timeout=js_timeout)
-                ._jsm.add_consumer(
-                    self.destination,
-                    ConsumerConfig(
-                        ack_policy=AckPolicy.NONE,
-                        deliver_policy=DeliverPolicy.ALL,
-                        filter_subject=self.destination,
-                    ),
-                )
-            )
-        except (TimeoutError, NatsError) as error:
-            raise DriverError(f"cannot create the JetStream consumer: {_why(error)}") from None
-        for index, nc in enumerate(connections):
-            pull = await nc.jetstream(timeout=js_timeout).pull_subscribe_bind(
-                consumer=info.name, stream=self.destination
-            )
-            self._subscriptions.append(pull)
-            self._consumer_tasks.append(
-                asyncio.create_task(_pull_loop(pull, sink), name=f"exprun-nats-pull-{index}")
-            )
+        for subscriber in self._subscribers:
+            await subscriber.start()
 
     async def stored_messages(self) -> int | None:
-        if self._publisher is None or not self._consumer_connections:
+        if self._publisher is None or not self._subscribers:
             return None  # the producers are here: the trial counts their acks
-        js = self._consumer_connections[0].jetstream(timeout=self.setup_timeout)
+        js = self._subscribers[0].connections[0].jetstream(timeout=self.setup_timeout)
         try:
-            return int((await js.stream_info(self.destination)).state.messages)
+            infos = [await js.stream_info(name) for name in self.destinations]
         except (TimeoutError, NatsError) as error:
-            raise DriverError(f"cannot read the stream's state: {_why(error)}") from None
+            raise DriverError(f"cannot read the streams' state: {_why(error)}") from None
+        return sum(int(info.state.messages) for info in infos)
 
     @property
     def marks_producers(self) -> bool:
@@ -250,11 +218,11 @@ class NatsDriver(Driver):
         publisher = self._publisher
         return (publisher.pid,) if publisher is not None and not publisher.exited else ()
 
-    async def connect_producers(self, count: int) -> None:
+    async def connect_producers(self) -> None:
         if os.environ.get(PUBLISHER_ENV, "process") == "loop":
-            await self._connect_producers_here(count)
+            await self._connect_producers_here()
         else:
-            self._publisher = await _PublisherProcess.start(self, count)
+            self._publisher = await _PublisherProcess.start(self)
 
     async def publish(
         self, plan: PublishPlan, ledgers: Sequence[ProducerLedger], resolve_timeout: float
@@ -271,10 +239,11 @@ class NatsDriver(Driver):
         if problem is not None and self.problem is None:
             self.problem = problem
 
-    async def _connect_producers_here(self, count: int) -> None:
-        for index in range(count):
+    async def _connect_producers_here(self) -> None:
+        for index in range(self.layout.producers):
             nc = await self._connection(f"exprun-producer-{index}")
-            producer = _Producer(nc, self.config.publish.max_pending)
+            subject = self.destinations[self.layout.topic_of_producer(index)]
+            producer = _Producer(nc, self.config.publish.max_pending, subject)
             await producer.listen()
             self._producers.append(producer)
 
@@ -289,8 +258,7 @@ class NatsDriver(Driver):
         """Run the producers on this loop; `mark`: their books are marked here, every tick."""
         tasks = [
             asyncio.create_task(
-                producer.run(plan, index, ledger, self.destination),
-                name=f"exprun-nats-producer-{index}",
+                producer.run(plan, index, ledger), name=f"exprun-nats-producer-{index}"
             )
             for index, (producer, ledger) in enumerate(zip(self._producers, ledgers, strict=True))
         ]
@@ -321,16 +289,9 @@ class NatsDriver(Driver):
         if self._publisher is not None:
             await self._publisher.stop(self.setup_timeout)
             self._publisher = None
-        for task in self._consumer_tasks:
-            task.cancel()
-        await asyncio.gather(*self._consumer_tasks, return_exceptions=True)
-        self._consumer_tasks = []
-        # Unsubscribing first, as a careful application does: it also stops nats-py's heartbeat
-        # and flow-control tasks, which a bare close() leaves running for up to 10 s.
-        for psub in self._subscriptions:
-            with contextlib.suppress(Exception):
-                await psub.unsubscribe()
-        self._subscriptions = []
+        for subscriber in self._subscribers:
+            await subscriber.stop()
+        self._subscribers = []
         for nc in self._connections:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), self.setup_timeout)
@@ -345,8 +306,9 @@ class _Producer:
     table, and publish latency needs no per-message state.
     """
 
-    def __init__(self, nc: NATS, max_pending: int) -> None:
+    def __init__(self, nc: NATS, max_pending: int, subject: str) -> None:
         self.nc = nc
+        self.subject = subject
         self.window = _Window(max_pending)
         self.prefix = f"{nc.new_inbox()}."
         self.ledger: ProducerLedger | None = None
@@ -358,11 +320,10 @@ class _Producer:
     async def listen(self) -> None:
         await self.nc.subscribe(f"{self.prefix}*", cb=self._on_reply)
 
-    async def run(
-        self, plan: PublishPlan, index: int, ledger: ProducerLedger, subject: str
-    ) -> None:
+    async def run(self, plan: PublishPlan, index: int, ledger: ProducerLedger) -> None:
         self.ledger, self.sending = ledger, True
-        window, publish, prefix = self.window, self.nc.publish, self.prefix
+        window, publish, prefix, subject = self.window, self.nc.publish, self.prefix, self.subject
+        keys = plan.keys if plan.keys.kind != "none" else None
         encode, due, paced, until = (
             plan.codec.encode,
             plan.due,
@@ -386,7 +347,13 @@ class _Producer:
                 break
             window.free -= 1
             ledger.on_send(seq, stamp)
-            await publish(subject, encode(seq, stamp), reply=f"{prefix}{seq}-{stamp}")
+            reply = f"{prefix}{seq}-{stamp}"
+            if keys is None:
+                await publish(subject, encode(seq, stamp), reply=reply)
+            else:
+                key = keys.key(seq) or b""
+                headers = {KEY_HEADER: key.decode()}
+                await publish(subject, encode(seq, stamp), reply=reply, headers=headers)
         ledger.sending_done_ns = now_ns()
         self.sending = False
         self._check_done()
@@ -473,14 +440,14 @@ class _PublisherProcess:
         self.exited = False
 
     @classmethod
-    async def start(cls, driver: NatsDriver, count: int) -> _PublisherProcess:
+    async def start(cls, driver: NatsDriver) -> _PublisherProcess:
         """Fork the publisher; returns once its `count` producers are connected."""
         ours, theirs = multiprocessing.Pipe()
         trial_pid = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: never returns
             ours.close()
-            _publisher_main(theirs, trial_pid, driver, count)
+            _publisher_main(theirs, trial_pid, driver)
         theirs.close()
         publisher = cls(pid, ours)
         try:
@@ -541,7 +508,7 @@ class _PublisherProcess:
         return pid == self.pid
 
 
-def _publisher_main(conn: Connection, trial_pid: int, driver: NatsDriver, count: int) -> NoReturn:
+def _publisher_main(conn: Connection, trial_pid: int, driver: NatsDriver) -> NoReturn:
     """Body of the forked publisher process."""
     code = 1
     try:
@@ -552,7 +519,7 @@ def _publisher_main(conn: Connection, trial_pid: int, driver: NatsDriver, count:
         die_with_trial = die_with_parent(trial_pid)
         if die_with_trial is not None:
             die_with_trial()
-        serve = _serve_publisher(conn, driver, count)
+        serve = _serve_publisher(conn, driver)
         # This thread is still inside the trial's running loop: a fresh thread has none.
         runner = threading.Thread(target=asyncio.run, args=(serve,), name="exprun-nats-publisher")
         runner.start()
@@ -562,17 +529,18 @@ def _publisher_main(conn: Connection, trial_pid: int, driver: NatsDriver, count:
         os._exit(code)
 
 
-async def _serve_publisher(conn: Connection, trial_driver: NatsDriver, count: int) -> None:
+async def _serve_publisher(conn: Connection, trial_driver: NatsDriver) -> None:
     """In the publisher process: connect, report ready, run the plan on "go", send the books."""
     driver = NatsDriver(
         trial_driver.address,
         trial_driver.config,
         trial_driver.destination,
         trial_driver.setup_timeout,
+        trial_driver.layout,
     )
     try:
         try:
-            await driver._connect_producers_here(count)
+            await driver._connect_producers_here()
         except DriverError as error:
             conn.send(("error", str(error)))
             return
@@ -581,6 +549,7 @@ async def _serve_publisher(conn: Connection, trial_driver: NatsDriver, count: in
         if request[0] != "go":
             return
         _, plan, resolve_timeout = request
+        count = driver.layout.producers
         ledgers = [ProducerLedger(bytearray(plan.messages or 1 << 16)) for _ in range(count)]
         for ledger in ledgers:
             ledger.measure_from_ns = plan.schedule.ramp_end_ns if plan.schedule.has_ramp else 0
@@ -616,15 +585,6 @@ async def _receive(conn: Connection, peer: str) -> Any:
         return conn.recv()
     except (EOFError, OSError):
         raise DriverError(f"{peer} ended without an answer") from None
-
-
-async def _pull_loop(psub: Any, sink: MessageSink) -> None:
-    while True:
-        try:
-            msgs = await psub.fetch(PULL_BATCH, timeout=PULL_WAIT_S)
-        except TimeoutError:
-            continue
-        await sink.deliver_many([msg.data for msg in msgs])
 
 
 def _api_error(data: bytes) -> str:

@@ -26,6 +26,13 @@ class Faults(BaseModel):
     duplicate_every: PositiveInt | None = Field(None, description="account every n-th twice")
     leak_threads: int = Field(0, ge=0, description="threads started that never exit")
     linger_threads_s: float = Field(0.0, ge=0, description="a thread exiting this long after close")
+    subscription: int | None = Field(
+        None, ge=0, description="drop/duplicate only in this subscription (default: every one)"
+    )
+
+    @property
+    def alters_deliveries(self) -> bool:
+        return self.drop_every is not None or self.duplicate_every is not None
 
     def drops(self, seq: int) -> bool:
         return self.drop_every is not None and (seq + 1) % self.drop_every == 0

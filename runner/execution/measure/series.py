@@ -12,7 +12,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from runner.execution.measure.accounting import Accounting, summed_marks
+from runner.execution.measure.accounting import Accounting
+from runner.execution.measure.ledger import summed_marks
 from runner.execution.measure.messages import NS_PER_S, now_ns
 from schemas.results import TimeSeries
 

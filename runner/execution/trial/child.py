@@ -24,9 +24,9 @@ from runner.execution.drivers import (
     available_drivers,
     load_driver,
 )
-from runner.execution.measure.accounting import Accounting
+from runner.execution.measure.accounting import Accounting, Layout
 from runner.execution.measure.faults import start_leaked_threads, start_lingering_thread
-from runner.execution.measure.handlers import HandlerPool
+from runner.execution.measure.handlers import HandlerPool, Handlers
 from runner.execution.measure.messages import NS_PER_S, now_ns
 from runner.execution.measure.resources import ResourceSampler, Usage
 from runner.execution.trial.phase import MeasuredPhase
@@ -130,7 +130,7 @@ class _Trial:
         self.created = False
         self.sampler: ResourceSampler | None = None
         self.accounting: Accounting | None = None
-        self.pool: HandlerPool | None = None
+        self.handlers: Handlers | None = None
         self.before: Usage | None = None
         self.immediate: Usage | None = None  # right after the clients closed
         self.phase: MeasuredPhase | None = None
@@ -139,8 +139,10 @@ class _Trial:
         """Every step of the trial in order; each bounded, each timed where it is a fixed cost."""
         request = self.request
         driver_class = load_driver(request.broker_config.type)
+        work = request.workload
+        layout = Layout(work.topics, work.producers)
         driver = driver_class(
-            request.address, request.broker_config, request.topic, SETUP_TIMEOUT_S
+            request.address, request.broker_config, request.topic, SETUP_TIMEOUT_S, layout
         )
         self.driver = driver
         create = driver.create_destination()
@@ -177,33 +179,36 @@ class _Trial:
         self.metrics.rss_before_mb, self.metrics.threads_before = before.rss_mb, before.threads
 
     async def _connect_clients(self, driver: Driver) -> None:
-        workload = self.request.workload
-        accounting = Accounting(workload.planned_messages, self.request.faults)
-        self.accounting = accounting
-        pool = self.pool = HandlerPool(
-            self.request.broker_config.workers, workload.processing_time, accounting
+        work = self.request.workload
+        accounting = Accounting(
+            work.planned_messages, self.request.faults, driver.layout, work.subscriptions
         )
-        pool.start()
+        self.accounting = accounting
+        workers = self.request.broker_config.workers
+        pools = [HandlerPool(workers, work.processing_time, b) for b in accounting.subscriptions]
+        handlers = self.handlers = Handlers(pools)
+        handlers.start()
         # Together: consumer threads (Kafka) get ready while the producers connect.
+        held = work.backlog is not None
         await asyncio.gather(
-            driver.start_consumers(workload.consumers, pool, held=workload.backlog is not None),
-            driver.connect_producers(workload.producers),
+            driver.start_consumers(pools, work.consumers, held=held), driver.connect_producers()
         )
 
     async def _measure(self, driver: Driver) -> None:
         """The measured phase, in the shape its scenario declares (trial/phase.py)."""
-        assert self.accounting is not None and self.pool is not None and self.sampler is not None
+        assert self.accounting is not None and self.handlers is not None
+        assert self.sampler is not None
         self.stage = "publishing"
         start_leaked_threads(self.request.faults.leak_threads)
         phase = self.phase = MeasuredPhase(
-            self.request.workload, driver, self.accounting, self.pool, self.sampler
+            self.request.workload, driver, self.accounting, self.handlers, self.sampler
         )
         await phase.run()
 
     async def _close_clients(self, driver: Driver) -> None:
-        assert self.pool is not None and self.sampler is not None
+        assert self.handlers is not None and self.sampler is not None
         await driver.close()
-        await self.pool.close()
+        await self.handlers.close()
         start_lingering_thread(self.request.faults.linger_threads_s)
         self.sampler.end_phase()
         self.immediate = self.sampler.usage()
@@ -240,7 +245,7 @@ class _Trial:
     def result(self, status: str, error: str | None) -> TrialResult:
         request, metrics = self.request, self.metrics
         series, notes = None, []
-        last_handled = self.pool.last_done_ns if self.pool is not None else None
+        last_handled = self.handlers.last_done_ns if self.handlers is not None else None
         if self.phase is not None:
             series = self.phase.fill(metrics, last_handled)
             notes = self.phase.outcome.notes
@@ -258,7 +263,17 @@ class _Trial:
             metrics.broker_cpu_percent = sampler.broker_cpu_percent
         metrics.trial_duration_s = _seconds(now_ns() - self.t0)
         outcome: Literal["ok", "failed"] = "ok" if status == "ok" else "failed"
-        return request.result(outcome, error, self.started_at, metrics, notes=notes, series=series)
+        accounting = self.accounting
+        several = accounting is not None and len(accounting.subscriptions) > 1
+        return request.result(
+            outcome,
+            error,
+            self.started_at,
+            metrics,
+            notes=notes,
+            series=series,
+            subscriptions=accounting.subscription_figures() if several and accounting else None,
+        )
 
     async def cleanup(self) -> None:
         """After a failure: close what is open and delete the topic, best effort, bounded."""
@@ -270,9 +285,9 @@ class _Trial:
             if self.created:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.driver.delete_destination(), CLEANUP_TIMEOUT_S)
-        if self.pool is not None:
+        if self.handlers is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.pool.close(), CLEANUP_TIMEOUT_S)
+                await asyncio.wait_for(self.handlers.close(), CLEANUP_TIMEOUT_S)
         if self.sampler is not None:
             with contextlib.suppress(Exception):
                 await self.sampler.stop()

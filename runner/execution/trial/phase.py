@@ -15,13 +15,15 @@ from typing import Any
 
 from runner.analysis.shortfall import falls_short, shortfall_cause
 from runner.execution.drivers import Driver, PublishPlan
-from runner.execution.measure.accounting import Accounting, CatchUp
-from runner.execution.measure.handlers import HandlerPool
-from runner.execution.measure.messages import NS_PER_S, MessageCodec, now_ns
+from runner.execution.measure.accounting import Accounting
+from runner.execution.measure.handlers import Handlers
+from runner.execution.measure.latency import summarise
+from runner.execution.measure.messages import NS_PER_S, KeyPlan, MessageCodec, now_ns
 from runner.execution.measure.resources import ResourceSampler
 from runner.execution.measure.series import Schedule, series_enabled, tick, time_series
 from schemas.resolve import TrialSettings
 from schemas.results import Metrics, TimeSeries
+from schemas.spec import NatsConsumer
 from schemas.units import format_rate
 
 BACKLOG_POLL_S = 0.02
@@ -39,7 +41,7 @@ class PhaseOutcome:
     end_ns: int | None = None
     schedule: Schedule | None = None
     publishing_ns: int | None = None
-    catch_up: CatchUp | None = None
+    released_ns: int | None = None  # held consumers released onto the backlog
     backlog_build_ns: int | None = None
     failure: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -53,18 +55,20 @@ class MeasuredPhase:
         work: TrialSettings,
         driver: Driver,
         accounting: Accounting,
-        pool: HandlerPool,
+        handlers: Handlers,
         sampler: ResourceSampler,
     ) -> None:
         self.work, self.driver, self.accounting = work, driver, accounting
-        self.pool, self.sampler = pool, sampler
+        self.handlers, self.sampler = handlers, sampler
         self.outcome = PhaseOutcome(start_ns=now_ns())
         self.series = series_enabled()
+        # Bodies are made now, outside the measured phase.
+        self.codec = MessageCodec(work.message_size, work.payload)
 
     async def run(self) -> None:
         """Publish by the load shape, then drain until every acked message arrived."""
         work, accounting, outcome = self.work, self.accounting, self.outcome
-        ledgers = [accounting.ledger() for _ in range(work.producers)]
+        ledgers = [accounting.ledger() for _ in range(self.driver.layout.producers)]
         start = outcome.start_ns = now_ns()
         schedule = outcome.schedule = Schedule(start, start + round(work.ramp * NS_PER_S))
         if schedule.has_ramp:
@@ -74,13 +78,16 @@ class MeasuredPhase:
             until = start + round(work.duration * NS_PER_S)
         plan = PublishPlan(
             work.planned_messages,
-            work.producers,
+            self.driver.layout.producers,
             work.rate,
-            MessageCodec(work.message_size),
+            self.codec,
             schedule,
             until,
+            self.driver.layout,
+            KeyPlan(work.keys),
         )
         self.sampler.start_phase()
+        self.driver.phase_started()
         ticks = tick(schedule, self._mark) if self.series else asyncio.Event().wait()
         ticker = asyncio.create_task(ticks, name="exprun-ticks")
         publishing = asyncio.create_task(
@@ -123,25 +130,30 @@ class MeasuredPhase:
         built = self.outcome.backlog_build_ns = now_ns() - self.outcome.start_ns
         await self.driver.release_consumers()
         within = max(CATCH_UP_MIN_NS, round(CATCH_UP_SHARE * built))
-        self.outcome.catch_up = self.accounting.release_onto_backlog(now_ns(), within)
+        self.outcome.released_ns = now_ns()
+        self.accounting.release_onto_backlog(self.outcome.released_ns, within)
 
     async def _drain(self) -> None:
         work, accounting, outcome = self.work, self.accounting, self.outcome
-        if await _within(accounting.drained.wait(), work.drain_timeout):
-            await _within(self.pool.idle(), work.drain_timeout)
-        catch_up = outcome.catch_up
-        if catch_up is None or catch_up.caught_up_ns is not None:
+        drained = await _within(accounting.drained(), work.drain_timeout)
+        if drained:
+            await _within(self.handlers.idle(), work.drain_timeout)
+        if outcome.released_ns is None:
             return
-        if accounting.drained.is_set():
-            # Never younger than the threshold while the producers ran: the backlog was
-            # drained when the last of it arrived, after the producers stopped.
-            catch_up.caught_up_ns = accounting.last_receive_ns
-            catch_up.received_at_catch_up = accounting.received
-            return
-        outcome.failure = (
-            f"the backlog did not drain within the drain timeout ({work.drain_timeout:g}s): "
-            f"{accounting.awaiting or 0:,} acked messages still unread"
-        )
+        for subscription in accounting.subscriptions:
+            catch_up = subscription.catch_up
+            if catch_up is None or catch_up.caught_up_ns is not None:
+                continue
+            if subscription.drained.is_set():
+                # Never younger than the threshold while the producers ran: the backlog was
+                # drained when the last of it arrived, after the producers stopped.
+                catch_up.caught_up_ns = subscription.last_receive_ns
+                catch_up.received_at_catch_up = subscription.received
+        if not drained:
+            outcome.failure = (
+                f"the backlog did not drain within the drain timeout ({work.drain_timeout:g}s): "
+                f"{accounting.awaiting:,} acked messages still unread"
+            )
 
     def fill(self, metrics: Metrics, last_handled_ns: int | None) -> TimeSeries | None:
         """The phase's own figures into `metrics`; the time series, once the phase ended."""
@@ -155,22 +167,40 @@ class MeasuredPhase:
         if outcome.publishing_ns is not None:
             metrics.publish_blocked_pct = accounting.blocked_share(outcome.publishing_ns)
         metrics.loadgen_cpu_percent = self.sampler.loadgen_cpu_percent
+        self._fill_consumers(metrics)
         self._fill_backlog(metrics)
         self._note_shortfall(metrics)
         if outcome.end_ns is None or not self.series:
             return None
         return time_series(schedule, outcome.end_ns, accounting)
 
+    def _fill_consumers(self, metrics: Metrics) -> None:
+        """How the consumers joined, rebalanced, committed and acked."""
+        figures = self.driver.consumer_figures
+        metrics.consumers_ready_s = figures.ready_s
+        metrics.rebalances = figures.rebalances
+        if any(recorder.counts for recorder in figures.commit_latency):
+            metrics.commit_latency_ms = summarise(figures.commit_latency)
+        consumer = getattr(self.driver.config, "consumer", None)
+        if isinstance(consumer, NatsConsumer) and consumer.acks:
+            subscriptions = self.accounting.subscriptions
+            metrics.redelivered = sum(s.redelivered for s in subscriptions)
+            metrics.ack_pending_peak = max(s.ack_pending_peak for s in subscriptions)
+
     def _fill_backlog(self, metrics: Metrics) -> None:
-        catch_up, built = self.outcome.catch_up, self.outcome.backlog_build_ns
-        if catch_up is None or built is None:
+        """Drain time and speed: the slowest subscription's time, everything they read."""
+        released, built = self.outcome.released_ns, self.outcome.backlog_build_ns
+        if released is None or built is None:
             return
         metrics.backlog_build_s = round(built / NS_PER_S, 4)
-        if catch_up.caught_up_ns is not None and catch_up.received_at_catch_up is not None:
-            drain_ns = catch_up.caught_up_ns - catch_up.started_ns
-            metrics.drain_s = round(drain_ns / NS_PER_S, 4)
-            read = catch_up.received_at_catch_up - catch_up.received_at_start
-            metrics.drain_throughput = round(read * NS_PER_S / drain_ns, 3) if drain_ns else None
+        catch_ups = [s.catch_up for s in self.accounting.subscriptions]
+        if any(c is None or c.caught_up_ns is None for c in catch_ups):
+            return
+        done = [c for c in catch_ups if c is not None]
+        drain_ns = max((c.caught_up_ns or released) - released for c in done)
+        metrics.drain_s = round(drain_ns / NS_PER_S, 4)
+        read = sum((c.received_at_catch_up or 0) - c.received_at_start for c in done)
+        metrics.drain_throughput = round(read * NS_PER_S / drain_ns, 3) if drain_ns else None
 
     def _note_shortfall(self, metrics: Metrics) -> None:
         rate, achieved = self.work.rate, metrics.achieved_rate

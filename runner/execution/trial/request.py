@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from runner.execution.measure.faults import Faults
 from schemas.resolve import TrialSettings
-from schemas.results import Metrics, TimeSeries, TrialResult
+from schemas.results import Metrics, SubscriptionFigures, TimeSeries, TrialResult
 from schemas.spec import Broker
 
 FIXED_COST_S = 60.0  # bound on setup + teardown steps (each bounded in the trial process)
@@ -49,6 +49,7 @@ class TrialRequest(BaseModel):
         *,
         notes: list[str] | None = None,
         series: TimeSeries | None = None,
+        subscriptions: list[SubscriptionFigures] | None = None,
     ) -> TrialResult:
         """This trial's result record, with whatever was measured."""
         return TrialResult(
@@ -69,6 +70,7 @@ class TrialRequest(BaseModel):
             metrics=metrics or Metrics(),
             notes=notes or [],
             series=series,
+            subscriptions=subscriptions or [],
         )
 
 

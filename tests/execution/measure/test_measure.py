@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pickle
+import zlib
+from typing import Any
+
 from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.execution.measure.accounting import Accounting
+from runner.execution.measure.accounting import Accounting, Layout
 from runner.execution.measure.faults import Faults
 from runner.execution.measure.latency import (
     HIGHEST_US,
@@ -15,9 +19,10 @@ from runner.execution.measure.latency import (
     LatencyRecorder,
     percentile_ms,
 )
-from runner.execution.measure.messages import HEADER, NS_PER_S
+from runner.execution.measure.messages import HEADER, NS_PER_S, KeyPlan, MessageCodec, decode
 from runner.execution.measure.series import Schedule, time_series
 from schemas.results import Metrics
+from schemas.spec import PayloadCompressibility
 
 MS = 1_000_000
 
@@ -44,21 +49,23 @@ def payload(seq: int, sent_ns: int) -> bytes:
 def test_books_grow_when_the_number_of_messages_is_not_known() -> None:
     accounting = Accounting(None, Faults())
     ledger = accounting.ledger()
+    [books] = accounting.subscriptions
     last = 200_000  # beyond the initial 65,536
     for seq in (0, 1, last):
         ledger.on_send(seq, 1000)
         ledger.on_ack(seq, 1000, 2000)
-        assert accounting.on_delivery(payload(seq, 1000), 3000)
+        assert books.on_delivery(payload(seq, 1000), 3000)
     accounting.publishing_done()
-    assert (accounting.acked, accounting.received, accounting.lost) == (3, 3, 0)
-    assert accounting.foreign == 0 and accounting.drained.is_set()
-    known = Accounting(10, Faults())
+    assert (accounting.acked, accounting.received, books.lost) == (3, 3, 0)
+    assert books.foreign == 0 and books.drained.is_set()
+    [known] = Accounting(10, Faults()).subscriptions
     assert not known.on_delivery(payload(10, 1000), 3000) and known.foreign == 1
 
 
 def test_the_ramp_is_left_out_by_send_time_but_counted() -> None:
     accounting = Accounting(4, Faults())
     ledger = accounting.ledger()
+    [books] = accounting.subscriptions
     accounting.measure_from(5 * MS)
     # Two messages sent in the ramp (one arrives after it ended), two after it.
     for seq, sent, arrived in (
@@ -69,7 +76,7 @@ def test_the_ramp_is_left_out_by_send_time_but_counted() -> None:
     ):
         ledger.on_send(seq, sent)
         ledger.on_ack(seq, sent, sent + MS)
-        accounting.on_delivery(payload(seq, sent), arrived)
+        books.on_delivery(payload(seq, sent), arrived)
     metrics = Metrics()
     accounting.fill(metrics, last_handled_ns=10 * MS)
     assert (metrics.sent, metrics.received, metrics.lost) == (4, 4, 0)
@@ -81,6 +88,7 @@ def test_the_ramp_is_left_out_by_send_time_but_counted() -> None:
 def test_windows_add_up_to_the_books() -> None:
     accounting = Accounting(None, Faults())
     ledger = accounting.ledger()
+    [books] = accounting.subscriptions
     schedule = Schedule(start_ns=0, ramp_end_ns=0)
     seq = 0
     for second in range(3):
@@ -88,7 +96,7 @@ def test_windows_add_up_to_the_books() -> None:
             sent = second * NS_PER_S + seq * 1000
             ledger.on_send(seq, sent)
             ledger.on_ack(seq, sent, sent + MS)
-            accounting.on_delivery(payload(seq, sent), sent + 2 * MS)
+            books.on_delivery(payload(seq, sent), sent + 2 * MS)
             seq += 1
         tick = second + 1
         ledger.mark(tick, schedule.tick_at(tick))
@@ -98,3 +106,60 @@ def test_windows_add_up_to_the_books() -> None:
     assert series.published == [10, 20, 30, 0] and series.received == [10, 20, 30, 0]
     assert series.latency_p99_ms[:3] == [2.0, 2.0, 2.0] and series.latency_p99_ms[3] is None
     assert sum(series.acked) == 60 and series.in_flight == [0, 0, 0, 0]
+
+
+def fan_out(faults: Faults) -> Accounting:
+    """Two topics, one producer each (producer 0 sends the even sequence numbers to topic 0,
+    producer 1 the odd ones to topic 1), two subscriptions per topic, everything delivered."""
+    accounting = Accounting(8, faults, Layout(topics=2, producers_per_topic=1), subscriptions=2)
+    ledgers = [accounting.ledger(), accounting.ledger()]
+    for seq in range(8):
+        ledgers[seq % 2].on_send(seq, 1000)
+        ledgers[seq % 2].on_ack(seq, 1000, 2000)
+    for books in accounting.subscriptions:
+        for seq in range(books.topic, 8, 2):
+            books.on_delivery(payload(seq, 1000), 3000)
+    accounting.publishing_done()
+    return accounting
+
+
+def test_fan_out_counts_each_subscription_apart() -> None:
+    metrics = Metrics()
+    fan_out(Faults()).fill(metrics, last_handled_ns=4000)
+    # Every message reaches both subscriptions of its topic: 8 sent, 16 received.
+    assert (metrics.sent, metrics.received, metrics.lost, metrics.success_rate) == (8, 16, 0, 100.0)
+
+
+def test_a_starved_subscription_loses_alone() -> None:
+    # Subscription 3 (topic 1, the odd messages) discards every one of them: (seq + 1) % 2 == 0.
+    accounting = fan_out(Faults(drop_every=2, subscription=3))
+    metrics = Metrics()
+    accounting.fill(metrics, last_handled_ns=4000)
+    lost = {f.subscription: f.lost for f in accounting.subscription_figures()}
+    assert lost == {0: 0, 1: 0, 2: 0, 3: 4}
+    assert metrics.lost == 4 and metrics.received == 12
+    assert metrics.success_rate == 0.0  # the worst subscription's
+
+
+def test_payloads_compress_as_declared() -> None:
+    def ratio(payload: Any) -> float:
+        codec = MessageCodec(1024, payload)
+        batch = b"".join(codec.encode(seq, 5) for seq in range(1000))
+        return len(zlib.compress(batch)) / len(batch)
+
+    assert ratio("zeros") < 0.02
+    assert ratio("random") > 0.98  # no two bodies of a batch repeat each other
+    assert 0.45 < ratio(PayloadCompressibility(compressibility=0.5)) < 0.56
+    codec = MessageCodec(64, "random")
+    assert len(codec.encode(7, 9)) == 64 and decode(codec.encode(7, 9)) == (7, 9)
+    assert pickle.loads(pickle.dumps(codec)).encode(7, 9) == codec.encode(7, 9)
+
+
+def test_keys_derive_from_the_sequence_number() -> None:
+    assert KeyPlan("none").key(5) is None
+    ten = {KeyPlan(10).key(seq) for seq in range(1000)}
+    assert len(ten) == 10
+    assert KeyPlan("random").key(1) != KeyPlan("random").key(2)
+    assert KeyPlan("random").key(42) == KeyPlan("random").key(42)  # any process agrees
+    assert [KeyPlan("round_robin").partition(seq, 3) for seq in range(6)] == [0, 1, 2, 0, 1, 2]
+    assert KeyPlan(10).partition(5, 3) is None

@@ -18,11 +18,20 @@ from schemas.results import TrialResult
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
+WARMED: set[int] = set()
+
+
 @pytest.fixture(params=["nats", "kafka"])
 def broker(request: pytest.FixtureRequest) -> tuple[RunningBroker, Any]:
     kind = request.param
     running = request.getfixturevalue(f"{kind}_broker")
-    return running, nats_config if kind == "nats" else kafka_config
+    config = nats_config if kind == "nats" else kafka_config
+    if running.pid not in WARMED:
+        # A broker's first trial is slow (a cold JVM takes ~1 s per message at first): these
+        # tests are about shapes, so they run on a warm broker, as a spec's warm-up trial does.
+        run_trial(make_request(running, config(), messages=None, duration="1s", rate="2000/s"))
+        WARMED.add(running.pid or 0)
+    return running, config
 
 
 def shaped(broker: tuple[RunningBroker, Any], **workload: Any) -> TrialResult:

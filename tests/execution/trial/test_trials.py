@@ -22,7 +22,7 @@ from nats.js.errors import NotFoundError
 
 from runner.execution.brokers import RunningBroker
 from runner.execution.brokers.base import free_ports
-from runner.execution.drivers.kafka import low_watermark
+from runner.execution.drivers.kafka_consumers import low_watermark
 from runner.execution.drivers.nats import PUBLISHER_ENV
 from runner.execution.measure.faults import Faults
 from runner.execution.measure.latency import (

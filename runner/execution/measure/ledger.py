@@ -1,0 +1,170 @@
+"""One producer's books: what it sent, the broker's answers, and its publish latency.
+
+Each producer has its own ledger and only ever touches its own sequence numbers, so a producer
+running on its own thread (Kafka) needs no lock. The acked flags are the trial's (shared by
+every ledger); a ledger kept in another process has its own and is absorbed when it is done.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from runner.execution.measure.latency import LatencyRecorder
+
+TIMEOUT = "timeout"  # publish error reason: no broker answer within the drain timeout
+
+
+@dataclass(frozen=True)
+class ProducerMark:
+    """A producer's running totals at one tick."""
+
+    at_ns: int
+    sent: int
+    acked: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """A producer's books, as a publisher process sends them to the trial process."""
+
+    acked: bytes  # one 0/1 flag per sequence number of the trial
+    sent: int
+    acked_count: int
+    errors: dict[str, int]
+    latency: dict[int, int]  # LatencyRecorder.counts, of messages sent after the ramp
+    ramp_latency: dict[int, int]
+    sent_measured: int
+    acked_measured: int
+    first_send_ns: int | None
+    last_ack_ns: int | None
+    sending_done_ns: int | None
+    blocked_ns: int
+    marks: dict[int, ProducerMark]
+
+
+class ProducerLedger:
+    """One producer's publishes: sent, broker acks, errors by reason, publish latency."""
+
+    def __init__(self, acked: bytearray, grow: Callable[[int], None] | None = None) -> None:
+        self._acked = acked
+        self._grow = grow or self._grow_own
+        self.sent = 0
+        self.acked = 0
+        self.errors: Counter[str] = Counter()
+        self.measure_from_ns = 0  # sent before this: the ramp's, out of the figures
+        self.latency = LatencyRecorder()
+        self.ramp_latency = LatencyRecorder()
+        self.sent_measured = 0
+        self.acked_measured = 0
+        self.first_send_ns: int | None = None
+        self.last_ack_ns: int | None = None
+        self.sending_done_ns: int | None = None  # the producer's last message went out
+        self.blocked_ns = 0  # time spent waiting for the broker (window or queue full)
+        self.marks: dict[int, ProducerMark] = {}
+        self.closed = False
+
+    def on_send(self, seq: int, send_ns: int) -> None:
+        if seq >= len(self._acked):
+            self._grow(seq)
+        self.sent += 1
+        if send_ns >= self.measure_from_ns:
+            self.sent_measured += 1
+        if self.first_send_ns is None:
+            self.first_send_ns = send_ns
+
+    def on_ack(self, seq: int, send_ns: int, now_ns: int) -> None:
+        # Answers after close() were already counted as timeouts: the books stay balanced.
+        if self.closed or self._acked[seq]:
+            return
+        self._acked[seq] = 1
+        self.acked += 1
+        if send_ns >= self.measure_from_ns:
+            self.acked_measured += 1
+            self.latency.record_ns(now_ns - send_ns)
+        else:
+            self.ramp_latency.record_ns(now_ns - send_ns)
+        self.last_ack_ns = now_ns
+
+    def on_error(self, reason: str) -> None:
+        if not self.closed:
+            self.errors[reason] += 1
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def unresolved(self) -> int:
+        """Sent but neither acked nor failed yet."""
+        return self.sent - self.acked - self.failed
+
+    def mark(self, tick: int, at_ns: int) -> None:
+        """Note the running totals at a tick."""
+        self.marks[tick] = ProducerMark(at_ns, self.sent, self.acked, self.failed)
+
+    def close(self, reason: str = TIMEOUT) -> None:
+        """Count what is still unanswered as failed; ignore any later answer."""
+        if not self.closed:
+            if self.unresolved > 0:
+                self.errors[reason] += self.unresolved
+            self.closed = True
+
+    def state(self) -> LedgerState:
+        """This (closed) ledger's books, to send to another process."""
+        return LedgerState(
+            acked=bytes(self._acked),
+            sent=self.sent,
+            acked_count=self.acked,
+            errors=dict(self.errors),
+            latency=dict(self.latency.counts),
+            ramp_latency=dict(self.ramp_latency.counts),
+            sent_measured=self.sent_measured,
+            acked_measured=self.acked_measured,
+            first_send_ns=self.first_send_ns,
+            last_ack_ns=self.last_ack_ns,
+            sending_done_ns=self.sending_done_ns,
+            blocked_ns=self.blocked_ns,
+            marks=dict(self.marks),
+        )
+
+    def absorb(self, state: LedgerState) -> None:
+        """Take over the books the same producer kept in another process, and close."""
+        if len(state.acked) > len(self._acked):
+            self._grow(len(state.acked) - 1)
+        flags = int.from_bytes(self._acked, "little") | int.from_bytes(state.acked, "little")
+        self._acked[:] = flags.to_bytes(len(self._acked), "little")
+        self.sent += state.sent
+        self.acked += state.acked_count
+        self.errors.update(state.errors)
+        self.latency.add_counts(state.latency)
+        self.ramp_latency.add_counts(state.ramp_latency)
+        self.sent_measured += state.sent_measured
+        self.acked_measured += state.acked_measured
+        if state.first_send_ns is not None:
+            self.first_send_ns = min(self.first_send_ns or state.first_send_ns, state.first_send_ns)
+        if state.last_ack_ns is not None:
+            self.last_ack_ns = max(self.last_ack_ns or 0, state.last_ack_ns)
+        self.sending_done_ns = state.sending_done_ns
+        self.blocked_ns += state.blocked_ns
+        self.marks.update(state.marks)
+        self.closed = True
+
+    def _grow_own(self, seq: int) -> None:
+        self._acked.extend(bytes(max(seq + 1, 2 * len(self._acked)) - len(self._acked)))
+
+
+def summed_marks(ledgers: Iterable[ProducerLedger]) -> dict[int, tuple[int, int, int]]:
+    """(sent, acked, failed) over all producers at each tick every one of them marked."""
+    ledgers = list(ledgers)
+    ticks = set.intersection(*(set(ledger.marks) for ledger in ledgers)) if ledgers else set()
+    return {
+        tick: (
+            sum(ledger.marks[tick].sent for ledger in ledgers),
+            sum(ledger.marks[tick].acked for ledger in ledgers),
+            sum(ledger.marks[tick].failed for ledger in ledgers),
+        )
+        for tick in ticks
+    }
