@@ -84,7 +84,7 @@ def trial_request(
         repetition=0,
         warmup=False,
         address=broker.address,
-        broker_pid=broker.pid,
+        broker_pids=tuple(broker.pids),
         broker_config=config,
         workload=workload,
         topic=f"exprun-bench-{uuid.uuid4().hex[:12]}",

@@ -55,6 +55,9 @@ T = TypeVar("T")
 
 NATS_READY_BUDGET_S = 1.0
 KAFKA_READY_BUDGET_S = 15.0
+NATS_CLUSTER_BUDGET_S = 5.0
+KAFKA_CLUSTER_BUDGET_S = 30.0
+CLUSTER_NODES = 3
 FIXED_COST_BUDGET_S = 1.0
 # Kafka producer settings both sides share: acks and linger.ms as in worker_pool_256.yaml,
 # batch.size librdkafka's default (Java's own default is 16 KiB).
@@ -90,6 +93,7 @@ class Settings:
     download_jars: bool  # may resolve the Kafka jars with Maven (minutes on a fresh machine)
     rate_seconds: float  # length of the paced trial behind the rate accuracy
     capacity: bool  # run experiments/capacity.yaml (minutes)
+    kafka_cluster: bool  # start a 3-node Kafka cluster (~3 GB, half a minute)
 
 
 FULL = Settings(
@@ -106,6 +110,7 @@ FULL = Settings(
     download_jars=True,
     rate_seconds=20.0,
     capacity=True,
+    kafka_cluster=True,
 )
 QUICK = Settings(
     repetitions=1,
@@ -121,6 +126,7 @@ QUICK = Settings(
     download_jars=False,
     rate_seconds=2.0,
     capacity=False,
+    kafka_cluster=False,
 )
 
 
@@ -419,6 +425,64 @@ class Bench:
                     "EndToEndLatency truncates percentiles to whole ms: it printed 0 (< 1 ms)"
                 )
 
+    # --- clusters -------------------------------------------------------------------------
+
+    def clusters(self) -> None:
+        """3-node clusters of each broker: how long they take to form, what replication costs."""
+        nats = nats_config().model_copy(update={"nodes": CLUSTER_NODES})
+        self._cluster(
+            partial(start_nats, nodes=CLUSTER_NODES),
+            ("nats_cluster_ready", "nats_r3_vs_r1"),
+            NATS_CLUSTER_BUDGET_S,
+            [_replicated(nats, replicas) for replicas in (3, 1)],
+            self.settings.nats_messages,
+        )
+        keys = ("kafka_cluster_ready", "kafka_rf3_vs_rf1")
+        skipped = None
+        if not self.settings.kafka_cluster:
+            skipped = "not run in --quick (3 JVMs)"
+        elif self.kafka_skipped:
+            skipped = "Kafka did not run above"
+        if skipped is not None:
+            for key in keys:
+                self[key].fail(skipped)
+            return
+        kafka = kafka_config(KAFKA_PRODUCER).model_copy(update={"nodes": CLUSTER_NODES})
+        self._cluster(
+            partial(start_kafka, nodes=CLUSTER_NODES, heap="512m"),
+            keys,
+            KAFKA_CLUSTER_BUDGET_S,
+            [_replicated(kafka, replicas) for replicas in (3, 1)],
+            self.settings.kafka_messages,
+        )
+
+    def _cluster(
+        self,
+        start: Callable[[], RunningBroker],
+        keys: tuple[str, str],
+        budget: float,
+        configs: list[NatsBroker | KafkaBroker],
+        messages: int,
+    ) -> None:
+        """Formed-in time, then replicated vs not, interleaved (the ratio is first / second)."""
+        ready, replication = keys
+        try:
+            with self._broker(start, None) as broker:
+                self.add(ready, 0, exprun=broker.start_seconds, reference=budget)
+                replicated, single = (trial_request(broker, c, messages) for c in configs)
+                for round_ in self.rounds():
+                    first = self.sample(keys, "exprun", partial(exprun_side.run, replicated))
+                    second = self.sample(keys, "exprun", partial(exprun_side.run, single))
+                    self.add(
+                        replication,
+                        round_,
+                        exprun=first.metrics.throughput if first else None,
+                        reference=second.metrics.throughput if second else None,
+                    )
+        except BrokerStartError as error:
+            for key in keys:
+                self[key].fail(f"embedded cluster: {error}")
+
     # --- matrix and readiness ------------------------------------------------------------
 
     def capacity(self) -> None:
@@ -465,10 +529,14 @@ class Bench:
     # --- helpers -------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _broker(self, start: Callable[[], RunningBroker], name: str) -> Iterator[RunningBroker]:
-        """An embedded broker for one section; its start time counts towards readiness."""
+    def _broker(
+        self, start: Callable[[], RunningBroker], name: str | None
+    ) -> Iterator[RunningBroker]:
+        """An embedded broker for one section; a single node's start time counts towards
+        readiness (`name`)."""
         broker = start()
-        self.ready[name].append(broker.start_seconds or 0.0)
+        if name is not None:
+            self.ready[name].append(broker.start_seconds or 0.0)
         try:
             prestart()
             yield broker
@@ -512,6 +580,15 @@ def _measured_bottleneck(comparison: Comparison, mode: str) -> dict[str, Any]:
         return {"note": "the broker process's own start (JVM / server boot), not exprun code"}
     why = "not profiled in --quick" if mode == "never" else "no exprun trial behind it"
     return {"unavailable": why}
+
+
+def _replicated(config: NatsBroker | KafkaBroker, replicas: int) -> NatsBroker | KafkaBroker:
+    """The same broker settings with a file stream / topic of `replicas` copies."""
+    if isinstance(config, NatsBroker):
+        stream = config.stream.model_copy(update={"replicas": replicas, "storage": "file"})
+        return config.model_copy(update={"stream": stream})
+    topic = config.topic.model_copy(update={"replication_factor": replicas})
+    return config.model_copy(update={"topic": topic})
 
 
 def _publish(result: TrialResult) -> float:
@@ -588,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     _section("Kafka", bench.kafka)
     _section("worker_pool_256 matrix", bench.matrix)
     _section("capacity.yaml", bench.capacity)
+    _section("3-node clusters", bench.clusters)
     bench.readiness()
     bench.explain_misses()
     comparisons = [bench[key] for key in KEYS]

@@ -9,6 +9,7 @@ back to exprun to be reaped, instead of to an init that may never reap it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import ctypes.util
@@ -17,6 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any
 
 import psutil
@@ -145,3 +147,20 @@ def kill_descendants() -> None:
             with contextlib.suppress(psutil.Error):
                 child.kill()
     reap_children(timeout=1.0)
+
+
+async def readable(conn: Connection) -> None:
+    """Returns once `conn` has something to read (or its peer is gone), awaited on the loop."""
+    loop = asyncio.get_running_loop()
+    while not conn.poll():
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake(ready: asyncio.Future[None] = ready) -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(conn.fileno(), wake)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(conn.fileno())

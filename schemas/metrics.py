@@ -63,6 +63,14 @@ _ALL: tuple[MetricInfo, ...] = (
     _m("backlog_build_s", "s", None, "Backlog build"),
     _m("drain_s", "s", "lower", "Drain time"),
     _m("drain_throughput", "msg/s", "higher", "Drain throughput"),
+    # Trials with faults: what the fault cost the producers and the latency of what was sent
+    # in the second after it.
+    _m("unavailable_s", "s", "lower", "Unavailable"),
+    _m("recovery_s", "s", "lower", "Recovery"),
+    *(
+        _m(f"fault_latency_{key}_ms", "ms", "lower", f"Latency after fault {label}")
+        for key, label in _PERCENTILES
+    ),
     # Setup, warm-up and the fixed settle wait dominate it, so it carries no direction.
     _m("trial_duration_s", "s", None, "Trial duration"),
     # The harness's own per-trial fixed costs: lower means more of the trial is measurement.

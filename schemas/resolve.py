@@ -21,6 +21,7 @@ from schemas.spec import (
     DEFAULT_VARIANT,
     Broker,
     Experiment,
+    Fault,
     KafkaBroker,
     NatsBroker,
     PayloadFile,
@@ -47,6 +48,7 @@ class TrialSettings(Workload):
     duration: PositiveDuration | None = None
     backlog: Backlog | None = None
     search: SearchSettings | None = None
+    faults: tuple[Fault, ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -89,6 +91,7 @@ class TrialSettings(Workload):
             parts.append(f"ramp {format_duration(self.ramp)}")
         if self.backlog is not None:
             parts.append(f"backlog {self.backlog}")
+        parts += [fault.describe() for fault in self.faults]
         return ", ".join(parts)
 
     def problems(self) -> list[tuple[Loc, str]]:
@@ -253,6 +256,7 @@ def cell_problems(config: CellConfig) -> list[tuple[Side, Loc, str]]:
                 "per subscription: use kind push or pull to share a subscription",
             )
         )
+    found += _fault_problems(broker, work)
     search = work.search
     if search and search.condition.metric in LOCAL_BROKER_METRICS and not broker.embedded:
         found.append(
@@ -263,6 +267,44 @@ def cell_problems(config: CellConfig) -> list[tuple[Side, Loc, str]]:
                 "(endpoint: embedded)",
             )
         )
+    return found
+
+
+def _fault_problems(
+    broker: KafkaBroker | NatsBroker, work: TrialSettings
+) -> list[tuple[Side, Loc, str]]:
+    """Faults need a broker exprun runs, and nodes that exist."""
+    found: list[tuple[Side, Loc, str]] = []
+    if work.faults and not broker.embedded:
+        found.append(
+            (
+                "workload",
+                ("faults",),
+                f"faults are done to the nodes of a broker exprun starts; this cell's broker is "
+                f"external ({broker.endpoint})",
+            )
+        )
+        return found
+    for index, fault in enumerate(work.faults):
+        if fault.node is not None and fault.node > broker.nodes:
+            found.append(
+                (
+                    "workload",
+                    ("faults", index, "node"),
+                    f"node {fault.node} does not exist: this cell's broker has "
+                    f"{broker.nodes} node(s)",
+                )
+            )
+        seconds, duration = fault.seconds, work.duration
+        if seconds is not None and duration is not None and seconds >= duration:
+            found.append(
+                (
+                    "workload",
+                    ("faults", index, "at"),
+                    f"at {fault.at}: the measured phase lasts {format_duration(duration)}, "
+                    "the fault would never happen",
+                )
+            )
     return found
 
 

@@ -64,6 +64,18 @@ class Metrics(BaseModel):
         None, description="consumers' start until they caught up with the producers"
     )
     drain_throughput: float | None = Field(None, description="msg/s consumed while catching up")
+    unavailable_s: float | None = Field(
+        None, description="trials with faults: the longest stretch with no publish acked"
+    )
+    recovery_s: float | None = Field(
+        None,
+        description="trials with faults: the longest time from a fault until acked throughput "
+        "was back to 90% of its median before it",
+    )
+    fault_latency_ms: LatencySummary = Field(
+        default_factory=LatencySummary,
+        description="end to end, of the messages sent in the second after each fault",
+    )
     trial_duration_s: float | None = Field(None, description="whole trial, setup to teardown")
     # Per-trial fixed costs, outside the measured phase (what a whole run spends besides it).
     spawn_s: float | None = Field(None, description="starting the trial process")
@@ -143,6 +155,34 @@ class SubscriptionFigures(BaseModel):
     success_rate: float
 
 
+class FaultFigures(BaseModel):
+    """One fault of a trial: what the run did, and what it cost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str
+    at: str = Field(description="its point as the spec writes it (40%, 10s)")
+    at_s: float | None = Field(None, description="when it was done, seconds into the phase")
+    node: int | None = Field(None, description="the node it hit")
+    error: str | None = Field(None, description="why it could not be done")
+    recovery_s: float | None = Field(
+        None, description="until acked throughput was back to 90% of its pre-fault median"
+    )
+    latency_p99_ms: float | None = Field(None, description="sent in the second after it")
+    latency_max_ms: float | None = None
+
+
+class NodeFigures(BaseModel):
+    """One broker node over the measured phase."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node: int
+    rss_peak_mb: float | None = None
+    cpu_percent: float | None = None
+    exited: bool = Field(False, description="the node's process ended during the phase")
+
+
 class TimeSeries(BaseModel):
     """Per-second windows of a trial's measured phase (the last one may be shorter).
 
@@ -210,6 +250,12 @@ class TrialResult(BaseModel):
         default_factory=list, description="with several topics or subscriptions: each one's"
     )
     search: SearchRecord | None = Field(None, description="capacity searches only")
+    faults: list[FaultFigures] = Field(
+        default_factory=list, description="trials with faults: each one, in the spec's order"
+    )
+    broker_nodes: list[NodeFigures] = Field(
+        default_factory=list, description="embedded clusters (nodes > 1): each node's figures"
+    )
 
     @property
     def key(self) -> TrialKey:

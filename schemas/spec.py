@@ -23,7 +23,16 @@ from pydantic import (
 from schemas.goals import Condition, parse_condition, parse_goal
 from schemas.metrics import METRICS, SEARCHABLE_METRICS
 from schemas.problems import Loc
-from schemas.units import Backlog, ByteSize, Duration, PositiveDuration, Rate, RateRange
+from schemas.units import (
+    Backlog,
+    ByteSize,
+    Duration,
+    PositiveDuration,
+    Rate,
+    RateRange,
+    format_duration,
+    parse_duration,
+)
 
 DEFAULT_VARIANT = "default"
 # Large enough that with a few ms of processing_time the pool is rarely the bottleneck; with
@@ -158,6 +167,37 @@ class NatsConsumer(StrictModel):
 
 
 NATS_CONSUMER_KEYS = frozenset(NatsConsumer.model_fields)
+# An embedded cluster of more than this many nodes is not a one-machine experiment.
+MAX_NODES = 9
+HEAP_PATTERN = r"^[1-9][0-9]*[kKmMgG]?$"
+# server.properties entries as YAML gives them; the spec loader checks them against Kafka's.
+KafkaServerSettings = dict[str, str | int | float | bool]
+# nats-server options, with blocks (jetstream: {...}) as nested mappings.
+NatsServerSettings = dict[str, Any]
+
+
+class JvmSettings(StrictModel):
+    """The JVM of each embedded Kafka node."""
+
+    heap: str | None = Field(
+        None,
+        pattern=HEAP_PATTERN,
+        description="initial and maximum heap of each node (-Xms/-Xmx), e.g. 1G or 512m; "
+        "default 512m initial, 1g maximum",
+    )
+    options: list[str] = Field(
+        default_factory=list, description="further JVM flags, e.g. -XX:+UseZGC"
+    )
+
+    @field_validator("options")
+    @classmethod
+    def _flags(cls, options: list[str]) -> list[str]:
+        for option in options:
+            if not option.startswith("-"):
+                raise ValueError(f"{option!r} is not a JVM flag (they start with '-')")
+            if option.startswith(("-Xmx", "-Xms")):
+                raise ValueError(f"{option}: set the heap with `heap`")
+        return options
 
 
 class _BrokerBase(StrictModel):
@@ -171,9 +211,31 @@ class _BrokerBase(StrictModel):
         "handled inline, so the pool never limits a plain throughput test)",
     )
 
+    nodes: PositiveInt = Field(
+        1,
+        le=MAX_NODES,
+        description="embedded: nodes of the cluster exprun starts on this machine (1: a single "
+        "broker)",
+    )
+
     @property
     def embedded(self) -> bool:
         return self.endpoint == EMBEDDED
+
+    def _owned_settings(self, replicas: int, replicas_key: str) -> None:
+        """Checks shared by both brokers: settings of a broker exprun starts itself."""
+        if not self.embedded:
+            owned = [key for key in ("nodes", "server", "jvm") if key in self.model_fields_set]
+            if owned:
+                raise ValueError(
+                    f"{', '.join(owned)}: exprun configures only the brokers it starts "
+                    "(endpoint: embedded); an external broker is configured by whoever runs it"
+                )
+        elif replicas > self.nodes:
+            raise ValueError(
+                f"{replicas_key} {replicas} needs at least {replicas} nodes, but this embedded "
+                f"broker has {self.nodes}: set `nodes: {replicas}`"
+            )
 
 
 class KafkaBroker(_BrokerBase):
@@ -201,6 +263,11 @@ class KafkaBroker(_BrokerBase):
     commit_every: PositiveInt | None = Field(
         None, description="with commit sync or async: commit every this many messages"
     )
+    server: KafkaServerSettings = Field(
+        default_factory=dict,
+        description="server.properties entries of every embedded node, e.g. num.io.threads: 16",
+    )
+    jvm: JvmSettings = JvmSettings()
 
     KEY_HINTS: ClassVar[dict[str, str]] = {
         "stream": "`stream` is a NATS setting; a Kafka topic is set with `topic`",
@@ -218,6 +285,11 @@ class KafkaBroker(_BrokerBase):
             raise ValueError("`commit_every` needs `commit: sync` or `commit: async`")
         if self.consumer_mode == "group" and "enable.auto.commit" in self.consumer:
             raise ValueError("enable.auto.commit is set by exprun from `commit` in group mode")
+        return self
+
+    @model_validator(mode="after")
+    def _cluster(self) -> KafkaBroker:
+        self._owned_settings(self.topic.replication_factor, "topic.replication_factor")
         return self
 
     @property
@@ -259,8 +331,14 @@ class NatsBroker(_BrokerBase):
     stream: StreamSettings = StreamSettings()
     publish: PublishSettings = PublishSettings()
     consumer: NatsConsumer = NatsConsumer()
+    server: NatsServerSettings = Field(
+        default_factory=dict,
+        description="nats-server options of every embedded node, blocks as mappings, e.g. "
+        "write_deadline: 5s, jetstream: {max_memory_store: 1GB}",
+    )
 
     KEY_HINTS: ClassVar[dict[str, str]] = {
+        "jvm": "`jvm` is a Kafka setting: nats-server is not a JVM",
         "consumer_mode": "`consumer_mode` is a Kafka setting; a JetStream subscription reads "
         "by `consumer.kind` (ordered | push | pull)",
         "commit": "`commit` is a Kafka setting; JetStream acks by `consumer.ack` "
@@ -282,6 +360,11 @@ class NatsBroker(_BrokerBase):
                         "'nats://host:4222'"
                     )
         return value
+
+    @model_validator(mode="after")
+    def _cluster(self) -> NatsBroker:
+        self._owned_settings(self.stream.replicas, "stream.replicas")
+        return self
 
 
 Broker = Annotated[KafkaBroker | NatsBroker, Field(discriminator="type")]
@@ -373,6 +456,91 @@ class SearchSettings(StrictModel):
         return parse_condition(self.until)
 
 
+FaultAction = Literal["kill_leader", "kill_node", "pause_leader", "pause_node", "restart"]
+FAULT_POINT_PATTERN = r"^\s*(\d+(\.\d+)?\s*%|\d+(\.\d+)?\s*(ms|s|m))\s*$"
+
+
+def _fault_point(value: object) -> str:
+    text = str(value).strip() if isinstance(value, str) else None
+    if text is not None and text.endswith("%"):
+        try:
+            share = float(text[:-1])
+        except ValueError:
+            share = -1.0
+        if 0 <= share < 100:
+            return text
+        raise ValueError(f"at {value!r}: a share of the trial is 0% to under 100%")
+    try:
+        parse_duration(value)
+    except ValueError:
+        raise ValueError(
+            f"at {value!r}: write a share of the messages (40%) or a time into the measured "
+            "phase (10s)"
+        ) from None
+    return str(value)
+
+
+FaultPoint = Annotated[
+    str,
+    BeforeValidator(_fault_point),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": FAULT_POINT_PATTERN,
+            "description": "a share of the trial's messages (40%) or a time into its measured "
+            "phase (10s)",
+        }
+    ),
+]
+
+
+class Fault(StrictModel):
+    """Something done to an embedded broker's nodes at a point of each measured trial."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
+
+    at: FaultPoint
+    action: FaultAction = Field(
+        description="kill_leader / kill_node (SIGKILL), pause_leader / pause_node (SIGSTOP, "
+        "then SIGCONT after `for`), restart (every killed node back, with its data)"
+    )
+    pause: PositiveDuration | None = Field(
+        None, alias="for", description="pause_leader / pause_node: how long the node is stopped"
+    )
+    node: PositiveInt | None = Field(None, description="kill_node / pause_node: which node (1..)")
+
+    @model_validator(mode="after")
+    def _arguments(self) -> Fault:
+        pauses = self.action.startswith("pause_")
+        if pauses and self.pause is None:
+            raise ValueError(f"{self.action} needs `for`: how long the node stays paused")
+        if not pauses and self.pause is not None:
+            raise ValueError(f"`for` is the length of a pause; {self.action} does not pause")
+        on_node = self.action.endswith("_node")
+        if on_node and self.node is None:
+            raise ValueError(f"{self.action} needs `node`: which node (1, 2, ...)")
+        if not on_node and self.node is not None:
+            raise ValueError(f"`node` names the node of kill_node / pause_node, not {self.action}")
+        return self
+
+    @property
+    def share(self) -> float | None:
+        """The point as a share of the trial (0..1), or None for a time."""
+        return float(self.at.strip()[:-1]) / 100 if self.at.strip().endswith("%") else None
+
+    @property
+    def seconds(self) -> float | None:
+        """The point as seconds into the measured phase, or None for a share."""
+        return None if self.share is not None else parse_duration(self.at)
+
+    def describe(self) -> str:
+        target = f" {self.node}" if self.node is not None else ""
+        pause = f" for {format_duration(self.pause)}" if self.pause is not None else ""
+        return f"{self.action}{target}{pause} at {self.at.strip()}"
+
+
 class Scenario(WorkloadOverride):
     messages: PositiveInt | None = Field(None, description="messages published per trial")
     duration: PositiveDuration | None = Field(
@@ -385,6 +553,11 @@ class Scenario(WorkloadOverride):
     )
     search: SearchSettings | None = Field(
         None, description="find the capacity: the highest rate at which `until` holds"
+    )
+    faults: list[Fault] = Field(
+        default_factory=list,
+        description="done to the embedded broker's nodes in each measured trial (not in "
+        "warm-ups), by the run, at their points",
     )
 
     @model_validator(mode="after")
@@ -401,6 +574,8 @@ class Scenario(WorkloadOverride):
                 raise ValueError("a capacity search runs trials of a `duration`, not `messages`")
             if self.backlog is not None:
                 raise ValueError("a capacity search and a backlog do not combine")
+            if self.faults:
+                raise ValueError("a capacity search and faults do not combine")
         return self
 
 

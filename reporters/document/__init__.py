@@ -22,6 +22,7 @@ from reporters.document.blocks import (
     Text,
 )
 from reporters.document.comparisons import KEY_METRICS, broker_section, variant_section
+from reporters.document.faults import faults_section
 from reporters.document.formatting import (
     correction_note,
     fmt,
@@ -45,6 +46,7 @@ def build(report: Report) -> Document:
         variant_section(report),
         trend_section(report),
         broker_section(report),
+        faults_section(report),
         targets_section(report),
         anomalies_section(report),
         environment_section(report),

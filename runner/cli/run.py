@@ -16,6 +16,7 @@ from runner.errors import (
     BadInputError,
     ExprunError,
 )
+from runner.execution.instances import check_memory, plan_instances, render_instances
 from runner.execution.plan import Plan, make_plan, plan_warnings, render_plan
 from runner.execution.run import RunOutcome, execute, new_run, open_for_resume
 from runner.redaction import redact
@@ -73,7 +74,7 @@ def run(
     """Run every trial of SPEC's matrix and write the run folder and reports."""
     loaded = load_spec(spec)
     if dry_run and resume is None:
-        click.echo(render_plan(make_plan(loaded.spec, loaded.cells, **filters)))
+        click.echo(_shown(make_plan(loaded.spec, loaded.cells, **filters)))
         return
     plan, folder, info, done = _prepare(loaded, out, resume, filters)
     for warning in plan_warnings(plan):
@@ -107,6 +108,7 @@ def _prepare(
     chosen = {k: list(v) if isinstance(v, tuple) else v for k, v in filters.items() if v}
     if resume is None:
         plan = make_plan(loaded.spec, loaded.cells, **filters)
+        check_memory(plan_instances(plan))  # before the run folder exists
         folder, info = new_run(loaded, plan, out or default_run_dir(loaded.spec.name), chosen)
         return plan, folder, info, []
     if chosen or out is not None:
@@ -114,6 +116,11 @@ def _prepare(
     folder, info, done = open_for_resume(loaded, resume)
     plan = make_plan(loaded.spec, loaded.cells, seed=info.seed, **info.filters)
     return plan, folder, info, done
+
+
+def _shown(plan: Plan) -> str:
+    """The plan's matrix, then the broker instances it keeps alive."""
+    return render_plan(plan) + "\n\n" + render_instances(plan_instances(plan))
 
 
 def _exit_for(outcome: RunOutcome, report: Report, planned: int, check_targets: bool) -> None:
@@ -140,4 +147,4 @@ def _exit_for(outcome: RunOutcome, report: Report, planned: int, check_targets: 
 def plan(spec: str, **filters: Any) -> None:
     """Print the expanded matrix of SPEC and an estimate of its run time (runs nothing)."""
     loaded = load_spec(spec)
-    click.echo(render_plan(make_plan(loaded.spec, loaded.cells, **filters)))
+    click.echo(_shown(make_plan(loaded.spec, loaded.cells, **filters)))

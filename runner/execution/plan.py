@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from tabulate import tabulate
@@ -154,9 +154,14 @@ def effective_settings(config: CellConfig) -> dict[str, str]:
         "settle_time": format_duration(work.settle_time),
         "drain_timeout": format_duration(work.drain_timeout),
         "endpoint": broker.endpoint,
+        "nodes": str(broker.nodes),
     }
+    settings.update({f"server.{k}": str(v) for k, v in flat_settings(broker.server)})
     if isinstance(broker, KafkaBroker):
         settings["partitions"] = str(broker.topic.partitions)
+        settings["replication_factor"] = str(broker.topic.replication_factor)
+        if broker.jvm.heap:
+            settings["jvm.heap"] = broker.jvm.heap
         settings.update({f"producer.{k}": str(v) for k, v in broker.producer.items()})
         settings.update({f"consumer.{k}": str(v) for k, v in broker.consumer.items()})
     else:
@@ -166,8 +171,18 @@ def effective_settings(config: CellConfig) -> dict[str, str]:
         max_bytes = stream.max_bytes
         settings["max_bytes"] = max_bytes if isinstance(max_bytes, str) else format_size(max_bytes)
         settings["discard"] = stream.discard
+        settings["replicas"] = str(stream.replicas)
         settings["max_pending"] = str(broker.publish.max_pending)
     return settings
+
+
+def flat_settings(settings: Mapping[str, object], prefix: str = "") -> Iterator[tuple[str, object]]:
+    """Nested settings as dotted keys (jetstream.max_memory_store)."""
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            yield from flat_settings(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def plan_warnings(plan: Plan) -> list[str]:

@@ -10,14 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import BadInputError, ExprunError
-from runner.execution.brokers import (
-    BrokerStartError,
-    RunningBroker,
-    connect_external,
-    start_kafka,
-    start_nats,
-)
+from runner.execution.brokers import BrokerStartError, RunningBroker
+from runner.execution.brokers.reported import reported_settings
 from runner.execution.environment import collect_environment
+from runner.execution.faults import FaultExecutor
+from runner.execution.instances import (
+    Instance,
+    check_memory,
+    plan_instances,
+    setting_key,
+    start_instance,
+)
 from runner.execution.plan import Plan, PlannedTrial
 from runner.execution.progress import Progress
 from runner.execution.search import Search, result_record, step_record
@@ -39,9 +42,8 @@ from runner.spec.loader import LoadedSpec
 from schemas.results import TrialResult
 from schemas.spec import KafkaBroker, NatsBroker
 
-
-class BrokerUnavailable(ExprunError):
-    """A broker could not be started or reached before the run (exit code 3)."""
+# A cluster whose nodes are all up must be formed again within this before the next trial.
+CLUSTER_FORMED_TIMEOUT_S = 60.0
 
 
 class ResultsUnwritable(ExprunError):
@@ -59,37 +61,49 @@ class RunOutcome:
         return sum(r.status == "failed" for r in self.results)
 
 
-def start_broker(
-    name: str, config: KafkaBroker | NatsBroker, others: Sequence[str] = ()
-) -> RunningBroker:
-    """The broker a spec names: started embedded, or reached at its endpoint."""
-    try:
-        if not config.embedded:
-            return connect_external(config.type, config.endpoint)
-        return start_kafka() if config.type == "kafka" else start_nats()
-    except BrokerStartError as error:
-        hint = ""
-        if others:
-            flags = " ".join(f"--broker {other}" for other in others)
-            hint = f" (to run the rest of the spec without it: {flags})"
-        raise BrokerUnavailable(f"broker {name!r} ({config.type}): {error}{hint}") from None
+class Brokers:
+    """The run's broker instances by broker name and setting, each started once."""
+
+    def __init__(self, instances: list[Instance]) -> None:
+        self.instances = instances
+        self.running: dict[tuple[str, str], RunningBroker] = {}
+
+    def start(self, announce: Callable[[str], None]) -> None:
+        names = list(dict.fromkeys(i.broker for i in self.instances))
+        for instance in self.instances:
+            if instance.config.embedded and instance.config.nodes > 1:
+                announce(f"starting {instance.label}: {instance.describe()}")
+            others = [other for other in names if other != instance.broker]
+            self.running[instance.key] = start_instance(instance, others)
+
+    def of(self, broker: str, config: KafkaBroker | NatsBroker) -> tuple[Instance, RunningBroker]:
+        key = (broker, setting_key(config))
+        instance = next(i for i in self.instances if i.key == key)
+        return instance, self.running[key]
+
+    def labelled(self) -> dict[str, RunningBroker]:
+        return {i.label: self.running[i.key] for i in self.instances if i.key in self.running}
+
+    def stop(self) -> None:
+        for broker in reversed(list(self.running.values())):
+            broker.stop()
 
 
 @contextlib.contextmanager
 def running_brokers(
-    plan: Plan, pending: list[tuple[int, PlannedTrial]]
-) -> Iterator[dict[str, RunningBroker]]:
-    """Every broker the pending trials need, stopped on the way out whatever happens."""
-    brokers: dict[str, RunningBroker] = {}
+    plan: Plan, pending: list[tuple[int, PlannedTrial]], announce: Callable[[str], None]
+) -> Iterator[Brokers]:
+    """Every broker instance the pending trials need, stopped on the way out whatever happens."""
+    names = list(dict.fromkeys(t.cell.broker for _, t in pending))
+    wanted = {(t.cell.broker, setting_key(t.config.broker)) for _, t in pending}
+    instances = [i for i in plan_instances(plan, names) if i.key in wanted]
+    check_memory(instances)
+    brokers = Brokers(instances)
     try:
-        names = list(dict.fromkeys(t.cell.broker for _, t in pending))
-        for name in names:
-            others = [other for other in names if other != name]
-            brokers[name] = start_broker(name, plan.spec.brokers[name], others)
+        brokers.start(announce)
         yield brokers
     finally:
-        for broker in reversed(list(brokers.values())):
-            broker.stop()
+        brokers.stop()
 
 
 def new_run(
@@ -140,7 +154,7 @@ def execute(
     pending = [(i, t) for i, t in enumerate(plan.trials) if t.key not in recorded]
     log = TrialLog(folder.trials_path)
     try:
-        with running_brokers(plan, pending) as brokers:
+        with running_brokers(plan, pending, announce) as brokers:
             _prepare_trials(loaded, folder, brokers, announce)
             record = _Recorder(log, loaded.secrets, outcome)
             _run_trials(plan, pending, brokers, record, announce, done)
@@ -165,12 +179,13 @@ def execute(
 def _prepare_trials(
     loaded: LoadedSpec,
     folder: RunFolder,
-    brokers: dict[str, RunningBroker],
+    brokers: Brokers,
     announce: Callable[[str], None],
 ) -> None:
     """environment.json on disk, the brokers announced, the trial processes' forkserver up."""
     environment = collect_environment(loaded.path, _broker_facts(brokers))
-    write_json(folder.path / ENVIRONMENT_FILE, environment)
+    # Server settings may carry `${ENV}` secrets, as the spec's other settings may.
+    write_json(folder.path / ENVIRONMENT_FILE, redact_data(environment, loaded.secrets))
     announce(f"brokers ready: {_describe(brokers)}")
     try:
         prestart()
@@ -199,7 +214,7 @@ class _Recorder:
 def _run_trials(
     plan: Plan,
     pending: list[tuple[int, PlannedTrial]],
-    brokers: dict[str, RunningBroker],
+    brokers: Brokers,
     record: Callable[[TrialResult], None],
     announce: Callable[[str], None],
     done: Sequence[TrialResult] = (),
@@ -225,7 +240,7 @@ class _Trials:
 
     def __init__(
         self,
-        brokers: dict[str, RunningBroker],
+        brokers: Brokers,
         record: Callable[[TrialResult], None],
         announce: Callable[[str], None],
         done: Sequence[TrialResult],
@@ -278,9 +293,12 @@ class _Trials:
         self, position: int, planned: PlannedTrial, rate: float | None, step: int | None = None
     ) -> TrialProcess:
         cell = planned.cell
-        broker = self.brokers[cell.broker]
-        unavailable = _ensure_alive(cell.broker, broker, self.announce)
+        instance, broker = self.brokers.of(cell.broker, planned.config.broker)
+        unavailable = _ensure_alive(instance.label, broker, self.announce)
         workload = planned.config.workload
+        if planned.warmup and workload.faults:
+            # Warm-ups warm the clients and the broker: a fault there would only cost time.
+            workload = workload.model_copy(update={"faults": ()})
         if workload.search is not None:
             # A search's steps offer the rate it chose; its warm-up, the lower bound.
             workload = workload.model_copy(update={"rate": rate or workload.search.rate[0]})
@@ -293,12 +311,13 @@ class _Trials:
             repetition=planned.repetition,
             warmup=planned.warmup,
             address=broker.address,
-            broker_pid=broker.pid,
+            broker_pids=tuple(broker.pids),
             broker_config=planned.config.broker,
             workload=workload,
             topic=f"exprun-{self.run_id}-{position}{suffix}",
         )
-        return start_trial(request, unavailable=unavailable)
+        on_fault = FaultExecutor(broker, workload.faults) if workload.faults else None
+        return start_trial(request, unavailable=unavailable, on_fault=on_fault)
 
 
 def _redacted(result: TrialResult, secrets: frozenset[str]) -> TrialResult:
@@ -308,12 +327,16 @@ def _redacted(result: TrialResult, secrets: frozenset[str]) -> TrialResult:
 
 
 def _ensure_alive(name: str, broker: RunningBroker, announce: Callable[[str], None]) -> str | None:
-    """None when the broker can take a trial, else why not (after trying to restart it)."""
-    if broker.alive():
-        return None
+    """None when the broker can take a trial, else why not (after trying to bring it back)."""
     if not broker.embedded:
+        if broker.alive():
+            return None
         # An external broker that went away fails its remaining trials fast; others go on.
         return f"the external {broker.kind} broker {name!r} at {broker.address} is unreachable"
+    if len(broker.nodes) > 1:
+        return _ensure_cluster(name, broker, announce)
+    if broker.alive() and not broker.nodes[0].paused:
+        return None
     announce(f"broker {name!r} ({broker.kind}) died: restarting it")
     try:
         broker.restart(new_ports=True)
@@ -323,22 +346,45 @@ def _ensure_alive(name: str, broker: RunningBroker, announce: Callable[[str], No
     return None
 
 
-def _broker_facts(brokers: dict[str, RunningBroker]) -> dict[str, dict[str, object]]:
-    return {
-        name: {
+def _ensure_cluster(
+    name: str, broker: RunningBroker, announce: Callable[[str], None]
+) -> str | None:
+    """Every node of the cluster up and the cluster formed (after a fault, or a crash)."""
+    down = [node.number for node in broker.nodes if node.paused or not node.alive()]
+    try:
+        if down:
+            announce(f"broker {name!r}: node(s) {', '.join(map(str, down))} down: reviving")
+            broker.revive()
+        else:
+            broker.wait_formed(CLUSTER_FORMED_TIMEOUT_S)
+    except BrokerStartError as error:
+        return f"the embedded {broker.kind} cluster {name!r} did not come back: {error}"
+    return None
+
+
+def _broker_facts(brokers: Brokers) -> dict[str, dict[str, object]]:
+    facts: dict[str, dict[str, object]] = {}
+    for instance in brokers.instances:
+        b = brokers.running[instance.key]
+        facts[instance.label] = {
             "type": b.kind,
             "version": b.version,
             "embedded": b.embedded,
             "address": b.address,
+            "nodes": len(b.nodes) or None,
             "start_seconds": b.start_seconds,
+            "variants": list(instance.variants),
         }
-        for name, b in brokers.items()
-    }
+        if instance.config.server:
+            facts[instance.label]["server"] = instance.config.server
+            facts[instance.label]["reported"] = reported_settings(b, instance.config.server)
+    return facts
 
 
-def _describe(brokers: dict[str, RunningBroker]) -> str:
+def _describe(brokers: Brokers) -> str:
     parts = []
-    for name, b in brokers.items():
+    for label, b in brokers.labelled().items():
         how = f"embedded, ready in {b.start_seconds:.1f}s" if b.start_seconds else "external"
-        parts.append(f"{name} {b.kind} {b.version or ''} at {b.address} ({how})")
+        nodes = f"{len(b.nodes)} nodes, " if len(b.nodes) > 1 else ""
+        parts.append(f"{label} {b.kind} {b.version or ''} at {b.address} ({nodes}{how})")
     return "; ".join(parts)

@@ -42,6 +42,10 @@ COMPARISONS = {
     "trial_fixed_cost",
     "nats_ready",
     "kafka_ready",
+    "nats_cluster_ready",
+    "kafka_cluster_ready",
+    "nats_r3_vs_r1",
+    "kafka_rf3_vs_rf1",
 }
 
 

@@ -7,7 +7,8 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-from runner.execution.brokers.base import BrokerStartError, RunningBroker, tcp_open
+from runner.execution.brokers.base import RunningBroker, tcp_open
+from runner.execution.brokers.errors import BrokerStartError
 
 DEFAULT_PORTS = {"nats": 4222, "kafka": 9092}
 NATS_SCHEMES = ("nats", "tls")
@@ -103,7 +104,6 @@ def connect_external(kind: str, address: str, timeout: float = 5.0) -> RunningBr
         address=_format_address(kind, endpoints),
         version=version,
         embedded=False,
-        pid=None,
         endpoints={"client": _format_address(kind, endpoints)},
         _probe=lambda: any(tcp_open(h, p) for h, p in endpoints),
     )

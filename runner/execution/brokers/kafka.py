@@ -1,4 +1,4 @@
-"""Embedded Apache Kafka 4.x (KRaft, single combined node) from Maven Central jars on local Java."""
+"""Embedded Apache Kafka 4.x (KRaft, combined broker+controller nodes) from Maven Central jars."""
 
 from __future__ import annotations
 
@@ -13,26 +13,31 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runner.execution.brokers.base import (
-    BrokerStartError,
     RunningBroker,
     free_ports,
-    is_port_conflict,
     make_workdir,
-    run_tool,
-    spawn,
     start_embedded,
-    start_error,
-    tail_files,
     tcp_open,
-    terminate_group,
-    wait_until,
 )
+from runner.execution.brokers.errors import BrokerStartError, LeaderUnknown
+from runner.execution.brokers.logs import start_error, tail_files
+from runner.execution.brokers.node import (
+    BrokerNode,
+    NotFormed,
+    await_formed,
+    formation_error,
+    launch_nodes,
+    live_nodes,
+    paused_node,
+    poll_leader,
+)
+from runner.execution.brokers.processes import run_tool, spawn, terminate_groups, wait_tool
 
 KAFKA_VERSION = "4.4.0"  # newest 4.x on Maven Central when this was written
 KAFKA_VERSION_ENV = "EXPRUN_KAFKA_VERSION"
@@ -46,6 +51,10 @@ POM_NAME = "kafka-pom.xml"
 COMPLETE_MARKER = ".exprun-complete"
 
 BROKER_HEAP = ("-Xms512m", "-Xmx1g")
+HEAP_SIZE = re.compile(r"\d+[kKmMgG]?")  # what -Xms / -Xmx take
+SINGLE_TIMEOUT = 90.0
+# Every extra JVM shares the same cores while starting: give a cluster more time.
+TIMEOUT_PER_EXTRA_NODE = 30.0
 # The flags Kafka's own kafka-run-class.sh uses, so we measure the broker as it ships.
 BROKER_JVM_OPTS = (
     "-server",
@@ -244,16 +253,43 @@ def _properties(props: Mapping[str, str]) -> str:
     return "".join(f"{k}={v.replace(chr(92), chr(92) * 2)}\n" for k, v in props.items())
 
 
+def _replication(nodes: int) -> dict[str, str]:
+    """Internal topics' replication: 1 on a single node; up to 3 copies (2 in sync) on more."""
+    factor, isr = str(min(3, nodes)), str(min(2, nodes))
+    return {
+        "offsets.topic.replication.factor": factor,
+        "transaction.state.log.replication.factor": factor,
+        "transaction.state.log.min.isr": isr,
+        "share.coordinator.state.topic.replication.factor": factor,
+        "share.coordinator.state.topic.min.isr": isr,
+    }
+
+
 def render_server_properties(
-    *, port: int, controller_port: int, data_dir: Path, overrides: Mapping[str, str]
+    *,
+    port: int,
+    controller_port: int,
+    data_dir: Path,
+    overrides: Mapping[str, str],
+    node_id: int = 1,
+    voters: Sequence[int] = (),
 ) -> str:
-    """server.properties for a single combined broker+controller node on loopback."""
+    """server.properties for one combined broker+controller node on loopback.
+
+    voters: the controller ports of every node of a cluster, in node.id order (a static
+    quorum); empty for a single node (a dynamic quorum of one, as `format --standalone` wants).
+    """
     listeners = f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+    static = ",".join(f"{i}@127.0.0.1:{p}" for i, p in enumerate(voters, 1))
+    quorum = (
+        {"controller.quorum.voters": static}
+        if voters
+        else {"controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}"}
+    )
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        # Dynamic quorum (what `format --standalone` expects) rather than static voters.
-        "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
+        "node.id": str(node_id),
+        **quorum,
         "listeners": listeners,
         "advertised.listeners": listeners,
         "inter.broker.listener.name": "PLAINTEXT",
@@ -261,14 +297,10 @@ def render_server_properties(
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(data_dir),
         "num.partitions": "1",
-        # One node: every internal topic must accept replication factor / ISR 1.
+        # A topic exprun creates states its replication; clients' acks decide the rest.
         "default.replication.factor": "1",
         "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        **_replication(max(1, len(voters))),
         # No point waiting for more members to join on a benchmark box.
         "group.initial.rebalance.delay.ms": "0",
         "message.max.bytes": str(MAX_MESSAGE_BYTES),
@@ -296,156 +328,319 @@ def render_log4j2(log_file: Path) -> str:
     )
 
 
-# --- readiness -------------------------------------------------------------------------------
+def heap_flags(heap: str | None) -> tuple[str, ...]:
+    """-Xms and -Xmx for a heap like "1G" or "512m"; Kafka's defaults for None."""
+    if heap is None:
+        return BROKER_HEAP
+    if not HEAP_SIZE.fullmatch(heap):
+        raise BrokerStartError(f"bad Kafka heap {heap!r}: expected a JVM size like 512m or 1G")
+    return (f"-Xms{heap}", f"-Xmx{heap}")
 
 
-def _metadata_probe(address: str) -> tuple[Callable[[], bool], Callable[[], None]]:
-    """(ready check, close): the broker's port accepts and its metadata lists a broker."""
-    host, port = address.rsplit(":", 1)
-    admin: list[Any] = []
+# --- readiness and leaders -------------------------------------------------------------------
 
-    def ready() -> bool:
-        if not tcp_open(host, int(port), timeout=0.5):
-            return False
-        if not admin:
-            from confluent_kafka.admin import AdminClient
 
-            # log_level 0: startup "connection refused" retries are expected, not news.
-            conf: dict[str, str | int | float | bool] = {
-                "bootstrap.servers": address,
-                "log_level": 0,
-                "reconnect.backoff.ms": 50,
-                "reconnect.backoff.max.ms": 200,
-            }
-            admin.append(AdminClient(conf))
+def _admin_client(nodes: Sequence[BrokerNode]) -> Any:
+    """An AdminClient bootstrapped from the nodes, quiet about brokers that are down."""
+    from confluent_kafka.admin import AdminClient
+
+    # log_level 0: "connection refused" retries while nodes start or are down are expected.
+    conf: dict[str, str | int | float | bool] = {
+        "bootstrap.servers": ",".join(n.address for n in nodes),
+        "log_level": 0,
+        "reconnect.backoff.ms": 50,
+        "reconnect.backoff.max.ms": 200,
+        # Asking for a topic's metadata must not create it (librdkafka's producer default).
+        "allow.auto.create.topics": False,
+    }
+    return AdminClient(conf)
+
+
+def _accepts(node: BrokerNode) -> bool:
+    host, port = node.address.rsplit(":", 1)
+    return tcp_open(host, int(port), timeout=0.5)
+
+
+class _MetadataCheck:
+    """Kafka is formed when every node accepts connections and the metadata lists its broker."""
+
+    def __init__(self, nodes: Sequence[BrokerNode]) -> None:
+        self.nodes = nodes
+        self.admin: Any = None
+
+    def __call__(self) -> NotFormed | None:
+        lag = paused_node(self.nodes)
+        if lag is not None:
+            return lag
+        for node in self.nodes:
+            if not _accepts(node):
+                return NotFormed("does not accept connections yet", node)
+        if self.admin is None:
+            self.admin = _admin_client(self.nodes)
         try:
-            return bool(admin[0].list_topics(timeout=1.0).brokers)
-        except Exception:  # KafkaException while the node finishes starting
-            return False
+            metadata = self.admin.list_topics(timeout=1.0)
+        except Exception:  # KafkaException while the nodes finish starting
+            return NotFormed("the cluster metadata is not available yet")
+        return self._missing_broker(metadata.brokers) or _leaderless(metadata.topics)
 
-    return ready, admin.clear
+    def _missing_broker(self, brokers: Mapping[int, Any]) -> NotFormed | None:
+        if len(self.nodes) == 1:
+            return None if brokers else NotFormed("lists no broker yet", self.nodes[0])
+        for node in self.nodes:
+            if node.number not in brokers:
+                listed = ", ".join(str(b) for b in sorted(brokers)) or "none"
+                return NotFormed(f"is not in the cluster metadata yet (brokers {listed})", node)
+        return None
+
+    def close(self) -> None:
+        self.admin = None
+
+
+def _leaderless(topics: Mapping[str, Any]) -> NotFormed | None:
+    """A NotFormed for the first partition without a leader (e.g. after a restart), if any."""
+    for name, topic in topics.items():
+        for partition in topic.partitions.values():
+            if partition.leader < 0:
+                return NotFormed(f"partition {partition.id} of topic {name!r} has no leader yet")
+    return None
+
+
+def _partition_leader(admin: Any, nodes: Sequence[BrokerNode], topic: str) -> BrokerNode | str:
+    """The running node leading partition 0 of topic, as the metadata says; else why not."""
+    try:
+        metadata = admin.list_topics(topic=topic, timeout=1.0)
+    except Exception as exc:  # KafkaException: no broker answered
+        return f"no metadata ({exc})"
+    described = metadata.topics.get(topic)
+    if described is None or described.error is not None:
+        return f"the topic is not there ({described.error if described else 'not listed'})"
+    partition = described.partitions.get(0)
+    if partition is None or partition.leader < 0:
+        return "partition 0 has no leader"
+    node = next((n for n in nodes if n.number == partition.leader), None)
+    if node is None:
+        return f"partition 0 is led by broker {partition.leader}, not one of exprun's nodes"
+    if not node.alive():
+        return f"partition 0 is still led by {node.label}, which is down"
+    return node
 
 
 # --- launcher --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Ports:
+    client: int
+    controller: int
+
+
 @dataclass
 class _KafkaLauncher:
-    """Knows how to (re)start one embedded Kafka node in its workdir."""
+    """Knows how to (re)start one embedded Kafka node, or a cluster of them, in its workdir."""
 
     java: Path
     classpath: list[Path]
     version: str
     workdir: Path
+    node_count: int
     fixed_port: int | None
     overrides: Mapping[str, str]
     jvm_opts: Sequence[str]
     default_timeout: float
-    ports: tuple[int, int] | None = None  # (client, controller)
+    heap: tuple[str, ...] = BROKER_HEAP
+    ports: list[_Ports] | None = None
     endpoints: dict[str, str] = field(default_factory=dict)
+    # Kept between leader lookups: a fresh client's bootstrap costs a fault ~0.4 s of delay.
+    _admins: dict[tuple[str, ...], Any] = field(default_factory=dict, repr=False)
+
+    def _node_dir(self, number: int) -> Path:
+        # A single node lives in the workdir itself, as it always has.
+        return self.workdir if self.node_count == 1 else self.workdir / f"n{number}"
+
+    def _node_logs(self, number: int) -> list[Path]:
+        node_dir = self._node_dir(number)
+        return [node_dir / "server.log", node_dir / "console.log"]
+
+    @property
+    def _numbers(self) -> range:
+        return range(1, self.node_count + 1)
 
     @property
     def log_files(self) -> list[Path]:
-        return [self.workdir / "server.log", self.workdir / "console.log"]
+        return [log for number in self._numbers for log in self._node_logs(number)]
 
     @property
     def _cp(self) -> str:
         return os.pathsep.join(str(p) for p in self.classpath)
 
-    def _java(self, opts: Sequence[str], main: str, *args: str) -> list[str]:
-        log4j = f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}"
-        logs_dir = f"-Dkafka.logs.dir={self.workdir}"
+    def _java(self, node_dir: Path, opts: Sequence[str], main: str, *args: str) -> list[str]:
+        log4j = f"-Dlog4j2.configurationFile={node_dir / 'log4j2.properties'}"
+        logs_dir = f"-Dkafka.logs.dir={node_dir}"
         return [str(self.java), *opts, log4j, logs_dir, "-cp", self._cp, main, *args]
 
-    def launch(self, new_ports: bool, timeout: float | None) -> tuple[subprocess.Popen[bytes], str]:
-        """Start the node; wiped, reformatted storage and new ports if new_ports or first start."""
+    @property
+    def _title(self) -> str:
+        assert self.ports is not None
+        if self.node_count == 1:
+            ports = self.ports[0]
+            return (
+                f"Embedded Kafka {self.version} (PLAINTEXT 127.0.0.1:{ports.client}, "
+                f"controller 127.0.0.1:{ports.controller})"
+            )
+        return f"Embedded Kafka {self.version} cluster of {self.node_count} nodes"
+
+    def launch(self, new_ports: bool, timeout: float | None) -> list[BrokerNode]:
+        """Start every node; wiped, reformatted storage and new ports if new_ports or at first."""
         deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
         fresh = new_ports or self.ports is None
-        tries = 3 if fresh and self.fixed_port is None else 1
-        for attempt in range(tries):
-            if fresh:
-                self._prepare_fresh(deadline)
-            try:
-                return self._launch_once(deadline)
-            except BrokerStartError:
-                # Another process may have grabbed a port we picked: pick again.
-                if attempt + 1 < tries and is_port_conflict(self.log_files):
-                    continue
-                raise
-        raise AssertionError("unreachable")
+        nodes = launch_nodes(
+            lambda fresh_: self._make_nodes(fresh_, deadline),
+            lambda started: self._await(started, deadline, starting=True),
+            fresh=fresh,
+            tries=3 if fresh and self.fixed_port is None else 1,
+        )
+        self.endpoints.update(
+            client=",".join(n.address for n in nodes),
+            controller=",".join(n.endpoints["controller"] for n in nodes),
+        )
+        return nodes
+
+    def wait_formed(self, nodes: Sequence[BrokerNode], timeout: float | None) -> None:
+        """Return once every node is up and registered as a broker of the cluster."""
+        wait = self.default_timeout if timeout is None else timeout
+        self._await(nodes, time.monotonic() + wait, starting=False)
+
+    def leader(self, nodes: Sequence[BrokerNode], destination: str, timeout: float) -> BrokerNode:
+        """The node leading partition 0 of the topic named destination."""
+        live = live_nodes(nodes)
+        if not live:
+            raise LeaderUnknown("no node of the Kafka broker runs unpaused")
+        addresses = tuple(node.address for node in live)
+        if addresses not in self._admins:
+            self._admins[addresses] = _admin_client(live)
+        admin = self._admins[addresses]
+        return poll_leader(
+            lambda: _partition_leader(admin, nodes, destination),
+            f"partition 0 of topic {destination!r}",
+            timeout,
+        )
+
+    def _await(self, nodes: Sequence[BrokerNode], deadline: float, *, starting: bool) -> None:
+        check = _MetadataCheck(nodes)
+        try:
+            lag = await_formed(nodes, check, deadline=deadline, interval=0.1)
+        finally:
+            check.close()
+        if lag is not None:
+            raise formation_error(self._title, nodes, lag, starting=starting)
+
+    def _make_nodes(self, fresh: bool, deadline: float) -> list[BrokerNode]:
+        if fresh:
+            self._prepare_fresh(deadline)
+        return [self._node(number) for number in self._numbers]
 
     def _prepare_fresh(self, deadline: float) -> None:
-        """New ports, empty data dir, config files, formatted storage."""
-        client, controller = free_ports(2)
-        self.ports = (self.fixed_port or client, controller)
-        data = self.workdir / "data"
-        shutil.rmtree(data, ignore_errors=True)
-        for log in self.log_files:
-            log.write_bytes(b"")
-        (self.workdir / "log4j2.properties").write_text(render_log4j2(self.log_files[0]))
-        (self.workdir / "server.properties").write_text(
-            render_server_properties(
-                port=self.ports[0],
-                controller_port=self.ports[1],
-                data_dir=data,
+        """New ports, empty data dirs, config files, formatted storage."""
+        picked = iter(free_ports(2 * self.node_count))
+        self.ports = [_Ports(next(picked), next(picked)) for _ in self._numbers]
+        if self.fixed_port is not None:
+            self.ports[0] = _Ports(self.fixed_port, self.ports[0].controller)
+        voters = [p.controller for p in self.ports] if self.node_count > 1 else []
+        for number, ports in zip(self._numbers, self.ports, strict=True):
+            node_dir = self._node_dir(number)
+            node_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(node_dir / "data", ignore_errors=True)
+            for log in self._node_logs(number):
+                log.write_bytes(b"")
+            (node_dir / "log4j2.properties").write_text(render_log4j2(node_dir / "server.log"))
+            properties = render_server_properties(
+                port=ports.client,
+                controller_port=ports.controller,
+                data_dir=node_dir / "data",
                 overrides=self.overrides,
+                node_id=number,
+                voters=voters,
             )
-        )
+            (node_dir / "server.properties").write_text(properties)
         self._format(deadline)
 
     def _format(self, deadline: float) -> None:
-        """What `kafka-storage.sh format --standalone -t ID -c server.properties` does."""
-        props = str(self.workdir / "server.properties")
-        args = ("format", "-t", new_cluster_id(), "-c", props, "--standalone")
-        argv = self._java(FORMAT_JVM_OPTS, "kafka.tools.StorageTool", *args)
-        log = self.workdir / "format.log"
-        code = run_tool(argv, log_path=log, cwd=self.workdir, timeout=deadline - time.monotonic())
-        if code != 0:
-            why = "timed out" if code is None else f"failed with exit code {code}"
-            raise start_error(
-                f"Formatting the embedded Kafka {self.version} storage ({self.java}) {why}.",
-                [log, self.log_files[0]],
-            )
+        """What `kafka-storage.sh format -t ID -c server.properties` does, on every node at once.
 
-    def _launch_once(self, deadline: float) -> tuple[subprocess.Popen[bytes], str]:
-        assert self.ports is not None
-        address = f"127.0.0.1:{self.ports[0]}"
-        opts = [*BROKER_HEAP, *BROKER_JVM_OPTS, *self.jvm_opts]
-        argv = self._java(opts, "kafka.Kafka", str(self.workdir / "server.properties"))
-        proc = spawn(argv, log_path=self.log_files[1], cwd=self.workdir)
-        ready, close = _metadata_probe(address)
+        A single node is a dynamic quorum of one (--standalone); a cluster's nodes share one
+        cluster id and the static quorum of their server.properties.
+        """
+        cluster_id = new_cluster_id()
+        standalone = ("--standalone",) if self.node_count == 1 else ()
+        running: list[tuple[int, subprocess.Popen[bytes]]] = []
         try:
-            why = wait_until(ready, proc=proc, deadline=deadline, interval=0.1)
-        except BaseException:  # Ctrl-C while waiting: the child is not registered yet
-            terminate_group(proc, 5.0)
-            raise
+            for number in self._numbers:
+                node_dir = self._node_dir(number)
+                props = str(node_dir / "server.properties")
+                args = ("format", "-t", cluster_id, "-c", props, *standalone)
+                argv = self._java(node_dir, FORMAT_JVM_OPTS, "kafka.tools.StorageTool", *args)
+                proc = spawn(argv, log_path=node_dir / "format.log", cwd=node_dir)
+                running.append((number, proc))
+            for number, proc in running:
+                code = wait_tool(proc, deadline - time.monotonic())
+                if code != 0:
+                    raise self._format_error(number, code)
         finally:
-            close()
-        if why is not None:
-            terminate_group(proc, 5.0)
-            raise start_error(
-                f"Embedded Kafka {self.version} (PLAINTEXT {address}, controller "
-                f"127.0.0.1:{self.ports[1]}) failed to start: {why}.",
-                self.log_files,
-            )
-        self.endpoints.update(client=address, controller=f"127.0.0.1:{self.ports[1]}")
-        return proc, address
+            # After a failure, the other nodes' formatters are of no use.
+            terminate_groups([proc for _, proc in running], 2.0)
+
+    def _format_error(self, number: int, code: int | None) -> BrokerStartError:
+        node_dir = self._node_dir(number)
+        why = "timed out" if code is None else f"failed with exit code {code}"
+        storage, heading = f"the embedded Kafka {self.version} storage", ""
+        if self.node_count > 1:
+            storage = f"the storage of node {number} of {self.node_count} of the embedded Kafka "
+            storage += f"{self.version} cluster"
+            heading = f"n{number}"
+        logs = [node_dir / "format.log", node_dir / "server.log"]
+        return start_error(f"Formatting {storage} ({self.java}) {why}.", logs, heading=heading)
+
+    def _node(self, number: int) -> BrokerNode:
+        assert self.ports is not None
+        ports, node_dir = self.ports[number - 1], self._node_dir(number)
+        opts = [*self.heap, *BROKER_JVM_OPTS, *self.jvm_opts]
+        argv = self._java(node_dir, opts, "kafka.Kafka", str(node_dir / "server.properties"))
+        address = f"127.0.0.1:{ports.client}"
+        return BrokerNode(
+            number=number,
+            cluster_size=self.node_count,
+            address=address,
+            endpoints={"client": address, "controller": f"127.0.0.1:{ports.controller}"},
+            log_files=self._node_logs(number),
+            workdir=node_dir,
+            argv=argv,
+            console_log=node_dir / "console.log",
+        )
 
 
 def start_kafka(
-    timeout: float = 90.0,
+    timeout: float | None = None,
     *,
+    nodes: int = 1,
     port: int | None = None,
     overrides: Mapping[str, str] | None = None,
     version: str | None = None,
+    heap: str | None = None,
     jvm_opts: Sequence[str] = (),
     workdir_parent: Path | None = None,
 ) -> RunningBroker:
-    """Start a single-node KRaft Kafka on free loopback ports in a fresh temp dir.
+    """Start a KRaft Kafka of combined broker+controller nodes on free loopback ports.
 
-    timeout bounds format + start-up (a first-time jar download is not counted); port pins the
-    client port; overrides are server.properties entries; jvm_opts are appended to the JVM's.
+    timeout bounds format + start-up until formed (default 90 s, plus 30 s per extra node; a
+    first-time jar download is not counted); port pins the first node's client port; overrides
+    are server.properties entries for every node; heap ("1G", "512m") sets -Xms and -Xmx;
+    jvm_opts are appended to the JVM's.
     """
+    if nodes < 1:
+        raise BrokerStartError(f"a Kafka broker needs at least one node, not {nodes}")
+    heap_opts = heap_flags(heap)
+    if timeout is None:
+        timeout = SINGLE_TIMEOUT + TIMEOUT_PER_EXTRA_NODE * (nodes - 1)
     version = version or kafka_version()
     java = find_java()
     major = java_major_version(java)
@@ -459,6 +654,15 @@ def start_kafka(
     version = jars_version(classpath) or version
     workdir = make_workdir("kafka", workdir_parent)
     launcher = _KafkaLauncher(
-        java, classpath, version, workdir, port, dict(overrides or {}), tuple(jvm_opts), timeout
+        java=java,
+        classpath=classpath,
+        version=version,
+        workdir=workdir,
+        node_count=nodes,
+        fixed_port=port,
+        overrides=dict(overrides or {}),
+        jvm_opts=tuple(jvm_opts),
+        default_timeout=timeout,
+        heap=heap_opts,
     )
     return start_embedded("kafka", launcher, workdir, timeout)

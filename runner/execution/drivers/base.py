@@ -76,6 +76,7 @@ class PublishPlan:
     until_ns: int | None = None
     layout: Layout = field(default_factory=Layout)  # which topic each producer publishes to
     keys: KeyPlan = field(default_factory=lambda: KeyPlan("none"))
+    acks_over_time: bool = False  # ledgers keep an AckTimeline (trials with faults)
 
     @property
     def start_ns(self) -> int:
@@ -114,9 +115,14 @@ class Driver(ABC):
         destination: str,
         setup_timeout: float,
         layout: Layout | None = None,
+        *,
+        faults: bool = False,
     ) -> None:
         self.address = address
         self.config = config
+        # The run kills or pauses broker nodes during this trial: a lost connection is part of
+        # the experiment, so clients reconnect (to another node) instead of failing the trial.
+        self.faults = faults
         self.destination = destination  # the trial's unique name: its topics are named after it
         self.setup_timeout = setup_timeout
         self.layout = layout or Layout()

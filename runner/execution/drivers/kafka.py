@@ -55,8 +55,10 @@ class KafkaDriver(Driver):
         destination: str,
         setup_timeout: float,
         layout: Layout | None = None,
+        *,
+        faults: bool = False,
     ) -> None:
-        super().__init__(address, config, destination, setup_timeout, layout)
+        super().__init__(address, config, destination, setup_timeout, layout, faults=faults)
         self._producers: list[_ProducerSlot] = []
         self._consumers: list[ConsumerThread] = []
         self._groups: list[Group] = []
@@ -67,7 +69,8 @@ class KafkaDriver(Driver):
         # Called from librdkafka's threads via poll/consume; list.append is atomic under the GIL.
         if len(self.client_errors) < 100:
             self.client_errors.append(f"{error.name()}: {error.str()}")
-        fatal = error.fatal() or error.code() in FATAL_ERRORS
+        # With faults, all brokers down is what the trial's own fault did, for a while.
+        fatal = error.fatal() or (error.code() in FATAL_ERRORS and not self.faults)
         if fatal and not self._closing and self.problem is None:
             self.problem = f"Kafka client error {error.name()}: {error.str()}"
 

@@ -32,6 +32,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
 from nats.js.api import (
     DiscardPolicy,
     RetentionPolicy,
@@ -50,17 +51,20 @@ from runner.execution.drivers.base import (
 )
 from runner.execution.drivers.nats_consumers import Subscriber
 from runner.execution.measure.accounting import Layout
+from runner.execution.measure.availability import AckTimeline
 from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import NS_PER_S, now_ns
 from runner.execution.measure.series import series_enabled
 from runner.execution.measure.series import tick as ticks
-from runner.process import die_with_parent
+from runner.process import die_with_parent, readable
 from schemas.spec import NatsBroker
 
 UNLIMITED = -1
 KEY_HEADER = "Exprun-Key"  # a message's key, carried as a header (JetStream has no partitions)
 NO_RESPONDERS = "no responders (no stream for the subject)"
 WATCH_INTERVAL_S = 0.1
+FAULT_RECONNECT_WAIT_S = 0.1  # between tries to reach another node after a fault
+PROBE_TIMEOUT_S = 1.0
 # Where the producers run: "process" (a forked publisher process, the default) or "loop" (on the
 # trial's own event loop, next to the consumers). The benchmark flips it to measure the gain.
 PUBLISHER_ENV = "EXPRUN_NATS_PUBLISHER"
@@ -78,8 +82,10 @@ class NatsDriver(Driver):
         destination: str,
         setup_timeout: float,
         layout: Layout | None = None,
+        *,
+        faults: bool = False,
     ) -> None:
-        super().__init__(address, config, destination, setup_timeout, layout)
+        super().__init__(address, config, destination, setup_timeout, layout, faults=faults)
         self._connections: list[NATS] = []
         self._producers: list[_Producer] = []
         self._closing = False
@@ -87,6 +93,7 @@ class NatsDriver(Driver):
         self._publisher: _PublisherProcess | None = None
         self._subscribers: list[Subscriber] = []
         self.client_errors: list[str] = []
+        self.disconnects = 0  # connections dropped by the trial's faults (then reconnected)
 
     # --- connections ---------------------------------------------------------------------
 
@@ -96,7 +103,9 @@ class NatsDriver(Driver):
                 self.client_errors.append(f"{type(error).__name__}: {error}")
 
         async def on_disconnect() -> None:
-            if not (self._closing or name in self._closed_by_us) and self.problem is None:
+            if self.faults:
+                self.disconnects += 1
+            elif not (self._closing or name in self._closed_by_us) and self.problem is None:
                 self.problem = f"lost the connection to NATS at {self.address} ({name})"
 
         try:
@@ -104,11 +113,12 @@ class NatsDriver(Driver):
                 servers=self.address.split(","),
                 name=name,
                 connect_timeout=max(1, round(self.setup_timeout)),
-                # A trial whose connection drops is failed, not silently resumed; and a failed
-                # first connect is not retried for minutes (nats-py's defaults: 60 x 2 s).
-                allow_reconnect=False,
-                max_reconnect_attempts=1,
-                reconnect_time_wait=1,
+                # A trial whose connection drops is failed, not silently resumed (unless the
+                # trial's own faults dropped it: then it reconnects to another node at once);
+                # and a failed first connect is not retried for minutes (nats-py's defaults).
+                allow_reconnect=self.faults,
+                max_reconnect_attempts=-1 if self.faults else 1,
+                reconnect_time_wait=FAULT_RECONNECT_WAIT_S if self.faults else 1,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
             )
@@ -245,6 +255,7 @@ class NatsDriver(Driver):
             subject = self.destinations[self.layout.topic_of_producer(index)]
             producer = _Producer(nc, self.config.publish.max_pending, subject)
             await producer.listen()
+            await _stream_answers(nc, subject, self.setup_timeout)
             self._producers.append(producer)
 
     async def _publish_here(
@@ -537,6 +548,7 @@ async def _serve_publisher(conn: Connection, trial_driver: NatsDriver) -> None:
         trial_driver.destination,
         trial_driver.setup_timeout,
         trial_driver.layout,
+        faults=trial_driver.faults,
     )
     try:
         try:
@@ -553,6 +565,8 @@ async def _serve_publisher(conn: Connection, trial_driver: NatsDriver) -> None:
         ledgers = [ProducerLedger(bytearray(plan.messages or 1 << 16)) for _ in range(count)]
         for ledger in ledgers:
             ledger.measure_from_ns = plan.schedule.ramp_end_ns if plan.schedule.has_ramp else 0
+            if plan.acks_over_time:
+                ledger.timeline = AckTimeline(plan.start_ns)
         failure: tuple[bool, str] | None = None
         try:
             await driver._publish_here(plan, ledgers, resolve_timeout, mark=True)
@@ -566,21 +580,30 @@ async def _serve_publisher(conn: Connection, trial_driver: NatsDriver) -> None:
         await driver.close()
 
 
+async def _stream_answers(nc: NATS, subject: str, timeout: float) -> None:
+    """Wait until the stream answers publishes sent on this connection.
+
+    On a cluster, a new stream's interest reaches the other nodes a moment after it was
+    created: a publish in between finds no responders. The probe names another stream as the
+    one expected, so the stream refuses it (stores nothing) once it hears it.
+    """
+    deadline = now_ns() + round(timeout * NS_PER_S)
+    headers = {"Nats-Expected-Stream": "exprun-probe-not-this-stream"}
+    while True:
+        try:
+            reply = await nc.request(subject, b"", timeout=PROBE_TIMEOUT_S, headers=headers)
+        except (TimeoutError, NoRespondersError):
+            reply = None
+        if reply is not None and b'"error"' in reply.data:
+            return
+        if now_ns() >= deadline:
+            raise DriverError(f"the stream for {subject} did not answer within {timeout:g}s")
+        await asyncio.sleep(PROBE_TIMEOUT_S / 10)
+
+
 async def _receive(conn: Connection, peer: str) -> Any:
     """The next message on `conn`, awaited on the event loop; DriverError once the peer is gone."""
-    loop = asyncio.get_running_loop()
-    while not conn.poll():
-        readable: asyncio.Future[None] = loop.create_future()
-
-        def wake(readable: asyncio.Future[None] = readable) -> None:
-            if not readable.done():
-                readable.set_result(None)
-
-        loop.add_reader(conn.fileno(), wake)
-        try:
-            await readable
-        finally:
-            loop.remove_reader(conn.fileno())
+    await readable(conn)
     try:
         return conn.recv()
     except (EOFError, OSError):

@@ -26,6 +26,8 @@ from schemas.spec import NatsConsumer
 PULL_EXPIRES_NS = 500_000_000  # a pull request's life when the stream is idle
 # A reader asks for more once fewer than this many batches are still owed to it.
 REFILL_BELOW_BATCHES = 1
+# Twice a request's life without an answer: the request was lost.
+PULL_WATCH_S = 2 * PULL_EXPIRES_NS / 1e9
 ACK_POLICIES = {"none": AckPolicy.NONE, "explicit": AckPolicy.EXPLICIT, "all": AckPolicy.ALL}
 
 
@@ -113,6 +115,7 @@ class Subscriber:
         for nc in self.connections:
             reader = PullReader(nc, self.stream, info.name, self.settings, self.sink)
             self.subscriptions.append(await reader.start())
+            self.tasks.append(asyncio.create_task(reader.watch(), name="exprun-pull-watch"))
 
     def _handler(self) -> Any:
         """Per message: hand it over with its ack (when the consumer acks)."""
@@ -157,6 +160,7 @@ class PullReader:
         self.inbox = nc.new_inbox()
         self.request = json.dumps({"batch": settings.batch, "expires": PULL_EXPIRES_NS}).encode()
         self.owed = 0  # messages asked for and not yet delivered
+        self.answers = 0  # messages and statuses received, for the watch
         self.closed = False
         self.acks, self.publish = settings.acks, nc.publish
 
@@ -171,7 +175,20 @@ class PullReader:
             self.owed += batch
             await self.nc.publish(self.next_subject, self.request, reply=self.inbox)
 
+    async def watch(self) -> None:
+        """Ask again when requests stop being answered: a request sent to a node that died,
+        or lost while the client reconnected, would never end, nor say what it still owed."""
+        seen = self.answers
+        while not self.closed:
+            await asyncio.sleep(PULL_WATCH_S)
+            if self.answers == seen and self.owed > 0:
+                self.owed = 0
+                with contextlib.suppress(NatsError):
+                    await self._refill()
+            seen = self.answers
+
     async def _on_message(self, msg: Msg) -> None:
+        self.answers += 1
         headers = msg.headers
         if headers and not msg.data and "Status" in headers:
             # The request ended: what it did not deliver is no longer owed.

@@ -20,14 +20,23 @@ import struct
 from collections import Counter
 from dataclasses import dataclass
 
-from runner.execution.measure.faults import Faults
 from runner.execution.measure.latency import LatencyRecorder, percentile_ms, summarise
 from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import HEADER, NS_PER_S
+from runner.execution.measure.self_test import SelfTest
 from schemas.results import Metrics, SubscriptionFigures
 
 unpack_header = HEADER.unpack_from  # (seq, send_ns); one call less per message than decode()
 INITIAL_FLAGS = 1 << 16  # flags per sequence number before they grow, when the count is unknown
+
+
+@dataclass
+class Spike:
+    """End-to-end latency of the messages sent in the second after a fault."""
+
+    from_ns: int
+    to_ns: int
+    latency: LatencyRecorder
 
 
 @dataclass(frozen=True)
@@ -85,9 +94,9 @@ class Subscription:
         size = len(accounting.acked_flags)
         self._delivered = bytearray(size)  # reached a handler, before any fault applies
         self._received = bytearray(size)  # accounted as received
-        faults = accounting.faults
-        applies = faults.subscription is None or faults.subscription == index
-        self._faults = faults if applies and faults.alters_deliveries else None
+        self_test = accounting.self_test
+        applies = self_test.subscription is None or self_test.subscription == index
+        self._self_test = self_test if applies and self_test.alters_deliveries else None
         self.received = 0
         self.received_measured = 0
         self.duplicated = 0
@@ -133,11 +142,11 @@ class Subscription:
             watching.caught_up_ns = now_ns
             watching.received_at_catch_up = self.received
             self._watching = None
-        faults = self._faults
-        if faults is not None:
-            if faults.drops(seq):
+        self_test = self._self_test
+        if self_test is not None:
+            if self_test.drops(seq):
                 return False
-            if faults.duplicates(seq):
+            if self_test.duplicates(seq):
                 self._account(seq, send_ns, now_ns, False)
         self._account(seq, send_ns, now_ns, redelivered)
         return True
@@ -156,6 +165,9 @@ class Subscription:
             self.latency.record_ns(now_ns - send_ns)
         else:
             self.ramp_latency.record_ns(now_ns - send_ns)
+        for spike in self.accounting.spikes:
+            if spike.from_ns <= send_ns < spike.to_ns:
+                spike.latency.record_ns(now_ns - send_ns)
         if self.first_receive_ns is None:
             self.first_receive_ns = now_ns
         self.last_receive_ns = now_ns
@@ -209,12 +221,12 @@ class Accounting:
     def __init__(
         self,
         planned: int | None,
-        faults: Faults,
+        self_test: SelfTest,
         layout: Layout | None = None,
         subscriptions: int = 1,
     ) -> None:
         self.planned = planned
-        self.faults = faults
+        self.self_test = self_test
         self.layout = layout or Layout()
         self.acked_flags = bytearray(planned if planned is not None else INITIAL_FLAGS)
         self.ledgers: list[ProducerLedger] = []
@@ -226,6 +238,13 @@ class Accounting:
         ]
         self.marks: dict[int, ConsumerMark] = {}
         self._window_start: dict[int, int] = {}  # latency counts (all) at the last mark
+        self.spikes: list[Spike] = []
+
+    def watch_spike(self, from_ns: int) -> Spike:
+        """Record the latency of what is sent in the second from `from_ns` (a fault's time)."""
+        spike = Spike(from_ns, from_ns + NS_PER_S, LatencyRecorder())
+        self.spikes.append(spike)
+        return spike
 
     def ledger(self) -> ProducerLedger:
         ledger = ProducerLedger(self.acked_flags, self.grow)

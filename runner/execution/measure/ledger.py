@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from runner.execution.measure.availability import AckTimeline
 from runner.execution.measure.latency import LatencyRecorder
 
 TIMEOUT = "timeout"  # publish error reason: no broker answer within the drain timeout
@@ -43,6 +44,7 @@ class LedgerState:
     sending_done_ns: int | None
     blocked_ns: int
     marks: dict[int, ProducerMark]
+    ack_counts: bytes | None  # the AckTimeline's buckets (array "I"), in trials with faults
 
 
 class ProducerLedger:
@@ -64,6 +66,7 @@ class ProducerLedger:
         self.sending_done_ns: int | None = None  # the producer's last message went out
         self.blocked_ns = 0  # time spent waiting for the broker (window or queue full)
         self.marks: dict[int, ProducerMark] = {}
+        self.timeline: AckTimeline | None = None  # acks over time, in trials with faults
         self.closed = False
 
     def on_send(self, seq: int, send_ns: int) -> None:
@@ -87,6 +90,8 @@ class ProducerLedger:
         else:
             self.ramp_latency.record_ns(now_ns - send_ns)
         self.last_ack_ns = now_ns
+        if self.timeline is not None:
+            self.timeline.add(now_ns)
 
     def on_error(self, reason: str) -> None:
         if not self.closed:
@@ -128,6 +133,7 @@ class ProducerLedger:
             sending_done_ns=self.sending_done_ns,
             blocked_ns=self.blocked_ns,
             marks=dict(self.marks),
+            ack_counts=self.timeline.counts.tobytes() if self.timeline is not None else None,
         )
 
     def absorb(self, state: LedgerState) -> None:
@@ -150,6 +156,8 @@ class ProducerLedger:
         self.sending_done_ns = state.sending_done_ns
         self.blocked_ns += state.blocked_ns
         self.marks.update(state.marks)
+        if self.timeline is not None and state.ack_counts is not None:
+            self.timeline.merge(AckTimeline.of_bytes(state.ack_counts).counts)
         self.closed = True
 
     def _grow_own(self, seq: int) -> None:

@@ -1,4 +1,5 @@
-"""Resource figures of the trial process (RSS, OS threads, asyncio tasks) and of a local broker.
+"""Resource figures of the trial process (RSS, OS threads, asyncio tasks) and of a local broker's
+nodes.
 
 Sampling runs as an asyncio task, not a thread, so the sampler never shows up in the thread
 counts it reports; its own task (and the trial's main task) are excluded from the task counts.
@@ -30,12 +31,27 @@ class Usage:
     tasks: int
 
 
+@dataclass(frozen=True)
+class NodeUsage:
+    """One broker node over the phase; a node that exited keeps what was read before."""
+
+    number: int
+    peak_rss_mb: float | None
+    cpu_percent: float | None
+    gone: bool
+
+
+def _summed(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return round(sum(known), 3) if known else None
+
+
 class ResourceSampler:
     """Point-in-time usage on demand, and peaks sampled between start_phase() and end_phase()."""
 
     def __init__(
         self,
-        broker_pid: int | None,
+        broker_pids: Sequence[int] = (),
         interval: float = SAMPLE_INTERVAL_S,
         helpers: Callable[[], Sequence[int]] = tuple,
     ) -> None:
@@ -48,7 +64,7 @@ class ResourceSampler:
         self.peak_rss_mb = 0.0
         self.peak_threads = 0
         self.peak_tasks = 0
-        self._broker = _BrokerProbe(broker_pid) if broker_pid is not None else None
+        self._nodes = [_BrokerProbe(pid) for pid in broker_pids]
         self._cpu_start: dict[int, tuple[float, float]] = {}
         self.loadgen_cpu_percent: float | None = None
 
@@ -78,8 +94,8 @@ class ResourceSampler:
 
     def start_phase(self) -> None:
         self._sampling = True
-        if self._broker is not None:
-            self._broker.start()
+        for node in self._nodes:
+            node.start()
         self._cpu_start = self._cpu_times()
         self.sample()
 
@@ -108,8 +124,8 @@ class ResourceSampler:
     def end_phase(self) -> None:
         self.sample()
         self._sampling = False
-        if self._broker is not None:
-            self._broker.stop()
+        for node in self._nodes:
+            node.stop()
 
     def sample(self) -> None:
         """Fold the current usage into the peaks (also called at the phase's key moments)."""
@@ -120,20 +136,31 @@ class ResourceSampler:
         self.peak_rss_mb = round(max(self.peak_rss_mb, usage.rss_mb + helper_mb), 3)
         self.peak_threads = max(self.peak_threads, usage.threads + helper_threads)
         self.peak_tasks = max(self.peak_tasks, usage.tasks)
-        if self._broker is not None:
-            self._broker.sample()
+        for node in self._nodes:
+            node.sample()
 
     @property
     def broker_rss_mb(self) -> float | None:
-        return self._broker.peak_rss_mb if self._broker is not None else None
+        """Summed over the nodes (each node's own peak)."""
+        return _summed([node.peak_rss_mb for node in self._nodes])
 
     @property
     def broker_cpu_percent(self) -> float | None:
-        return self._broker.cpu_percent if self._broker is not None else None
+        """Summed over the nodes (% of one core)."""
+        return _summed([node.cpu_percent for node in self._nodes])
 
     @property
-    def broker_gone(self) -> bool:
-        return self._broker is not None and self._broker.gone
+    def broker_nodes(self) -> list[NodeUsage]:
+        """Each node's figures, in node order."""
+        return [
+            NodeUsage(number, node.peak_rss_mb, node.cpu_percent, node.gone)
+            for number, node in enumerate(self._nodes, start=1)
+        ]
+
+    @property
+    def gone_nodes(self) -> list[int]:
+        """Pids of the broker nodes that exited during the trial."""
+        return [node.pid for node in self._nodes if node.gone]
 
     async def _run(self) -> None:
         while True:
@@ -177,7 +204,10 @@ class _Helpers:
 
 
 class _BrokerProbe:
-    """Peak RSS and mean CPU (% of one core) of the local broker process over the phase."""
+    """Peak RSS and mean CPU (% of one core) of one broker node's process over the phase.
+
+    A node killed mid-phase keeps its figures up to its last sample.
+    """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -185,16 +215,17 @@ class _BrokerProbe:
         self.peak_rss_mb: float | None = None
         self.cpu_percent: float | None = None
         self._start: tuple[float, float] | None = None
+        self._last: tuple[float, float] | None = None
         try:
             self._process: psutil.Process | None = psutil.Process(pid)
         except psutil.Error:
             self._process, self.gone = None, True
 
     def start(self) -> None:
-        self._start = self._cpu_and_wall()
+        self._start = self._last = self._cpu_and_wall()
 
     def stop(self) -> None:
-        end = self._cpu_and_wall()
+        end = self._cpu_and_wall() or self._last
         if self._start is not None and end is not None and end[1] > self._start[1]:
             cpu = (end[0] - self._start[0]) / (end[1] - self._start[1])
             self.cpu_percent = round(100.0 * cpu, 2)
@@ -210,6 +241,8 @@ class _BrokerProbe:
             self._process, self.gone = None, True
             return
         self.peak_rss_mb = round(max(self.peak_rss_mb or 0.0, rss), 3)
+        if self._start is not None:
+            self._last = self._cpu_and_wall() or self._last
 
     def _cpu_and_wall(self) -> tuple[float, float] | None:
         if self._process is None:

@@ -25,14 +25,15 @@ from runner.execution.drivers import (
     load_driver,
 )
 from runner.execution.measure.accounting import Accounting, Layout
-from runner.execution.measure.faults import start_leaked_threads, start_lingering_thread
 from runner.execution.measure.handlers import HandlerPool, Handlers
 from runner.execution.measure.messages import NS_PER_S, now_ns
 from runner.execution.measure.resources import ResourceSampler, Usage
+from runner.execution.measure.self_test import start_leaked_threads, start_lingering_thread
+from runner.execution.trial.fault_points import FaultLink, FaultPlan, PipeLink
 from runner.execution.trial.phase import MeasuredPhase
 from runner.execution.trial.request import SETTLING, TrialRequest
 from runner.process import die_with_parent
-from schemas.results import Metrics, TrialResult
+from schemas.results import Metrics, NodeFigures, TrialResult
 
 T = TypeVar("T")
 
@@ -50,12 +51,22 @@ def _preload_drivers() -> None:
 _preload_drivers()
 
 
-def child_main(request: TrialRequest, conn: Connection, log_path: str, spawned_ns: int) -> None:
-    """Entry point of the trial process: isolate, run, report, and exit at once."""
+def child_main(
+    request: TrialRequest,
+    conn: Connection,
+    log_path: str,
+    spawned_ns: int,
+    answers: Connection | None = None,
+) -> None:
+    """Entry point of the trial process: isolate, run, report, and exit at once.
+
+    `answers` carries the run's answers to the trial's fault orders (trials with faults).
+    """
     spawn_s = (now_ns() - spawned_ns) / NS_PER_S
     _isolate()
     _redirect_output(log_path)
-    result = asyncio.run(run_trial_here(request, spawn_s, lambda: conn.send_bytes(SETTLING)))
+    link = PipeLink(conn, answers) if answers is not None else None
+    result = asyncio.run(run_trial_here(request, spawn_s, lambda: conn.send_bytes(SETTLING), link))
     conn.send_bytes(result.model_dump_json().encode())
     conn.close()
     sys.stdout.flush()
@@ -93,11 +104,15 @@ def _redirect_output(log_path: str) -> None:
 
 
 async def run_trial_here(
-    request: TrialRequest, spawn_s: float, settling: Callable[[], None] = lambda: None
+    request: TrialRequest,
+    spawn_s: float,
+    settling: Callable[[], None] = lambda: None,
+    fault_link: FaultLink | None = None,
 ) -> TrialResult:
     """One trial on the running event loop, as the trial process runs it (also in-process, for
-    tests and profiles); `settling` is called once the trial no longer uses the broker."""
-    trial = _Trial(request, spawn_s, settling)
+    tests and profiles); `settling` is called once the trial no longer uses the broker, and
+    `fault_link` has the run do the trial's faults."""
+    trial = _Trial(request, spawn_s, settling, fault_link)
     main = asyncio.current_task()
     assert main is not None
     # The parent sends SIGTERM when the trial overruns its timeout: report what was measured.
@@ -119,9 +134,16 @@ async def run_trial_here(
 class _Trial:
     """One trial's steps, and everything measured so far (a failure reports the partial)."""
 
-    def __init__(self, request: TrialRequest, spawn_s: float, settling: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        request: TrialRequest,
+        spawn_s: float,
+        settling: Callable[[], None],
+        fault_link: FaultLink | None,
+    ) -> None:
         self.request = request
         self.settling = settling
+        self.fault_link = fault_link
         self.started_at = datetime.now(UTC).isoformat()
         self.t0 = now_ns()
         self.stage = "setting up"
@@ -142,7 +164,12 @@ class _Trial:
         work = request.workload
         layout = Layout(work.topics, work.producers)
         driver = driver_class(
-            request.address, request.broker_config, request.topic, SETUP_TIMEOUT_S, layout
+            request.address,
+            request.broker_config,
+            request.topic,
+            SETUP_TIMEOUT_S,
+            layout,
+            faults=bool(work.faults),
         )
         self.driver = driver
         create = driver.create_destination()
@@ -172,7 +199,7 @@ class _Trial:
     def _take_baseline(self, driver: Driver) -> None:
         """Usage before any client of the measured trial exists."""
         sampler = self.sampler = ResourceSampler(
-            self.request.broker_pid, helpers=driver.helper_pids
+            self.request.broker_pids, helpers=driver.helper_pids
         )
         sampler.start()
         before = self.before = sampler.usage()
@@ -181,7 +208,7 @@ class _Trial:
     async def _connect_clients(self, driver: Driver) -> None:
         work = self.request.workload
         accounting = Accounting(
-            work.planned_messages, self.request.faults, driver.layout, work.subscriptions
+            work.planned_messages, self.request.self_test, driver.layout, work.subscriptions
         )
         self.accounting = accounting
         workers = self.request.broker_config.workers
@@ -199,9 +226,13 @@ class _Trial:
         assert self.accounting is not None and self.handlers is not None
         assert self.sampler is not None
         self.stage = "publishing"
-        start_leaked_threads(self.request.faults.leak_threads)
+        start_leaked_threads(self.request.self_test.leak_threads)
+        work = self.request.workload
+        faults = None
+        if work.faults:
+            faults = FaultPlan(work, self.fault_link, self.accounting, driver.destinations[0])
         phase = self.phase = MeasuredPhase(
-            self.request.workload, driver, self.accounting, self.handlers, self.sampler
+            work, driver, self.accounting, self.handlers, self.sampler, faults
         )
         await phase.run()
 
@@ -209,7 +240,7 @@ class _Trial:
         assert self.handlers is not None and self.sampler is not None
         await driver.close()
         await self.handlers.close()
-        start_lingering_thread(self.request.faults.linger_threads_s)
+        start_lingering_thread(self.request.self_test.linger_threads_s)
         self.sampler.end_phase()
         self.immediate = self.sampler.usage()
         self.metrics.threads_after_immediate = self.immediate.threads
@@ -234,8 +265,10 @@ class _Trial:
 
     def problem(self) -> str | None:
         """Why a trial that ran to the end must still count as failed."""
-        if self.sampler is not None and self.sampler.broker_gone:
-            return f"the broker process {self.request.broker_pid} exited during the trial"
+        # A node the trial's own faults killed is what the trial measures, not a failure.
+        gone = self.sampler.gone_nodes if self.sampler is not None else []
+        if gone and not self.request.workload.faults:
+            return f"the broker process {gone[0]} exited during the trial"
         if self.driver is not None and self.driver.problem is not None:
             return _one_line(self.driver.problem)
         if self.phase is not None:
@@ -245,6 +278,7 @@ class _Trial:
     def result(self, status: str, error: str | None) -> TrialResult:
         request, metrics = self.request, self.metrics
         series, notes = None, []
+        nodes: list[NodeFigures] = []
         last_handled = self.handlers.last_done_ns if self.handlers is not None else None
         if self.phase is not None:
             series = self.phase.fill(metrics, last_handled)
@@ -261,6 +295,16 @@ class _Trial:
                 metrics.tasks_peak = sampler.peak_tasks
             metrics.broker_rss_mb = sampler.broker_rss_mb
             metrics.broker_cpu_percent = sampler.broker_cpu_percent
+            if len(request.broker_pids) > 1:
+                nodes = [
+                    NodeFigures(
+                        node=node.number,
+                        rss_peak_mb=node.peak_rss_mb,
+                        cpu_percent=node.cpu_percent,
+                        exited=node.gone,
+                    )
+                    for node in sampler.broker_nodes
+                ]
         metrics.trial_duration_s = _seconds(now_ns() - self.t0)
         outcome: Literal["ok", "failed"] = "ok" if status == "ok" else "failed"
         accounting = self.accounting
@@ -273,6 +317,8 @@ class _Trial:
             notes=notes,
             series=series,
             subscriptions=accounting.subscription_figures() if several and accounting else None,
+            faults=self.phase.fault_figures if self.phase is not None else None,
+            broker_nodes=nodes,
         )
 
     async def cleanup(self) -> None:

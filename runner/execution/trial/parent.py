@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkServerContext
@@ -36,9 +36,16 @@ from typing import Any
 
 import psutil
 
-from runner.execution.brokers.base import tail_file
+from runner.execution.brokers.logs import tail_file
 from runner.execution.measure.messages import now_ns
-from runner.execution.trial.request import SETTLING, TrialRequest, trial_timeout
+from runner.execution.trial.request import (
+    FAULT_ORDER,
+    SETTLING,
+    FaultDone,
+    FaultOrder,
+    TrialRequest,
+    trial_timeout,
+)
 from schemas.results import TrialResult
 
 # The trial process's own module, named rather than imported: the parent never loads the child
@@ -118,13 +125,22 @@ def _trial_process(*args: Any) -> None:
     importlib.import_module(CHILD_MODULE).child_main(*args)
 
 
+# Does a trial's fault on the broker and says what it did (runner.execution.faults).
+FaultHandler = Callable[[FaultOrder], FaultDone]
+
+
 class TrialProcess:
     """A started trial; `wait_settling()` returns once it is done with the broker."""
 
     def __init__(
-        self, request: TrialRequest, timeout: float | None = None, unavailable: str | None = None
+        self,
+        request: TrialRequest,
+        timeout: float | None = None,
+        unavailable: str | None = None,
+        on_fault: FaultHandler | None = None,
     ) -> None:
         self.request = request
+        self.on_fault = on_fault
         self.started_at = datetime.now(UTC).isoformat()
         self.limit = trial_timeout(request) if timeout is None else timeout
         self.deadline = time.monotonic() + self.limit
@@ -134,16 +150,21 @@ class TrialProcess:
         os.close(fd)
         context = _context()
         self.reader, writer = context.Pipe(duplex=False)
+        # The run's answers to fault orders travel back on a pipe of their own.
+        answers: Connection | None = None
+        self.answers: Connection | None = None
+        if on_fault is not None:
+            answers, self.answers = context.Pipe(duplex=False)
         self.process = context.Process(
             target=_trial_process,
-            args=(request, writer, self.log_path, now_ns()),
+            args=(request, writer, self.log_path, now_ns(), answers),
             name=f"exprun-trial-{request.index}",
             daemon=True,
         )
         try:
-            pid = request.broker_pid
-            if unavailable is None and pid is not None and not _running(pid):
-                unavailable = f"the broker process {pid} is gone"
+            gone = [pid for pid in request.broker_pids if not _running(pid)]
+            if unavailable is None and gone:
+                unavailable = f"the broker process {gone[0]} is gone"
             if unavailable is not None:
                 self._result = _failed(request, self.started_at, unavailable)
                 return
@@ -155,6 +176,8 @@ class TrialProcess:
             )
         finally:
             writer.close()  # so a dead child reads as EOF, not as a hang
+            if answers is not None:
+                answers.close()
 
     def wait_settling(self) -> None:
         """Block until the trial settles (its broker work is over) or ends either way."""
@@ -181,13 +204,17 @@ class TrialProcess:
         # On every way out, KeyboardInterrupt included: the trial process must not survive.
         _kill(self.process)
         self.reader.close()
+        if self.answers is not None:
+            self.answers.close()
         with contextlib.suppress(OSError):
             os.unlink(self.log_path)
 
     def _receive(self) -> None:
         remaining = self.deadline - time.monotonic()
         payload, reason = _collect(self.process, self.reader, remaining, self.limit)
-        if payload == SETTLING and reason is None:
+        if payload is not None and payload.startswith(FAULT_ORDER) and reason is None:
+            self._do_fault(FaultOrder.model_validate_json(payload[len(FAULT_ORDER) :]))
+        elif payload == SETTLING and reason is None:
             self._settling = True
         elif payload is not None and payload != SETTLING:
             result = TrialResult.model_validate_json(payload)
@@ -202,15 +229,29 @@ class TrialProcess:
             reason = reason or "the trial process ended without a result"
             self._result = _failed(self.request, self.started_at, f"{reason}{last}")
 
+    def _do_fault(self, order: FaultOrder) -> None:
+        assert self.on_fault is not None and self.answers is not None
+        try:
+            done = self.on_fault(order)
+        except Exception as error:  # the run must answer, whatever went wrong
+            done = FaultDone(error=f"{type(error).__name__}: {error}")
+        with contextlib.suppress(OSError):
+            self.answers.send_bytes(done.model_dump_json().encode())
+
 
 def start_trial(
-    request: TrialRequest, *, timeout: float | None = None, unavailable: str | None = None
+    request: TrialRequest,
+    *,
+    timeout: float | None = None,
+    unavailable: str | None = None,
+    on_fault: FaultHandler | None = None,
 ) -> TrialProcess:
     """Start one trial in a fresh child process; its result never raises for trial failures.
 
-    `unavailable` (why the broker cannot be used) fails the trial at once without a process.
+    `unavailable` (why the broker cannot be used) fails the trial at once without a process;
+    `on_fault` does the trial's faults when it asks.
     """
-    return TrialProcess(request, timeout, unavailable)
+    return TrialProcess(request, timeout, unavailable, on_fault)
 
 
 def run_trial(request: TrialRequest, *, timeout: float | None = None) -> TrialResult:
@@ -239,7 +280,7 @@ def _collect(
     while wait([reader], timeout=max(0.0, deadline - time.monotonic())):
         with contextlib.suppress(EOFError, OSError):
             payload = reader.recv_bytes()
-            if payload != SETTLING:
+            if payload != SETTLING and not payload.startswith(FAULT_ORDER):
                 return payload, reason
             continue
         break

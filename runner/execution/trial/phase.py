@@ -16,19 +16,23 @@ from typing import Any
 from runner.analysis.shortfall import falls_short, shortfall_cause
 from runner.execution.drivers import Driver, PublishPlan
 from runner.execution.measure.accounting import Accounting
+from runner.execution.measure.availability import AckTimeline
 from runner.execution.measure.handlers import Handlers
 from runner.execution.measure.latency import summarise
 from runner.execution.measure.messages import NS_PER_S, KeyPlan, MessageCodec, now_ns
 from runner.execution.measure.resources import ResourceSampler
 from runner.execution.measure.series import Schedule, series_enabled, tick, time_series
+from runner.execution.trial.fault_points import FaultPlan
 from schemas.resolve import TrialSettings
-from schemas.results import Metrics, TimeSeries
+from schemas.results import FaultFigures, Metrics, TimeSeries
 from schemas.spec import NatsConsumer
 from schemas.units import format_rate
 
 BACKLOG_POLL_S = 0.02
+PROGRESS_TIMEOUT_S = 1.0
 # Consumers released onto a backlog have caught up once a delivered message is this young:
-# 100 ms, or 5% of the time the backlog took to build, whichever is longer.
+# 100 ms, or 5% of the time the backlog took to build, whichever is longer (but less than half
+# of that time).
 CATCH_UP_MIN_NS = 100_000_000
 CATCH_UP_SHARE = 0.05
 
@@ -57,9 +61,12 @@ class MeasuredPhase:
         accounting: Accounting,
         handlers: Handlers,
         sampler: ResourceSampler,
+        faults: FaultPlan | None = None,
     ) -> None:
         self.work, self.driver, self.accounting = work, driver, accounting
-        self.handlers, self.sampler = handlers, sampler
+        self.handlers, self.sampler, self.faults = handlers, sampler, faults
+        self.fault_figures: list[FaultFigures] = []
+        self._stored_last = 0
         self.outcome = PhaseOutcome(start_ns=now_ns())
         self.series = series_enabled()
         # Bodies are made now, outside the measured phase.
@@ -85,7 +92,11 @@ class MeasuredPhase:
             until,
             self.driver.layout,
             KeyPlan(work.keys),
+            acks_over_time=self.faults is not None,
         )
+        if self.faults is not None:
+            for ledger in ledgers:
+                ledger.timeline = AckTimeline(start)
         self.sampler.start_phase()
         self.driver.phase_started()
         ticks = tick(schedule, self._mark) if self.series else asyncio.Event().wait()
@@ -93,8 +104,12 @@ class MeasuredPhase:
         publishing = asyncio.create_task(
             self.driver.publish(plan, ledgers, work.drain_timeout), name="exprun-publish"
         )
-        self.sampler.exclude(ticker)
-        self.sampler.exclude(publishing)
+        faulting = asyncio.create_task(
+            self.faults.run(start, self._progress) if self.faults else asyncio.sleep(0),
+            name="exprun-faults",
+        )
+        for task in (ticker, publishing, faulting):
+            self.sampler.exclude(task)
         try:
             if work.backlog_messages is not None:
                 await self._release_onto_backlog(publishing, work.backlog_messages)
@@ -105,12 +120,14 @@ class MeasuredPhase:
             self.sampler.sample()
             await self._drain()
         finally:
-            for task in (publishing, ticker):
+            for task in (publishing, ticker, faulting):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task  # its own error, if any, was raised above already
         outcome.end_ns = now_ns()
         self.sampler.sample()
+        if self.faults is not None:
+            outcome.failure = outcome.failure or self.faults.missed()
 
     def _mark(self, tick_number: int, at_ns: int) -> None:
         self.accounting.mark(tick_number, at_ns)
@@ -121,17 +138,30 @@ class MeasuredPhase:
     async def _release_onto_backlog(self, publishing: asyncio.Task[None], backlog: int) -> None:
         """Hold the consumers until `backlog` messages are stored, then let them catch up."""
         while not publishing.done():
-            stored = await self.driver.stored_messages()
-            if stored is None:
-                stored = sum(ledger.acked for ledger in self.accounting.ledgers)
-            if stored >= backlog:
+            if await self._stored() >= backlog:
                 break
             await asyncio.sleep(BACKLOG_POLL_S)
         built = self.outcome.backlog_build_ns = now_ns() - self.outcome.start_ns
         await self.driver.release_consumers()
-        within = max(CATCH_UP_MIN_NS, round(CATCH_UP_SHARE * built))
+        # Never half the backlog's age or more: a backlog built in under 200 ms would otherwise
+        # count as caught up with its first, already young enough, message.
+        within = min(max(CATCH_UP_MIN_NS, round(CATCH_UP_SHARE * built)), built // 2)
         self.outcome.released_ns = now_ns()
         self.accounting.release_onto_backlog(self.outcome.released_ns, within)
+
+    async def _stored(self) -> int:
+        """Messages the broker holds so far (or, where it cannot say, the producers' acks)."""
+        stored = await self.driver.stored_messages()
+        if stored is None:
+            stored = sum(ledger.acked for ledger in self.accounting.ledgers)
+        return stored
+
+    async def _progress(self) -> int:
+        """Messages stored so far, for a fault's point; a broker busy electing a leader may not
+        answer at once: then the last count stands."""
+        with contextlib.suppress(Exception):
+            self._stored_last = await asyncio.wait_for(self._stored(), PROGRESS_TIMEOUT_S)
+        return self._stored_last
 
     async def _drain(self) -> None:
         work, accounting, outcome = self.work, self.accounting, self.outcome
@@ -169,6 +199,11 @@ class MeasuredPhase:
         metrics.loadgen_cpu_percent = self.sampler.loadgen_cpu_percent
         self._fill_consumers(metrics)
         self._fill_backlog(metrics)
+        if self.faults is not None:
+            ledgers = accounting.ledgers
+            timelines = [ledger.timeline for ledger in ledgers if ledger.timeline]
+            sent = max((ledger.sending_done_ns or 0 for ledger in ledgers), default=0)
+            self.fault_figures = self.faults.fill(metrics, timelines, sent or None)
         self._note_shortfall(metrics)
         if outcome.end_ns is None or not self.series:
             return None

@@ -1,7 +1,9 @@
 """The contract of a trial process: what the parent sends (a TrialRequest) and what comes back.
 
 Both sides import this module; neither imports the other. The child sends SETTLING once it no
-longer uses the broker, then the TrialResult as JSON.
+longer uses the broker, then the TrialResult as JSON. A trial with faults also sends a
+FaultOrder (FAULT_ORDER + JSON) at each fault's point and waits for the run's FaultDone on a
+second pipe: the run owns the broker's processes, so it is the run that does the fault.
 """
 
 from __future__ import annotations
@@ -10,14 +12,41 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from runner.execution.measure.faults import Faults
+from runner.execution.measure.self_test import SelfTest
 from schemas.resolve import TrialSettings
-from schemas.results import Metrics, SubscriptionFigures, TimeSeries, TrialResult
+from schemas.results import (
+    FaultFigures,
+    Metrics,
+    NodeFigures,
+    SubscriptionFigures,
+    TimeSeries,
+    TrialResult,
+)
 from schemas.spec import Broker
 
 FIXED_COST_S = 60.0  # bound on setup + teardown steps (each bounded in the trial process)
 SLOWEST_UNPACED_RATE = 1000.0  # msg/s assumed for the timeout of an unpaced trial
 SETTLING = b"settling"  # sent by the trial process once it no longer uses the broker
+FAULT_ORDER = b"fault "  # followed by a FaultOrder as JSON
+
+
+class FaultOrder(BaseModel):
+    """The trial asks the run to do its fault number `fault` now."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fault: int  # index into the workload's faults
+    destination: str  # the topic / stream whose leader a *_leader fault targets
+
+
+class FaultDone(BaseModel):
+    """What the run did: the node it hit and when (monotonic ns), or why it could not."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: int | None = None
+    done_ns: int | None = None
+    error: str | None = None
 
 
 class TrialRequest(BaseModel):
@@ -32,13 +61,14 @@ class TrialRequest(BaseModel):
     repetition: int
     warmup: bool
     address: str  # RunningBroker.address
-    broker_pid: int | None  # a local broker: its RSS and CPU are measured during the phase
+    # A local broker's node processes: their RSS and CPU are measured during the phase.
+    broker_pids: tuple[int, ...] = ()
     broker_config: Broker
     workload: TrialSettings
     # Unique topic / stream (and subject) name of this trial: letters, digits, "-" and "_" are
     # valid for a Kafka topic, a JetStream stream and a NATS subject alike.
     topic: str
-    faults: Faults = Faults()  # harness self-tests only, see runner.execution.measure.faults
+    self_test: SelfTest = SelfTest()  # exprun's own tests only (measure/self_test.py)
 
     def result(
         self,
@@ -50,6 +80,8 @@ class TrialRequest(BaseModel):
         notes: list[str] | None = None,
         series: TimeSeries | None = None,
         subscriptions: list[SubscriptionFigures] | None = None,
+        faults: list[FaultFigures] | None = None,
+        broker_nodes: list[NodeFigures] | None = None,
     ) -> TrialResult:
         """This trial's result record, with whatever was measured."""
         return TrialResult(
@@ -71,6 +103,8 @@ class TrialRequest(BaseModel):
             notes=notes or [],
             series=series,
             subscriptions=subscriptions or [],
+            faults=faults or [],
+            broker_nodes=broker_nodes or [],
         )
 
 
@@ -84,5 +118,14 @@ def trial_timeout(request: TrialRequest) -> float:
         sending = (messages or 0) / (workload.rate or SLOWEST_UNPACED_RATE)
     # Unpaced for a duration: what is left to handle after it is bounded by the drain timeout.
     handling = (messages or 0) * workload.processing_time / request.broker_config.workers
+    # Each fault may cost a pause and a leader election (bounded like a drain).
+    faults = sum((fault.pause or 0.0) + FIXED_COST_S for fault in workload.faults)
     # drain_timeout twice: once for the last acks, once for the last deliveries.
-    return FIXED_COST_S + sending + handling + 2 * workload.drain_timeout + workload.settle_time
+    return (
+        FIXED_COST_S
+        + sending
+        + handling
+        + faults
+        + 2 * workload.drain_timeout
+        + workload.settle_time
+    )

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.execution.measure.accounting import Accounting, Layout
-from runner.execution.measure.faults import Faults
 from runner.execution.measure.latency import (
     HIGHEST_US,
     LOWEST_US,
@@ -20,6 +19,7 @@ from runner.execution.measure.latency import (
     percentile_ms,
 )
 from runner.execution.measure.messages import HEADER, NS_PER_S, KeyPlan, MessageCodec, decode
+from runner.execution.measure.self_test import SelfTest
 from runner.execution.measure.series import Schedule, time_series
 from schemas.results import Metrics
 from schemas.spec import PayloadCompressibility
@@ -47,7 +47,7 @@ def payload(seq: int, sent_ns: int) -> bytes:
 
 
 def test_books_grow_when_the_number_of_messages_is_not_known() -> None:
-    accounting = Accounting(None, Faults())
+    accounting = Accounting(None, SelfTest())
     ledger = accounting.ledger()
     [books] = accounting.subscriptions
     last = 200_000  # beyond the initial 65,536
@@ -58,12 +58,12 @@ def test_books_grow_when_the_number_of_messages_is_not_known() -> None:
     accounting.publishing_done()
     assert (accounting.acked, accounting.received, books.lost) == (3, 3, 0)
     assert books.foreign == 0 and books.drained.is_set()
-    [known] = Accounting(10, Faults()).subscriptions
+    [known] = Accounting(10, SelfTest()).subscriptions
     assert not known.on_delivery(payload(10, 1000), 3000) and known.foreign == 1
 
 
 def test_the_ramp_is_left_out_by_send_time_but_counted() -> None:
-    accounting = Accounting(4, Faults())
+    accounting = Accounting(4, SelfTest())
     ledger = accounting.ledger()
     [books] = accounting.subscriptions
     accounting.measure_from(5 * MS)
@@ -86,7 +86,7 @@ def test_the_ramp_is_left_out_by_send_time_but_counted() -> None:
 
 
 def test_windows_add_up_to_the_books() -> None:
-    accounting = Accounting(None, Faults())
+    accounting = Accounting(None, SelfTest())
     ledger = accounting.ledger()
     [books] = accounting.subscriptions
     schedule = Schedule(start_ns=0, ramp_end_ns=0)
@@ -108,10 +108,10 @@ def test_windows_add_up_to_the_books() -> None:
     assert sum(series.acked) == 60 and series.in_flight == [0, 0, 0, 0]
 
 
-def fan_out(faults: Faults) -> Accounting:
+def fan_out(self_test: SelfTest) -> Accounting:
     """Two topics, one producer each (producer 0 sends the even sequence numbers to topic 0,
     producer 1 the odd ones to topic 1), two subscriptions per topic, everything delivered."""
-    accounting = Accounting(8, faults, Layout(topics=2, producers_per_topic=1), subscriptions=2)
+    accounting = Accounting(8, self_test, Layout(topics=2, producers_per_topic=1), subscriptions=2)
     ledgers = [accounting.ledger(), accounting.ledger()]
     for seq in range(8):
         ledgers[seq % 2].on_send(seq, 1000)
@@ -125,14 +125,14 @@ def fan_out(faults: Faults) -> Accounting:
 
 def test_fan_out_counts_each_subscription_apart() -> None:
     metrics = Metrics()
-    fan_out(Faults()).fill(metrics, last_handled_ns=4000)
+    fan_out(SelfTest()).fill(metrics, last_handled_ns=4000)
     # Every message reaches both subscriptions of its topic: 8 sent, 16 received.
     assert (metrics.sent, metrics.received, metrics.lost, metrics.success_rate) == (8, 16, 0, 100.0)
 
 
 def test_a_starved_subscription_loses_alone() -> None:
     # Subscription 3 (topic 1, the odd messages) discards every one of them: (seq + 1) % 2 == 0.
-    accounting = fan_out(Faults(drop_every=2, subscription=3))
+    accounting = fan_out(SelfTest(drop_every=2, subscription=3))
     metrics = Metrics()
     accounting.fill(metrics, last_handled_ns=4000)
     lost = {f.subscription: f.lost for f in accounting.subscription_figures()}

@@ -9,7 +9,7 @@ import pytest
 from test_trials import kafka_config, make_request, nats_config
 
 from runner.execution.brokers import RunningBroker
-from runner.execution.measure.faults import Faults
+from runner.execution.measure.self_test import SelfTest
 from runner.execution.trial.parent import run_trial
 from schemas.results import TrialResult
 
@@ -129,8 +129,10 @@ def test_fan_out_with_a_starved_subscription(
     broker = request.getfixturevalue(f"{broker_type}_broker")
     config = nats_config() if broker_type == "nats" else kafka_config(consumer_mode="group")
     # Subscription 2 of 3 discards every 10th message; the others receive everything.
-    faults = Faults(drop_every=10, subscription=2)
-    result = run_trial(make_request(broker, config, faults=faults, messages=2000, subscriptions=3))
+    self_test = SelfTest(drop_every=10, subscription=2)
+    result = run_trial(
+        make_request(broker, config, self_test=self_test, messages=2000, subscriptions=3)
+    )
     m = result.metrics
     assert result.status == "ok", result.error
     lost = {f.subscription: f.lost for f in result.subscriptions}

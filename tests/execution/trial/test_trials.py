@@ -1,6 +1,6 @@
 """Isolated trials on real embedded brokers: exact accounting, faults caught, failures reported.
 
-The faults (runner.execution.measure.faults) are the harness's own self-test hooks: each has
+The self-test faults (runner.execution.measure.self_test) are the harness's own hooks: each has
 an exact, predictable effect, so these tests prove the accounting counts what really happened.
 """
 
@@ -24,13 +24,13 @@ from runner.execution.brokers import RunningBroker
 from runner.execution.brokers.base import free_ports
 from runner.execution.drivers.kafka_consumers import low_watermark
 from runner.execution.drivers.nats import PUBLISHER_ENV
-from runner.execution.measure.faults import Faults
 from runner.execution.measure.latency import (
     HIGHEST_US,
     LOWEST_US,
     SIGNIFICANT_DIGITS,
     LatencyRecorder,
 )
+from runner.execution.measure.self_test import SelfTest
 from runner.execution.trial.child import run_trial_here
 from runner.execution.trial.parent import run_trial
 from runner.execution.trial.request import TrialRequest, trial_timeout
@@ -58,7 +58,7 @@ def make_request(
     config: NatsBroker | KafkaBroker,
     *,
     address: str | None = None,
-    faults: Faults | None = None,
+    self_test: SelfTest | None = None,
     **workload: Any,
 ) -> TrialRequest:
     settings = {
@@ -77,11 +77,11 @@ def make_request(
         repetition=2,
         warmup=False,
         address=address or (broker.address if broker else ""),
-        broker_pid=broker.pid if broker else None,
+        broker_pids=tuple(broker.pids) if broker else (),
         broker_config=config,
         workload=TrialSettings.model_validate(settings),
         topic=f"exprun-test-{uuid.uuid4().hex[:12]}",
-        faults=faults or Faults(),
+        self_test=self_test or SelfTest(),
     )
 
 
@@ -180,7 +180,7 @@ def test_worker_pool_size_matters(nats_broker: RunningBroker) -> None:
 def test_dropped_messages_count_as_lost(broker_type: str, request: pytest.FixtureRequest) -> None:
     broker: RunningBroker = request.getfixturevalue(f"{broker_type}_broker")
     config = nats_config() if broker_type == "nats" else kafka_config()
-    result = run_trial(make_request(broker, config, faults=Faults(drop_every=10)))
+    result = run_trial(make_request(broker, config, self_test=SelfTest(drop_every=10)))
     m = result.metrics
     assert result.status == "ok", result.error
     assert (m.sent, m.acked, m.received, m.lost, m.duplicated) == (2000, 2000, 1800, 200, 0)
@@ -192,7 +192,7 @@ def test_dropped_messages_count_as_lost(broker_type: str, request: pytest.Fixtur
 def test_duplicated_messages_are_counted(broker_type: str, request: pytest.FixtureRequest) -> None:
     broker: RunningBroker = request.getfixturevalue(f"{broker_type}_broker")
     config = nats_config() if broker_type == "nats" else kafka_config()
-    result = run_trial(make_request(broker, config, faults=Faults(duplicate_every=10)))
+    result = run_trial(make_request(broker, config, self_test=SelfTest(duplicate_every=10)))
     m = result.metrics
     assert result.status == "ok", result.error
     assert (m.sent, m.acked, m.received, m.lost, m.duplicated) == (2000, 2000, 2000, 0, 200)
@@ -214,15 +214,17 @@ def test_jetstream_max_msgs_discard_new_reports_publish_errors(nats_broker: Runn
 
 
 def test_leaked_thread_is_a_leak(nats_broker: RunningBroker) -> None:
-    result = run_trial(make_request(nats_broker, nats_config(), faults=Faults(leak_threads=1)))
+    result = run_trial(make_request(nats_broker, nats_config(), self_test=SelfTest(leak_threads=1)))
     assert result.status == "ok", result.error
     assert result.metrics.leaked_threads == 1
     assert result.metrics.lingering_threads == 0
 
 
 def test_lingering_thread_is_not_a_leak(nats_broker: RunningBroker) -> None:
-    faults = Faults(linger_threads_s=0.2)
-    result = run_trial(make_request(nats_broker, nats_config(), faults=faults, settle_time="1s"))
+    self_test = SelfTest(linger_threads_s=0.2)
+    result = run_trial(
+        make_request(nats_broker, nats_config(), self_test=self_test, settle_time="1s")
+    )
     m = result.metrics
     assert result.status == "ok", result.error
     assert m.leaked_threads == 0
@@ -253,7 +255,9 @@ def test_dead_address_fails_fast(broker_type: str) -> None:
 def test_gone_broker_process_fails_without_running(nats_broker: RunningBroker) -> None:
     gone = psutil.Popen(["true"])
     gone.wait()
-    request = make_request(nats_broker, nats_config()).model_copy(update={"broker_pid": gone.pid})
+    request = make_request(nats_broker, nats_config()).model_copy(
+        update={"broker_pids": (gone.pid,)}
+    )
     result = run_trial(request)
     assert result.status == "failed"
     assert result.error and "gone" in result.error

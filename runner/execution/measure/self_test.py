@@ -1,6 +1,7 @@
-"""Deliberate faults, for exprun's own tests only: they prove that the accounting catches them.
+"""Self-test faults, for exprun's own tests only: they prove that the accounting catches them.
 
-A real experiment never sets them. Each one has an exact, predictable effect on the metrics:
+A real experiment never sets them (its faults, done to broker nodes, are the spec's `faults`).
+Each one has an exact, predictable effect on the metrics:
 - drop_every=n: the consumer discards every message whose (seq + 1) is a multiple of n, before
   accounting -> with 2000 messages and n=10: received 1800, lost 200.
 - duplicate_every=n: those messages are accounted twice -> duplicated 200, received 2000.
@@ -17,7 +18,7 @@ import time
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 
-class Faults(BaseModel):
+class SelfTest(BaseModel):
     """Harness self-test hooks; the defaults mean "no fault"."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

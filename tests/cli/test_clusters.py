@@ -1,0 +1,212 @@
+"""Embedded clusters and faults end to end: `exprun run` starts the clusters, the run does the
+faults, and the trials' books stay exact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from exprun_process import exprun, no_leftovers, read_jsonl
+
+pytestmark = pytest.mark.integration
+
+NATS_SPEC = """\
+version: 1
+name: nats-cluster
+brokers:
+  nats:
+    type: nats
+    nodes: 3
+    stream: {storage: file, replicas: 3}
+    consumer: {kind: pull, ack: explicit, max_ack_pending: 5000, batch: 200}
+    workers: 32
+defaults: {message_size: 512B, settle_time: 100ms, drain_timeout: 15s}
+scenarios:
+  Pause:
+    duration: 6s
+    rate: 1000/s
+    faults:
+      - {at: 2s, action: pause_leader, for: 2s}
+  Kill:
+    duration: 14s
+    rate: 500/s
+    faults:
+      - {at: 2s, action: kill_leader}
+      - {at: 12s, action: restart}
+variants:
+  deadline-5s: {brokers: {nats: {server: {write_deadline: 5s}}}}
+  deadline-7s: {brokers: {nats: {server: {write_deadline: 7s}}}}
+baseline: deadline-5s
+repetitions: 1
+warmup: 0
+reports: [markdown, json]
+"""
+
+KAFKA_SPEC = """\
+version: 1
+name: kafka-cluster
+brokers:
+  kafka:
+    type: kafka
+    nodes: 3
+    server: {min.insync.replicas: 2}
+    jvm: {heap: 512m}
+    topic: {partitions: 3, replication_factor: 3}
+    workers: 32
+defaults: {message_size: 512B, settle_time: 100ms, drain_timeout: 15s}
+scenarios:
+  Failover:
+    messages: 6000
+    rate: 1500/s
+    faults:
+      - {at: 40%, action: kill_leader}
+      - {at: 70%, action: restart}
+variants:
+  acks-all: {brokers: {kafka: {producer: {acks: all, enable.idempotence: true}}}}
+  acks-1: {brokers: {kafka: {producer: {acks: 1, enable.idempotence: false}}}}
+baseline: acks-all
+repetitions: 1
+warmup: 0
+reports: [markdown, json]
+"""
+
+
+def run_spec(tmp_path: Path, text: str, timeout: float) -> list[dict[str, Any]]:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    done = exprun("run", str(spec), "--out", str(tmp_path / "run"), tmp=tmp_path, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    no_leftovers(tmp_path)
+    return read_jsonl(tmp_path / "run" / "trials.jsonl")
+
+
+def assert_exact(trial: dict[str, Any]) -> None:
+    """Every message sent was acked or failed; what was acked and not lost arrived."""
+    m = trial["metrics"]
+    failed = sum(m["publish_errors"].values())
+    assert m["sent"] == m["acked"] + failed, m
+    assert m["acked"] - m["lost"] <= m["received"] <= m["acked"] - m["lost"] + failed, m
+    assert m["success_rate"] == pytest.approx(100.0 * m["received"] / m["sent"], abs=1e-3)
+
+
+@pytest.mark.timeout(300)
+def test_nats_cluster_pause_kill_and_a_server_setting_per_variant(tmp_path: Path) -> None:
+    trials = run_spec(tmp_path, NATS_SPEC, timeout=240)
+    assert [t["status"] for t in trials] == ["ok"] * 4, [t["error"] for t in trials]
+    for trial in trials:
+        assert_exact(trial)
+        assert [n["node"] for n in trial["broker_nodes"]] == [1, 2, 3]
+        [*faults] = trial["faults"]
+        assert all(f["error"] is None and f["at_s"] is not None for f in faults), faults
+        if trial["scenario"] == "Pause":
+            # Publishes wait for the paused leader: about as long as the pause.
+            assert 1.5 <= trial["metrics"]["unavailable_s"] <= 3.5, trial["metrics"]
+            assert faults[0]["node"] in (1, 2, 3) and 1.9 <= faults[0]["at_s"] <= 2.5
+            assert trial["metrics"]["fault_latency_ms"]["max"] >= 1000
+        else:
+            # R3 with explicit acks: a leader kill loses nothing and duplicates nothing; the
+            # stream elects a new leader (seconds: the raft election timeout) and is back.
+            assert trial["metrics"]["lost"] == 0 and trial["metrics"]["duplicated"] == 0
+            assert faults[0]["node"] in (1, 2, 3) and faults[1]["action"] == "restart"
+            assert 1.9 <= faults[0]["at_s"] <= 2.5 and 11.9 <= faults[1]["at_s"] <= 12.5
+            assert faults[0]["recovery_s"] is not None and faults[0]["recovery_s"] < 10
+    environment = json.loads((tmp_path / "run" / "environment.json").read_text())
+    instances = environment["brokers"]
+    assert set(instances) == {"nats[deadline-5s]", "nats[deadline-7s]"}
+    assert instances["nats[deadline-5s]"]["address"] != instances["nats[deadline-7s]"]["address"]
+    # Each variant ran on its own cluster, as its server reports its setting (in ns).
+    assert instances["nats[deadline-5s]"]["reported"] == {"write_deadline": 5_000_000_000}
+    assert instances["nats[deadline-7s]"]["reported"] == {"write_deadline": 7_000_000_000}
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Faults" in report and "pause_leader at 2s" in report
+
+
+@pytest.mark.own_kafka
+@pytest.mark.timeout(600)
+def test_kafka_cluster_leader_kill_acks_all_loses_nothing(tmp_path: Path) -> None:
+    trials = run_spec(tmp_path, KAFKA_SPEC, timeout=500)
+    by_variant = {t["variant"]: t for t in trials}
+    assert set(by_variant) == {"acks-all", "acks-1"}
+    for trial in trials:
+        assert trial["status"] == "ok", trial["error"]
+        assert_exact(trial)
+        kill, restart = trial["faults"]
+        assert kill["action"] == "kill_leader" and kill["node"] in (1, 2, 3), kill
+        assert restart["action"] == "restart" and restart["error"] is None
+        assert 0.4 * 6000 / 1500 - 0.1 <= kill["at_s"] <= 0.4 * 6000 / 1500 + 0.6
+        assert any(node["exited"] for node in trial["broker_nodes"]), trial["broker_nodes"]
+    safe = by_variant["acks-all"]["metrics"]
+    assert safe["lost"] == 0 and safe["duplicated"] == 0, safe
+    environment = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert environment["brokers"]["kafka"]["nodes"] == 3
+    assert environment["brokers"]["kafka"]["reported"] == {"min.insync.replicas": "2"}
+
+
+LEADERLESS_SPEC = """\
+version: 1
+name: leaderless
+brokers:
+  nats:
+    type: nats
+    nodes: 3
+    stream: {storage: file, replicas: 1}
+    workers: 8
+defaults: {message_size: 256B, settle_time: 100ms, drain_timeout: 5s}
+scenarios:
+  Twice:
+    duration: 8s
+    rate: 200/s
+    faults:
+      - {at: 1s, action: kill_leader}
+      - {at: 2s, action: kill_leader}
+  After: {messages: 500}
+repetitions: 1
+warmup: 0
+order: sequential
+reports: [markdown, json]
+"""
+
+
+@pytest.mark.timeout(180)
+def test_a_fault_without_a_target_fails_its_trial_and_the_run_goes_on(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(LEADERLESS_SPEC)
+    done = exprun("run", str(spec), "--out", str(tmp_path / "run"), tmp=tmp_path, timeout=150)
+    assert done.returncode == 1, done.stderr[-3000:]  # one trial failed
+    no_leftovers(tmp_path)
+    twice, after = read_jsonl(tmp_path / "run" / "trials.jsonl")
+    # The R1 stream's only node was killed first: then no node leads it.
+    assert twice["status"] == "failed" and "kill_leader at 2s: no leader to hit" in twice["error"]
+    assert twice["faults"][0]["node"] in (1, 2, 3) and twice["faults"][1]["node"] is None
+    assert_exact(twice)
+    # The dead node was brought back before the next trial, which ran as usual.
+    assert after["status"] == "ok" and after["metrics"]["received"] == 500
+    assert "node(s)" in done.stderr and "reviving" in done.stderr
+
+
+REFUSED_SPEC = """\
+version: 1
+name: refused
+brokers:
+  nats: {type: nats, server: {write_deadline: soon}}
+scenarios:
+  Small: {messages: 100}
+repetitions: 1
+warmup: 0
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_server_setting_the_broker_refuses_ends_the_run_before_any_trial(
+    tmp_path: Path,
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(REFUSED_SPEC)  # a known option: only the server can judge its value
+    done = exprun("run", str(spec), "--out", str(tmp_path / "run"), tmp=tmp_path, timeout=50)
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "broker 'nats' (nats)" in done.stderr and "write_deadline" in done.stderr
+    assert "--- broker log" in done.stderr and "Traceback" not in done.stderr
+    assert read_jsonl(tmp_path / "run" / "trials.jsonl") == []
+    no_leftovers(tmp_path)
