@@ -25,7 +25,9 @@ ENTRIES: dict[str, Entry] = {
         "ProducerPerformance",
         ">= 0.8",
         "exprun: publish throughput (first send -> last ack) of a trial whose consumer runs "
-        "too; the tool only produces. Same record size, count, acks, linger.ms, batch.size.",
+        "too; the tool only produces, and its figure leaves out its first --warmup-records "
+        "(its JIT warming up; as many as it measures in the full run). Same record size, "
+        "count, acks, linger.ms, batch.size.",
     ),
     "kafka_end_to_end_vs_publish": Entry(
         "Kafka end-to-end / publish",

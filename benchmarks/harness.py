@@ -83,6 +83,7 @@ class Settings:
     repetitions: int
     nats_messages: int
     kafka_messages: int
+    kafka_tool_warmup: int  # ProducerPerformance --warmup-records: records before its figure
     latency_messages: int
     latency_rate: float  # msg/s of exprun's paced latency trial
     warmup: bool  # one unrecorded round of every side first (JIT, page cache, connections)
@@ -100,6 +101,7 @@ FULL = Settings(
     repetitions=5,
     nats_messages=100_000,
     kafka_messages=200_000,
+    kafka_tool_warmup=200_000,
     latency_messages=1_000,
     latency_rate=200.0,
     warmup=True,
@@ -116,6 +118,7 @@ QUICK = Settings(
     repetitions=1,
     nats_messages=5_000,
     kafka_messages=10_000,
+    kafka_tool_warmup=5_000,
     latency_messages=100,
     latency_rate=200.0,
     warmup=False,
@@ -386,9 +389,14 @@ class Bench:
 
         def tool() -> float:
             topic = _kafka_topic(broker.address)
-            records = self.settings.kafka_messages
+            s = self.settings
             return native.producer_performance(
-                broker.address, topic, records, MESSAGE_SIZE, properties
+                broker.address,
+                topic,
+                s.kafka_messages,
+                MESSAGE_SIZE,
+                properties,
+                warmup_records=s.kafka_tool_warmup,
             )
 
         rate = self.sample(("kafka_publish",), "ProducerPerformance", tool)

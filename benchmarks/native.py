@@ -124,19 +124,29 @@ def _java_tool(main_class: str, *args: str) -> list[str]:
 
 
 def producer_performance(
-    bootstrap: str, topic: str, records: int, size: int, properties: dict[str, str]
+    bootstrap: str,
+    topic: str,
+    records: int,
+    size: int,
+    properties: dict[str, str],
+    warmup_records: int = 0,
 ) -> float:
-    """kafka-producer-perf-test: records/s over the whole run (send of the first -> last ack)."""
+    """kafka-producer-perf-test: records/s (send of the first -> last ack) of `records` sent
+    after `warmup_records` more (the tool's --warmup-records: its JVM's JIT warm-up left out)."""
     props = [
         f"{key}={value}" for key, value in {"bootstrap.servers": bootstrap, **properties}.items()
     ]
+    total = records + warmup_records
+    warmup = ("--warmup-records", str(warmup_records)) if warmup_records else ()
     argv = _java_tool(
         "org.apache.kafka.tools.ProducerPerformance",
-        *("--topic", topic, "--num-records", str(records), "--record-size", str(size)),
+        *("--topic", topic, "--num-records", str(total), "--record-size", str(size)),
+        *warmup,
         *("--throughput", "-1", "--command-property", *props),
     )
     out = _run(argv)
-    match = re.search(rf"{records} records sent, ([\d.]+) records/sec", out)
+    line = rf"{records} steady state records sent" if warmup_records else rf"{total} records sent"
+    match = re.search(rf"{line}, ([\d.]+) records/sec", out)
     if match is None:
         raise ToolError(f"ProducerPerformance printed no total: {_last_line(out)}")
     return float(match.group(1))

@@ -24,6 +24,7 @@ from runner.execution.brokers import (
     start_nats,
 )
 from runner.execution.plan import Plan, flat_settings
+from runner.spec.server_settings import config_text
 from schemas.spec import KafkaBroker, NatsBroker
 
 BrokerConfig = KafkaBroker | NatsBroker
@@ -165,7 +166,4 @@ def start_instance(instance: Instance, others: Sequence[str] = ()) -> RunningBro
 
 def kafka_server_properties(server: Mapping[str, object]) -> dict[str, str]:
     """server.properties values as Kafka reads them (YAML booleans as true / false)."""
-    return {
-        key: ("true" if value else "false") if isinstance(value, bool) else str(value)
-        for key, value in server.items()
-    }
+    return {key: config_text(value) for key, value in server.items()}

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from tabulate import tabulate
 
 from runner.errors import BadInputError
+from runner.spec.server_settings import config_text
 from schemas.report import CellKey
 from schemas.resolve import CellConfig
 from schemas.results import TrialKey
@@ -156,7 +157,7 @@ def effective_settings(config: CellConfig) -> dict[str, str]:
         "endpoint": broker.endpoint,
         "nodes": str(broker.nodes),
     }
-    settings.update({f"server.{k}": str(v) for k, v in flat_settings(broker.server)})
+    settings.update({f"server.{k}": v for k, v in flat_settings(broker.server)})
     if isinstance(broker, KafkaBroker):
         settings["partitions"] = str(broker.topic.partitions)
         settings["replication_factor"] = str(broker.topic.replication_factor)
@@ -176,13 +177,13 @@ def effective_settings(config: CellConfig) -> dict[str, str]:
     return settings
 
 
-def flat_settings(settings: Mapping[str, object], prefix: str = "") -> Iterator[tuple[str, object]]:
-    """Nested settings as dotted keys (jetstream.max_memory_store)."""
+def flat_settings(settings: Mapping[str, object], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Nested settings as dotted keys (jetstream.max_memory_store) and their config text."""
     for key, value in settings.items():
         if isinstance(value, Mapping):
             yield from flat_settings(value, f"{prefix}{key}.")
         else:
-            yield f"{prefix}{key}", value
+            yield f"{prefix}{key}", config_text(value)
 
 
 def plan_warnings(plan: Plan) -> list[str]:

@@ -208,11 +208,18 @@ def _kafka_managed(name: str) -> str | None:
     return None
 
 
+def config_text(value: object) -> str:
+    """A YAML value as broker configs read it: booleans as true / false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _kafka_value_problem(kind: str, value: Any) -> str | None:
     """Why ConfigDef.parseType would refuse `value` as written to server.properties, if it would."""
     if not isinstance(value, str | int | float):
         return None  # not a scalar: the spec model's own field error
-    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    text = config_text(value)
     trimmed = text.strip(_JAVA_BLANKS)
     if kind in _INTEGER_BITS:
         bound = 2 ** (_INTEGER_BITS[kind] - 1)
