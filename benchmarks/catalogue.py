@@ -211,6 +211,23 @@ ENTRIES: dict[str, Entry] = {
         "start_seconds of a 3-node KRaft cluster (combined broker+controller nodes, 512 MB "
         "heaps): storage formatted, until every broker is registered.",
     ),
+    "nats_processes_2_vs_1": Entry(
+        "JetStream end to end, 2 load-generator processes / 1",
+        "msg/s",
+        "1 process",
+        None,
+        "Received msg/s of the same trial with its clients spread over 2 load-generator "
+        "processes vs run by the trial's own (with its forked publisher); the merged books "
+        "must be exact in every round. On 2 cores the broker competes for the same CPU.",
+    ),
+    "kafka_processes_2_vs_1": Entry(
+        "Kafka end to end, 2 load-generator processes / 1",
+        "msg/s",
+        "1 process",
+        None,
+        "Received msg/s of the same trial with its clients spread over 2 load-generator "
+        "processes vs all in the trial's own; the merged books must be exact in every round.",
+    ),
     "nats_r3_vs_r1": Entry(
         "JetStream R3 / R1 end to end (3 nodes)",
         "msg/s",

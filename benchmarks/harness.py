@@ -491,6 +491,50 @@ class Bench:
             for key in keys:
                 self[key].fail(f"embedded cluster: {error}")
 
+    # --- load-generator processes --------------------------------------------------------
+
+    def scaling(self) -> None:
+        """End-to-end throughput with each trial's clients in 2 load-generator processes vs 1,
+        on each broker; every merged result must be exact."""
+        s = self.settings
+        self._scaling(start_nats, "nats_processes_2_vs_1", nats_config(), s.nats_messages)
+        if self.kafka_skipped:
+            self["kafka_processes_2_vs_1"].fail("Kafka did not run above")
+            return
+        kafka = kafka_config(KAFKA_PRODUCER)
+        self._scaling(start_kafka, "kafka_processes_2_vs_1", kafka, s.kafka_messages)
+
+    def _scaling(
+        self,
+        start: Callable[[], RunningBroker],
+        key: str,
+        config: NatsBroker | KafkaBroker,
+        messages: int,
+    ) -> None:
+        try:
+            with self._broker(start, None) as broker:
+                single = trial_request(broker, config, messages)
+                spread = single.model_copy(update={"processes": 2})
+                for round_ in self.rounds():
+                    two = self.sample((key,), "exprun", partial(exprun_side.run, spread))
+                    one = self.sample((key,), "exprun", partial(exprun_side.run, single))
+                    inexact = [r for r in (two, one) if r is not None and not _exact(r)]
+                    if inexact:
+                        m = inexact[0].metrics
+                        self[key].fail(
+                            f"merged books not exact: sent {m.sent}, received {m.received}, "
+                            f"lost {m.lost}, duplicated {m.duplicated}"
+                        )
+                        return
+                    self.add(
+                        key,
+                        round_,
+                        exprun=two.metrics.throughput if two else None,
+                        reference=one.metrics.throughput if one else None,
+                    )
+        except BrokerStartError as error:
+            self[key].fail(f"embedded broker: {error}")
+
     # --- matrix and readiness ------------------------------------------------------------
 
     def capacity(self) -> None:
@@ -674,6 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     _section("worker_pool_256 matrix", bench.matrix)
     _section("capacity.yaml", bench.capacity)
     _section("3-node clusters", bench.clusters)
+    _section("load-generator processes", bench.scaling)
     bench.readiness()
     bench.explain_misses()
     comparisons = [bench[key] for key in KEYS]
@@ -726,6 +771,11 @@ def describe_bottleneck(bottleneck: Mapping[str, Any]) -> list[str]:
         lines.append("    top: " + ", ".join(f"{k} {v:.0%}" for k, v in top))
     lines += [f"{key}: {value}" for key, value in bottleneck.items() if key != "processes"]
     return lines
+
+
+def _exact(result: TrialResult) -> bool:
+    m = result.metrics
+    return result.status == "ok" and m.lost == m.duplicated == 0 and m.received == m.acked == m.sent
 
 
 if __name__ == "__main__":

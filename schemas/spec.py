@@ -47,6 +47,20 @@ def _checked_goal(text: str) -> str:
 
 
 EMBEDDED = "embedded"
+# Every message starts with its sequence number and send time (8 bytes each): its smallest size.
+MESSAGE_HEADER_BYTES = 16
+
+
+def _holds_the_header(size: int) -> int:
+    if size < MESSAGE_HEADER_BYTES:
+        raise ValueError(
+            f"{size} B is too small: every message carries a {MESSAGE_HEADER_BYTES}-byte header "
+            "(sequence number + send time)"
+        )
+    return size
+
+
+MessageSize = Annotated[ByteSize, AfterValidator(_holds_the_header)]
 
 GoalText = Annotated[
     str,
@@ -373,7 +387,7 @@ Broker = Annotated[KafkaBroker | NatsBroker, Field(discriminator="type")]
 class Workload(StrictModel):
     """What every trial does unless a scenario or variant says otherwise."""
 
-    message_size: ByteSize = Field(1024, description="payload bytes per message")
+    message_size: MessageSize = Field(1024, description="payload bytes per message (>= 16 B)")
     processing_time: Duration = Field(0.0, description="simulated handler work per message")
     settle_time: Duration = Field(
         2.0, description="wait after the measured phase before counting leaked threads/tasks"
@@ -414,7 +428,7 @@ class Workload(StrictModel):
 
 
 class WorkloadOverride(StrictModel):
-    message_size: ByteSize | None = None
+    message_size: MessageSize | None = None
     processing_time: Duration | None = None
     settle_time: Duration | None = None
     drain_timeout: Duration | None = None
@@ -652,6 +666,18 @@ class StatisticsSettings(StrictModel):
     )
 
 
+class ExecutionSettings(StrictModel):
+    processes: PositiveInt | Literal["auto"] = Field(
+        1,
+        description="load-generator processes each trial's producers and consumers are spread "
+        "over (auto: one per core but one); 1 runs them in the trial's own process",
+    )
+
+    def process_count(self, cores: int) -> int:
+        """The number of processes on a machine with `cores` cores."""
+        return max(1, cores - 1) if self.processes == "auto" else self.processes
+
+
 class Experiment(StrictModel):
     version: Literal[1] = Field(description="spec format version")
     name: Name
@@ -669,6 +695,7 @@ class Experiment(StrictModel):
     seed: int | None = Field(None, description="seed of the 'random' order")
     targets: list[Target] = Field(default_factory=list)
     statistics: StatisticsSettings = StatisticsSettings()
+    execution: ExecutionSettings = ExecutionSettings()
     reports: list[str] = Field(
         default_factory=lambda: ["markdown", "csv", "json"], description="reporters to run"
     )

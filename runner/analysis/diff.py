@@ -32,7 +32,7 @@ from schemas.report import (
 
 # What can make two runs' figures differ besides the spec (keys of environment.json).
 _RELEVANT_ENVIRONMENT = re.compile(
-    r"^(exprun(_version)?|python|clients\..+|brokers\.[^.]+\.(version|type)"
+    r"^(exprun(_version)?|python|clients\..+|brokers\.[^.]+\.(version|type)|load_generators\..+"
     r"|(machine\.)?(cpu\w*|memory\w*))$"
 )
 
@@ -49,7 +49,8 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def environment_differences(
     old: Mapping[str, Any], new: Mapping[str, Any]
 ) -> list[EnvironmentDifference]:
-    """Differences in what matters: CPU, memory, broker/client/Python/exprun versions."""
+    """Differences in what matters: CPU, memory, broker/client/Python/exprun versions, and the
+    load generators (hosts, processes per trial)."""
     a, b = _flatten(old), _flatten(new)
     out = []
     for key in sorted(set(a) | set(b)):

@@ -17,7 +17,7 @@ from runner.errors import (
     ExprunError,
 )
 from runner.execution.instances import check_memory, plan_instances, render_instances
-from runner.execution.plan import Plan, make_plan, plan_warnings, render_plan
+from runner.execution.plan import Plan, make_plan, plan_warnings, render_placement, render_plan
 from runner.execution.run import RunOutcome, execute, new_run, open_for_resume
 from runner.redaction import redact
 from runner.reporting import markdown_summary, write_reports
@@ -119,8 +119,10 @@ def _prepare(
 
 
 def _shown(plan: Plan) -> str:
-    """The plan's matrix, then the broker instances it keeps alive."""
-    return render_plan(plan) + "\n\n" + render_instances(plan_instances(plan))
+    """The plan's matrix, the broker instances it keeps alive, and the load generators."""
+    return "\n\n".join(
+        [render_plan(plan), render_instances(plan_instances(plan)), render_placement(plan)]
+    )
 
 
 def _exit_for(outcome: RunOutcome, report: Report, planned: int, check_targets: bool) -> None:

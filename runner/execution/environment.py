@@ -52,8 +52,11 @@ def spec_git(spec_path: Path) -> dict[str, Any] | None:
     return {"commit": commit, "spec_modified": bool(status)}
 
 
-def collect_environment(spec_path: Path, brokers: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Everything that can make two runs' figures differ besides the spec itself."""
+def collect_environment(
+    spec_path: Path, brokers: dict[str, dict[str, Any]], processes: int = 1
+) -> dict[str, Any]:
+    """Everything that can make two runs' figures differ besides the spec itself;
+    `processes`: load-generator processes per trial."""
     memory = psutil.virtual_memory()
     return {
         "exprun": package_version("exprun"),
@@ -74,5 +77,6 @@ def collect_environment(spec_path: Path, brokers: dict[str, dict[str, Any]]) -> 
             "os": platform.platform(),
             "hostname": platform.node(),
         },
+        "load_generators": {"hosts": 1, "processes": processes},
         "spec_git": spec_git(spec_path),
     }

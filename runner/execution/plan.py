@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from tabulate import tabulate
 
 from runner.errors import BadInputError
+from runner.execution.drivers.placement import Placement, whole_groups
 from runner.spec.server_settings import config_text
 from schemas.report import CellKey
 from schemas.resolve import CellConfig
@@ -46,6 +48,11 @@ class Plan:
     cells: list[CellConfig]
     trials: list[PlannedTrial]
     seed: int | None
+
+    @property
+    def processes(self) -> int:
+        """Load-generator processes of each trial, on this machine."""
+        return self.spec.execution.process_count(os.cpu_count() or 1)
 
     @property
     def measured(self) -> int:
@@ -232,6 +239,32 @@ def render_plan(plan: Plan) -> str:
         f"estimated run time: {_minutes(plan.estimate_seconds())} "
         f"(rough: assumes ~20k msg/s and {ASSUMED_TRIAL_OVERHEAD_S:g} s per-trial overhead)",
     ]
+    return "\n".join(lines)
+
+
+def render_placement(plan: Plan) -> str:
+    """Which load-generator process runs which producers and consumers, per distinct layout."""
+    processes = plan.processes
+    if processes == 1:
+        return "load generator: each trial's clients run in its own process"
+    lines = [f"load generators: {processes} processes per trial"]
+    seen: set[tuple[object, ...]] = set()
+    for config in plan.cells:
+        work, whole = config.workload, whole_groups(config.broker)
+        producers, subscriptions = work.topics * work.producers, work.topics * work.subscriptions
+        layout = (config.cell.broker, producers, subscriptions, work.consumers, whole)
+        if layout in seen:
+            continue
+        seen.add(layout)
+        groups = " (each consumer group on one process)" if whole else ""
+        lines.append(
+            f"  {config.cell.broker}, {producers} producer(s), {subscriptions} subscription(s) "
+            f"x {work.consumers} consumer(s){groups}:"
+        )
+        for number in range(processes):
+            placement = Placement(number, processes)
+            what = placement.describe(producers, subscriptions, work.consumers, whole)
+            lines.append(f"    process {number}: {what}")
     return "\n".join(lines)
 
 

@@ -155,7 +155,7 @@ def execute(
     log = TrialLog(folder.trials_path)
     try:
         with running_brokers(plan, pending, announce) as brokers:
-            _prepare_trials(loaded, folder, brokers, announce)
+            _prepare_trials(loaded, folder, brokers, announce, plan.processes)
             record = _Recorder(log, loaded.secrets, outcome)
             _run_trials(plan, pending, brokers, record, announce, done)
     except KeyboardInterrupt:
@@ -181,9 +181,10 @@ def _prepare_trials(
     folder: RunFolder,
     brokers: Brokers,
     announce: Callable[[str], None],
+    processes: int,
 ) -> None:
     """environment.json on disk, the brokers announced, the trial processes' forkserver up."""
-    environment = collect_environment(loaded.path, _broker_facts(brokers))
+    environment = collect_environment(loaded.path, _broker_facts(brokers), processes)
     # Server settings may carry `${ENV}` secrets, as the spec's other settings may.
     write_json(folder.path / ENVIRONMENT_FILE, redact_data(environment, loaded.secrets))
     announce(f"brokers ready: {_describe(brokers)}")
@@ -220,7 +221,7 @@ def _run_trials(
     done: Sequence[TrialResult] = (),
 ) -> None:
     """Each pending trial in plan order; every trial process is gone when this returns."""
-    trials = _Trials(brokers, record, announce, done)
+    trials = _Trials(brokers, record, announce, done, plan.processes)
     progress = Progress(plan)
     try:
         for position, planned in pending:
@@ -244,8 +245,10 @@ class _Trials:
         record: Callable[[TrialResult], None],
         announce: Callable[[str], None],
         done: Sequence[TrialResult],
+        processes: int = 1,
     ) -> None:
         self.brokers, self.record, self.announce = brokers, record, announce
+        self.processes = processes  # load-generator processes of each trial
         self.run_id = secrets.token_hex(3)
         self.settling: list[TrialProcess] = []
         # Steps of searches an interrupted run recorded (resume): they are not run again.
@@ -315,6 +318,7 @@ class _Trials:
             broker_config=planned.config.broker,
             workload=workload,
             topic=f"exprun-{self.run_id}-{position}{suffix}",
+            processes=self.processes,
         )
         on_fault = FaultExecutor(broker, workload.faults) if workload.faults else None
         return start_trial(request, unavailable=unavailable, on_fault=on_fault)

@@ -15,6 +15,7 @@ from synthetic_runs import SPEC, environment, source_like_trials, write_run_fold
 from reporters.diff import render_diff_csv, render_diff_markdown
 from runner.analysis.analyse import analyse
 from runner.analysis.diff import diff as diff_reports
+from runner.analysis.diff import environment_differences
 from runner.cli.reports import diff_command
 from runner.errors import BadInputError
 from runner.reporting import write_reports
@@ -238,3 +239,12 @@ def test_alpha_and_correction_options_show_in_the_legend(runs: dict[str, Path]) 
     assert result.exit_code == 0, result.output
     assert "better/worse: p < 0.01" in result.output
     assert "Holm-adjusted over the" in result.output
+
+
+def test_a_different_number_of_load_generators_is_an_environment_difference() -> None:
+    old = {"python": "3.11.7", "load_generators": {"hosts": 1, "processes": 1}}
+    new = {"python": "3.11.7", "load_generators": {"hosts": 1, "processes": 2}}
+    differences = environment_differences(old, new)
+    assert [(d.key, d.old, d.new) for d in differences] == [("load_generators.processes", "1", "2")]
+    # A run from before load generators were recorded is no evidence either way.
+    assert environment_differences({"python": "3.11.7"}, new) == []

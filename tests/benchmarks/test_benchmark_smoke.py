@@ -46,6 +46,8 @@ COMPARISONS = {
     "kafka_cluster_ready",
     "nats_r3_vs_r1",
     "kafka_rf3_vs_rf1",
+    "nats_processes_2_vs_1",
+    "kafka_processes_2_vs_1",
 }
 
 

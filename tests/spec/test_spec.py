@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from runner.errors import SpecError
+from runner.execution.measure.messages import HEADER_SIZE
 from runner.execution.plan import make_plan
 from runner.spec.loader import load_spec
 from schemas.json_schema import experiment_schema
 from schemas.resolve import resolve_cells
-from schemas.spec import DEFAULT_WORKERS, PayloadFile
+from schemas.spec import DEFAULT_WORKERS, MESSAGE_HEADER_BYTES, PayloadFile
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "experiments").glob("*.yaml"))
@@ -75,6 +76,16 @@ def test_bad_unit(tmp_path: Path) -> None:
     line = line_of(text, "message_size")
     [issue] = issues_of(tmp_path, text)
     assert issue.startswith(f"{line}:17: defaults.message_size: '1KB2' is not a size")
+
+
+def test_message_size_below_the_header_is_refused(tmp_path: Path) -> None:
+    text = edit("message_size: 1KiB", "message_size: 0KiB")
+    line = line_of(text, "message_size")
+    [issue] = issues_of(tmp_path, text)
+    assert issue.startswith(f"{line}:17: defaults.message_size: 0 B is too small")
+    assert f"{MESSAGE_HEADER_BYTES}-byte header" in issue
+    # The header the trials write is the size the spec says.
+    assert HEADER_SIZE == MESSAGE_HEADER_BYTES
 
 
 def test_unknown_unit(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from runner.execution.drivers.placement import Placement, whole_groups
 from runner.execution.measure.accounting import Layout
 from runner.execution.measure.latency import LatencyRecorder
 from runner.execution.measure.ledger import ProducerLedger
@@ -117,6 +118,7 @@ class Driver(ABC):
         layout: Layout | None = None,
         *,
         faults: bool = False,
+        placement: Placement | None = None,
     ) -> None:
         self.address = address
         self.config = config
@@ -126,6 +128,9 @@ class Driver(ABC):
         self.destination = destination  # the trial's unique name: its topics are named after it
         self.setup_timeout = setup_timeout
         self.layout = layout or Layout()
+        # Which of the layout's producers and consumers run in this process (trials spread
+        # over several load-generator processes); by default all of them.
+        self.placement = placement or Placement()
         # One topic / stream (and subject) per topic of the trial.
         self.destinations = (
             [destination]
@@ -136,6 +141,15 @@ class Driver(ABC):
         self.problem: str | None = None
         self.consumer_figures = ConsumerFigures()
         self.phase_started_ns: int | None = None
+
+    @property
+    def whole_groups(self) -> bool:
+        """True when a subscription's consumers form a group that must run in one process."""
+        return whole_groups(self.config)
+
+    def runs_consumer(self, subscription: int, consumer: int, count: int) -> bool:
+        """Whether consumer `consumer` (of `count`) of `subscription` runs in this process."""
+        return self.placement.runs_consumer(subscription, consumer, count, self.whole_groups)
 
     def helper_pids(self) -> Sequence[int]:
         """Processes this driver runs for the trial now: their threads and memory are its."""
@@ -153,9 +167,9 @@ class Driver(ABC):
     async def start_consumers(
         self, sinks: Sequence[MessageSink], count: int, *, held: bool = False
     ) -> None:
-        """Start `count` consumers for each subscription (one sink each, on its topic), reading
-        from the beginning; returns once they are ready to receive. `held` consumers are ready
-        but read nothing until release_consumers()."""
+        """Start the consumers placed here of `count` per subscription (one sink each, on its
+        topic), reading from the beginning; returns once they are ready to receive. `held`
+        consumers are ready but read nothing until release_consumers()."""
 
     @abstractmethod
     async def release_consumers(self) -> None:
@@ -173,7 +187,7 @@ class Driver(ABC):
 
     @abstractmethod
     async def connect_producers(self) -> None:
-        """Create and connect the layout's producers (kept out of the measured phase)."""
+        """Create and connect the layout's producers placed here (out of the measured phase)."""
 
     def phase_started(self) -> None:
         """The measured phase begins (a rebalance from now on counts against it)."""
@@ -183,9 +197,10 @@ class Driver(ABC):
     async def publish(
         self, plan: PublishPlan, ledgers: Sequence[ProducerLedger], resolve_timeout: float
     ) -> None:
-        """Send every message of the plan, producer i accounting in ledgers[i]; returns once each
-        sent message is acked or failed, closing the ledgers after `resolve_timeout` without a
-        broker answer. Raises PublishStalled if sending itself cannot progress."""
+        """Send every message of the producers placed here, producer i accounting in
+        ledgers[i]; returns once each sent message is acked or failed, closing the ledgers after
+        `resolve_timeout` without a broker answer. Raises PublishStalled if sending itself
+        cannot progress."""
 
     @abstractmethod
     async def close(self) -> None:

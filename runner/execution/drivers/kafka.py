@@ -32,6 +32,7 @@ from runner.execution.drivers.base import (
     check_reachable,
 )
 from runner.execution.drivers.kafka_consumers import Commits, ConsumerThread, Group, why
+from runner.execution.drivers.placement import Placement
 from runner.execution.measure.accounting import Layout
 from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import HEADER, NS_PER_S, now_ns
@@ -57,8 +58,11 @@ class KafkaDriver(Driver):
         layout: Layout | None = None,
         *,
         faults: bool = False,
+        placement: Placement | None = None,
     ) -> None:
-        super().__init__(address, config, destination, setup_timeout, layout, faults=faults)
+        super().__init__(
+            address, config, destination, setup_timeout, layout, faults=faults, placement=placement
+        )
         self._producers: list[_ProducerSlot] = []
         self._consumers: list[ConsumerThread] = []
         self._groups: list[Group] = []
@@ -159,6 +163,8 @@ class KafkaDriver(Driver):
         started = now_ns()
         for sink in sinks:
             for index in range(count):
+                if not self.runs_consumer(sink.subscription, index, count):
+                    continue
                 thread = self._consumer(sink, index, count, loop)
                 if not held:
                     thread.go.set()
@@ -215,9 +221,9 @@ class KafkaDriver(Driver):
     # --- producers -----------------------------------------------------------------------
 
     async def connect_producers(self) -> None:
-        for index in range(self.layout.producers):
+        for index in self.placement.producers(self.layout.producers):
             topic = self.destinations[self.layout.topic_of_producer(index)]
-            slot = _ProducerSlot(topic, self.config.topic.partitions)
+            slot = _ProducerSlot(index, topic, self.config.topic.partitions)
             conf = {**librdkafka_conf(self.config.producer), **self._common()}
             conf["on_delivery"] = slot.on_delivery
             try:
@@ -234,12 +240,13 @@ class KafkaDriver(Driver):
         loop = asyncio.get_running_loop()
         stop = threading.Event()
         runs: list[tuple[threading.Thread, asyncio.Future[None]]] = []
-        for index, (slot, ledger) in enumerate(zip(self._producers, ledgers, strict=True)):
+        for slot in self._producers:
             done: asyncio.Future[None] = loop.create_future()
+            ledger = ledgers[slot.index]
             thread = threading.Thread(
                 target=_in_thread,
-                args=(loop, done, slot.run, plan, index, ledger, resolve_timeout, stop),
-                name=f"exprun-kafka-producer-{index}",
+                args=(loop, done, slot.run, plan, ledger, resolve_timeout, stop),
+                name=f"exprun-kafka-producer-{slot.index}",
                 daemon=True,
             )
             thread.start()
@@ -277,7 +284,8 @@ class KafkaDriver(Driver):
 class _ProducerSlot:
     """One producer client, and the ledger its delivery reports go to."""
 
-    def __init__(self, topic: str, partitions: int) -> None:
+    def __init__(self, index: int, topic: str, partitions: int) -> None:
+        self.index = index  # of the layout's producers: it sends seq index, index + n, ...
         self.topic = topic
         self.partitions = partitions
         self.producer: Producer | None = None
@@ -300,7 +308,6 @@ class _ProducerSlot:
     def run(
         self,
         plan: PublishPlan,
-        index: int,
         ledger: ProducerLedger,
         resolve_timeout: float,
         stop: threading.Event,
@@ -315,7 +322,7 @@ class _ProducerSlot:
         limit = round(resolve_timeout * NS_PER_S)
         sent = 0
         try:
-            for seq in plan.seqs(index):
+            for seq in plan.seqs(self.index):
                 _, wait = due(seq)
                 while wait > 0 and not stop.is_set():
                     # Delivery reports are served while waiting for the send time. poll() takes

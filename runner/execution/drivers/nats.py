@@ -50,6 +50,7 @@ from runner.execution.drivers.base import (
     check_reachable,
 )
 from runner.execution.drivers.nats_consumers import Subscriber
+from runner.execution.drivers.placement import Placement
 from runner.execution.measure.accounting import Layout
 from runner.execution.measure.availability import AckTimeline
 from runner.execution.measure.ledger import ProducerLedger
@@ -84,8 +85,11 @@ class NatsDriver(Driver):
         layout: Layout | None = None,
         *,
         faults: bool = False,
+        placement: Placement | None = None,
     ) -> None:
-        super().__init__(address, config, destination, setup_timeout, layout, faults=faults)
+        super().__init__(
+            address, config, destination, setup_timeout, layout, faults=faults, placement=placement
+        )
         self._connections: list[NATS] = []
         self._producers: list[_Producer] = []
         self._closing = False
@@ -190,10 +194,15 @@ class NatsDriver(Driver):
             connections = [
                 await self._connection(f"exprun-consumer-{sink.subscription}-{index}")
                 for index in range(count)
+                if self.runs_consumer(sink.subscription, index, count)
             ]
+            if not connections:
+                continue
             stream = self.destinations[sink.topic]
             self._subscribers.append(
-                Subscriber(stream, self.config.consumer, sink, connections, self.setup_timeout)
+                Subscriber(
+                    stream, self.config.consumer, sink, connections, self.setup_timeout, count
+                )
             )
         if not held:
             await self.release_consumers()
@@ -229,7 +238,8 @@ class NatsDriver(Driver):
         return (publisher.pid,) if publisher is not None and not publisher.exited else ()
 
     async def connect_producers(self) -> None:
-        if os.environ.get(PUBLISHER_ENV, "process") == "loop":
+        # A load-generator process of a trial spread over several is the publisher's own.
+        if self.placement.shared or os.environ.get(PUBLISHER_ENV, "process") == "loop":
             await self._connect_producers_here()
         else:
             self._publisher = await _PublisherProcess.start(self)
@@ -250,10 +260,10 @@ class NatsDriver(Driver):
             self.problem = problem
 
     async def _connect_producers_here(self) -> None:
-        for index in range(self.layout.producers):
+        for index in self.placement.producers(self.layout.producers):
             nc = await self._connection(f"exprun-producer-{index}")
             subject = self.destinations[self.layout.topic_of_producer(index)]
-            producer = _Producer(nc, self.config.publish.max_pending, subject)
+            producer = _Producer(index, nc, self.config.publish.max_pending, subject)
             await producer.listen()
             await _stream_answers(nc, subject, self.setup_timeout)
             self._producers.append(producer)
@@ -267,16 +277,17 @@ class NatsDriver(Driver):
         mark: bool = False,
     ) -> None:
         """Run the producers on this loop; `mark`: their books are marked here, every tick."""
+        own = [ledgers[producer.index] for producer in self._producers]
         tasks = [
             asyncio.create_task(
-                producer.run(plan, index, ledger), name=f"exprun-nats-producer-{index}"
+                producer.run(plan, ledger), name=f"exprun-nats-producer-{producer.index}"
             )
-            for index, (producer, ledger) in enumerate(zip(self._producers, ledgers, strict=True))
+            for producer, ledger in zip(self._producers, own, strict=True)
         ]
         if mark and series_enabled():
 
             def mark_all(tick: int, at_ns: int) -> None:
-                for ledger in ledgers:
+                for ledger in own:
                     ledger.mark(tick, at_ns)
 
             tasks.append(asyncio.create_task(ticks(plan.schedule, mark_all), name="exprun-ticks"))
@@ -290,7 +301,7 @@ class NatsDriver(Driver):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for ledger in ledgers:
+            for ledger in own:
                 ledger.close()
 
     # --- teardown ------------------------------------------------------------------------
@@ -317,7 +328,8 @@ class _Producer:
     table, and publish latency needs no per-message state.
     """
 
-    def __init__(self, nc: NATS, max_pending: int, subject: str) -> None:
+    def __init__(self, index: int, nc: NATS, max_pending: int, subject: str) -> None:
+        self.index = index  # of the layout's producers: it sends seq index, index + n, ...
         self.nc = nc
         self.subject = subject
         self.window = _Window(max_pending)
@@ -331,7 +343,7 @@ class _Producer:
     async def listen(self) -> None:
         await self.nc.subscribe(f"{self.prefix}*", cb=self._on_reply)
 
-    async def run(self, plan: PublishPlan, index: int, ledger: ProducerLedger) -> None:
+    async def run(self, plan: PublishPlan, ledger: ProducerLedger) -> None:
         self.ledger, self.sending = ledger, True
         window, publish, prefix, subject = self.window, self.nc.publish, self.prefix, self.subject
         keys = plan.keys if plan.keys.kind != "none" else None
@@ -341,7 +353,7 @@ class _Producer:
             plan.rate is not None,
             plan.until_ns,
         )
-        for seq in plan.seqs(index):
+        for seq in plan.seqs(self.index):
             if paced:
                 _, wait = due(seq)
                 if wait > 0:

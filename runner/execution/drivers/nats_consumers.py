@@ -41,9 +41,11 @@ class Subscriber:
         sink: MessageSink,
         connections: list[NATS],
         timeout: float,
+        count: int,
     ) -> None:
         self.stream, self.settings, self.sink = stream, settings, sink
         self.connections, self.timeout = connections, timeout
+        self.count = count  # clients of the subscription over all processes (these: connections)
         self.name = f"exprun-s{sink.subscription}"
         self.subscriptions: list[Any] = []
         self.tasks: list[asyncio.Task[None]] = []
@@ -52,7 +54,7 @@ class Subscriber:
     def kind(self) -> str:
         if self.settings.kind is not None:
             return self.settings.kind
-        return "ordered" if len(self.connections) == 1 else "pull"
+        return "ordered" if self.count == 1 else "pull"
 
     async def start(self) -> None:
         """Create the consumer and start every client reading it."""

@@ -11,18 +11,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
-from runner.execution.measure.accounting import Subscription
 from runner.execution.measure.messages import now_ns
 
 Ack = Callable[[], Awaitable[None]]
 Delivery = tuple[bytes, Ack | None, bool]  # payload, its ack, whether the broker redelivered it
 
 
+class Books(Protocol):
+    """Where a pool accounts what it handles: a Subscription, or (in a load-generator process
+    of a trial spread over several) what sends it to the trial's own."""
+
+    topic: int
+    index: int
+    ack_pending: int
+    ack_pending_peak: int
+
+    def on_delivery(self, payload: bytes, now_ns: int, redelivered: bool = False) -> bool: ...
+
+
 class HandlerPool:
     """Worker tasks taking payloads from a bounded queue (a Go worker pool fed by a channel)."""
 
-    def __init__(self, workers: int, processing_time: float, books: Subscription) -> None:
+    def __init__(self, workers: int, processing_time: float, books: Books) -> None:
         self.workers = workers
         self.processing_time = processing_time
         self.books = books

@@ -32,6 +32,7 @@ from runner.execution.measure.self_test import start_leaked_threads, start_linge
 from runner.execution.trial.fault_points import FaultLink, FaultPlan, PipeLink
 from runner.execution.trial.phase import MeasuredPhase
 from runner.execution.trial.request import SETTLING, TrialRequest
+from runner.execution.trial.shares import SharedDriver
 from runner.process import die_with_parent
 from schemas.results import Metrics, NodeFigures, TrialResult
 
@@ -171,6 +172,8 @@ class _Trial:
             layout,
             faults=bool(work.faults),
         )
+        if request.processes > 1:
+            driver = SharedDriver(driver, request.processes)
         self.driver = driver
         create = driver.create_destination()
         self.metrics.create_s = await self._step("creating the topic", create, SETUP_TIMEOUT_S * 2)
@@ -211,9 +214,16 @@ class _Trial:
             work.planned_messages, self.request.self_test, driver.layout, work.subscriptions
         )
         self.accounting = accounting
-        workers = self.request.broker_config.workers
-        pools = [HandlerPool(workers, work.processing_time, b) for b in accounting.subscriptions]
-        handlers = self.handlers = Handlers(pools)
+        pools: list[HandlerPool] = []
+        if isinstance(driver, SharedDriver):
+            # The pools are the load-generator processes' own.
+            handlers = self.handlers = await driver.start(accounting, work.processing_time)
+        else:
+            workers = self.request.broker_config.workers
+            pools = [
+                HandlerPool(workers, work.processing_time, b) for b in accounting.subscriptions
+            ]
+            handlers = self.handlers = Handlers(pools)
         handlers.start()
         # Together: consumer threads (Kafka) get ready while the producers connect.
         held = work.backlog is not None

@@ -69,6 +69,7 @@ class TrialRequest(BaseModel):
     # valid for a Kafka topic, a JetStream stream and a NATS subject alike.
     topic: str
     self_test: SelfTest = SelfTest()  # exprun's own tests only (measure/self_test.py)
+    processes: int = 1  # load-generator processes the trial's clients are spread over
 
     def result(
         self,
