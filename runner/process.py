@@ -16,10 +16,11 @@ import ctypes.util
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NoReturn
 
 import psutil
 
@@ -164,3 +165,23 @@ async def readable(conn: Connection) -> None:
             await ready
         finally:
             loop.remove_reader(conn.fileno())
+
+
+def forked_body(parent_pid: int, name: str, body: Callable[[], None]) -> NoReturn:
+    """In a child just forked from a process with a running event loop: die with the parent,
+    run `body` on a fresh thread (this one is still inside the parent's loop), and exit."""
+    code = 1
+    try:
+        # The parent's loop (inherited, never run here) wakes on the signal wakeup fd: a signal
+        # to this process must not land there.
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        die = die_with_parent(parent_pid)
+        if die is not None:
+            die()
+        runner = threading.Thread(target=body, name=name)
+        runner.start()
+        runner.join()
+        code = 0
+    finally:
+        os._exit(code)

@@ -183,6 +183,20 @@ class NodeFigures(BaseModel):
     exited: bool = Field(False, description="the node's process ended during the phase")
 
 
+class LoadGeneratorFigures(BaseModel):
+    """One load-generator process of a trial spread over several (its share of the clients)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    process: int
+    rss_peak_mb: float | None = None
+    threads_peak: int | None = None
+    cpu_percent: float | None = Field(None, description="over the measured phase, % of one core")
+    leaked_threads: int | None = Field(
+        None, description="threads alive after its clients closed that were not there before"
+    )
+
+
 class TimeSeries(BaseModel):
     """Per-second windows of a trial's measured phase (the last one may be shorter).
 
@@ -255,6 +269,11 @@ class TrialResult(BaseModel):
     )
     broker_nodes: list[NodeFigures] = Field(
         default_factory=list, description="embedded clusters (nodes > 1): each node's figures"
+    )
+    load_generators: list[LoadGeneratorFigures] = Field(
+        default_factory=list,
+        description="trials spread over load-generator processes (execution.processes > 1): "
+        "each process's own figures (the trial's resource metrics sum them)",
     )
 
     @property

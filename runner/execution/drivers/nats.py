@@ -23,10 +23,10 @@ import json
 import multiprocessing
 import os
 import signal
-import threading
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from multiprocessing.connection import Connection
-from typing import Any, NoReturn
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -57,7 +57,7 @@ from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import NS_PER_S, now_ns
 from runner.execution.measure.series import series_enabled
 from runner.execution.measure.series import tick as ticks
-from runner.process import die_with_parent, readable
+from runner.process import forked_body, readable
 from schemas.spec import NatsBroker
 
 UNLIMITED = -1
@@ -470,7 +470,8 @@ class _PublisherProcess:
         pid = os.fork()
         if pid == 0:  # the child: never returns
             ours.close()
-            _publisher_main(theirs, trial_pid, driver)
+            serve = partial(asyncio.run, _serve_publisher(theirs, driver))
+            forked_body(trial_pid, "exprun-nats-publisher", serve)
         theirs.close()
         publisher = cls(pid, ours)
         try:
@@ -529,27 +530,6 @@ class _PublisherProcess:
         except ChildProcessError:
             return True
         return pid == self.pid
-
-
-def _publisher_main(conn: Connection, trial_pid: int, driver: NatsDriver) -> NoReturn:
-    """Body of the forked publisher process."""
-    code = 1
-    try:
-        # The trial's event loop (inherited, never run here) wakes on the signal wakeup fd: a
-        # signal to this process must not land there.
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        die_with_trial = die_with_parent(trial_pid)
-        if die_with_trial is not None:
-            die_with_trial()
-        serve = _serve_publisher(conn, driver)
-        # This thread is still inside the trial's running loop: a fresh thread has none.
-        runner = threading.Thread(target=asyncio.run, args=(serve,), name="exprun-nats-publisher")
-        runner.start()
-        runner.join()
-        code = 0
-    finally:
-        os._exit(code)
 
 
 async def _serve_publisher(conn: Connection, trial_driver: NatsDriver) -> None:

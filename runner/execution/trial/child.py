@@ -329,6 +329,9 @@ class _Trial:
             subscriptions=accounting.subscription_figures() if several and accounting else None,
             faults=self.phase.fault_figures if self.phase is not None else None,
             broker_nodes=nodes,
+            load_generators=(
+                self.driver.load_generators if isinstance(self.driver, SharedDriver) else None
+            ),
         )
 
     async def cleanup(self) -> None:

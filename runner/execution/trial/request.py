@@ -16,6 +16,7 @@ from runner.execution.measure.self_test import SelfTest
 from schemas.resolve import TrialSettings
 from schemas.results import (
     FaultFigures,
+    LoadGeneratorFigures,
     Metrics,
     NodeFigures,
     SubscriptionFigures,
@@ -83,6 +84,7 @@ class TrialRequest(BaseModel):
         subscriptions: list[SubscriptionFigures] | None = None,
         faults: list[FaultFigures] | None = None,
         broker_nodes: list[NodeFigures] | None = None,
+        load_generators: list[LoadGeneratorFigures] | None = None,
     ) -> TrialResult:
         """This trial's result record, with whatever was measured."""
         return TrialResult(
@@ -106,6 +108,7 @@ class TrialRequest(BaseModel):
             subscriptions=subscriptions or [],
             faults=faults or [],
             broker_nodes=broker_nodes or [],
+            load_generators=load_generators or [],
         )
 
 

@@ -19,12 +19,12 @@ import contextlib
 import os
 import signal
 import struct
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
-from typing import Any, NoReturn
+from typing import Any
 
 from runner.execution.drivers import Driver, DriverError, PublishPlan, PublishStalled
 from runner.execution.drivers.base import MessageSink
@@ -35,8 +35,10 @@ from runner.execution.measure.handlers import HandlerPool, Handlers
 from runner.execution.measure.latency import LatencyRecorder
 from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import HEADER_SIZE, NS_PER_S, now_ns
+from runner.execution.measure.resources import ResourceSampler
 from runner.execution.measure.series import series_enabled, tick
-from runner.process import die_with_parent, readable
+from runner.process import forked_body, readable
+from schemas.results import LoadGeneratorFigures
 
 FLUSH_S = 0.01  # how often a share sends what its handlers received
 FLUSH_BYTES = 1 << 16
@@ -57,6 +59,7 @@ class ShareFigures:
     ack_pending_peak: dict[int, int]  # per subscription index
     foreign: dict[int, int]
     last_done_ns: int | None
+    resources: LoadGeneratorFigures
 
 
 # --- the load-generator process ----------------------------------------------------------
@@ -111,27 +114,6 @@ class _RemoteBooks:
         return True
 
 
-def _share_main(conn: Connection, trial_pid: int, driver: Driver, placement: Placement) -> NoReturn:
-    """Body of a forked share: its own thread and event loop; exits without returning."""
-    code = 1
-    try:
-        # The trial's loop (inherited, never run here) wakes on the signal wakeup fd: a signal
-        # to this process must not land there.
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        die_with_trial = die_with_parent(trial_pid)
-        if die_with_trial is not None:
-            die_with_trial()
-        runner = threading.Thread(
-            target=_serve, args=(conn, driver, placement), name="exprun-share"
-        )
-        runner.start()
-        runner.join()
-        code = 0
-    finally:
-        os._exit(code)
-
-
 def _serve(conn: Connection, driver: Driver, placement: Placement) -> None:
     """The share's event loop, on a fresh thread (the forking one is inside the trial's)."""
     try:
@@ -161,9 +143,14 @@ class _Share:
         self.books: list[_RemoteBooks] = []
         self.handlers = Handlers([])
         self.publishing: asyncio.Task[None] | None = None
+        self.sampler = ResourceSampler()
+        self.threads_before = 0
 
     async def serve(self) -> None:
         flushing = asyncio.create_task(self.outbox.run(), name="exprun-share-outbox")
+        self.sampler.start()
+        self.sampler.exclude(flushing)
+        self.threads_before = self.sampler.usage().threads
         try:
             while True:
                 await readable(self.conn)
@@ -179,6 +166,7 @@ class _Share:
             flushing.cancel()
             with contextlib.suppress(Exception):
                 await self.driver.close()
+            await self.sampler.stop()
 
     async def _do(self, command: tuple[Any, ...]) -> None:
         kind, *args = command
@@ -191,6 +179,7 @@ class _Share:
                 self._reply("ok")
             elif kind == "phase":
                 self.driver.phase_started()
+                self.sampler.start_phase()
             elif kind == "release":
                 await self.driver.release_consumers()
                 self._reply("ok")
@@ -252,6 +241,7 @@ class _Share:
         finally:
             if marking is not None:
                 marking.cancel()
+        self.sampler.sample_loadgen()
         self.outbox.flush()
         states = {index: ledgers[index].state() for index in own}
         self.conn.send(("published", states, failure))
@@ -261,10 +251,18 @@ class _Share:
             self.publishing.cancel()
             with contextlib.suppress(BaseException):
                 await self.publishing
-        driver = self.driver
+        driver, sampler = self.driver, self.sampler
+        sampler.end_phase()
         await driver.close()
         await self.handlers.close()
         self.outbox.flush()
+        resources = LoadGeneratorFigures(
+            process=self.placement.process,
+            rss_peak_mb=sampler.peak_rss_mb or None,
+            threads_peak=sampler.peak_threads or None,
+            cpu_percent=sampler.loadgen_cpu_percent,
+            leaked_threads=sampler.usage().threads - self.threads_before,
+        )
         figures = driver.consumer_figures
         self.conn.send(
             (
@@ -277,6 +275,7 @@ class _Share:
                     ack_pending_peak={b.index: b.ack_pending_peak for b in self.books},
                     foreign={b.index: b.foreign for b in self.books},
                     last_done_ns=self.handlers.last_done_ns,
+                    resources=resources,
                 ),
             )
         )
@@ -326,6 +325,7 @@ class SharedDriver(Driver):
         self.handlers = _SharedHandlers(self)
         self._accounting: Accounting | None = None
         self._processing_time = 0.0
+        self.load_generators: list[LoadGeneratorFigures] = []  # each one's own, once closed
         self._readers: list[asyncio.Task[None]] = []
 
     @property
@@ -355,7 +355,9 @@ class SharedDriver(Driver):
             pid = os.fork()
             if pid == 0:  # the share: never returns
                 ours.close()
-                _share_main(theirs, trial_pid, self.admin, Placement(number, self.processes))
+                placement = Placement(number, self.processes)
+                body = partial(_serve, theirs, self.admin, placement)
+                forked_body(trial_pid, "exprun-share", body)
             theirs.close()
             share = _ShareProcess(number, pid, ours)
             self.shares.append(share)
@@ -446,6 +448,7 @@ class SharedDriver(Driver):
             subscriptions[index].foreign += foreign
         if figures.last_done_ns is not None:
             self.handlers.done(figures.last_done_ns)
+        self.load_generators.append(figures.resources)
 
     async def _reap(self) -> None:
         deadline = now_ns() + round(STOP_TIMEOUT_S * NS_PER_S)

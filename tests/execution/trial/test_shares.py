@@ -109,8 +109,14 @@ def test_sent_by_one_process_and_received_by_another(
     broker, config = broker_and_config(broker_type, request)
     result = run_trial(spread(make_request(broker, config), 2))
     assert_exact(result)
-    # The trial's process and both load generators: their threads are counted together.
+    # The trial's process and both load generators: their threads are counted together, and
+    # each load generator's own figures are kept.
     assert result.metrics.threads_peak is not None and result.metrics.threads_peak >= 3
+    figures = sorted(result.load_generators, key=lambda f: f.process)
+    assert [f.process for f in figures] == [0, 1]
+    for own in figures:
+        assert own.threads_peak and own.rss_peak_mb and own.cpu_percent is not None
+        assert own.leaked_threads == 0
 
 
 @pytest.mark.integration
