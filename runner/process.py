@@ -27,6 +27,7 @@ import psutil
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 REAP_TIMEOUT_S = 5.0
+REAP_POLL_S = 0.002
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -104,16 +105,34 @@ def _close_and_wait(alive_fd: int | None, pid: int, timeout: float) -> None:
 def _wait(pid: int, timeout: float) -> bool:
     """Reap `pid` within `timeout`; True once it is gone (or is not our child)."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return True
-        if done == pid:
-            return True
+    while not _reaped(pid):
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.005)
+        time.sleep(REAP_POLL_S)
+    return True
+
+
+async def reap(pid: int, timeout: float) -> None:
+    """Reap child `pid` without blocking the event loop; SIGKILL it if it is not gone after
+    `timeout` (0: at once)."""
+    deadline = time.monotonic() + timeout
+    while not _reaped(pid):
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            return
+        await asyncio.sleep(REAP_POLL_S)
+
+
+def _reaped(pid: int) -> bool:
+    """True once child `pid` has exited and been reaped (or is not our child)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == pid
 
 
 def reap_children(timeout: float = REAP_TIMEOUT_S) -> None:

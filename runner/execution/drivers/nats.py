@@ -22,7 +22,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import signal
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from multiprocessing.connection import Connection
@@ -57,7 +56,7 @@ from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import NS_PER_S, now_ns
 from runner.execution.measure.series import series_enabled
 from runner.execution.measure.series import tick as ticks
-from runner.process import forked_body, readable
+from runner.process import forked_body, readable, reap
 from schemas.spec import NatsBroker
 
 UNLIMITED = -1
@@ -513,23 +512,9 @@ class _PublisherProcess:
         else:
             with contextlib.suppress(OSError):
                 self.conn.send(("stop",))
-        deadline = now_ns() + round(timeout * NS_PER_S)
-        while not self._reaped():
-            if now_ns() >= deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-                break
-            await asyncio.sleep(0.002)
+        await reap(self.pid, timeout)
         self.exited = True
         self.conn.close()
-
-    def _reaped(self) -> bool:
-        try:
-            pid, _ = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            return True
-        return pid == self.pid
 
 
 async def _serve_publisher(conn: Connection, trial_driver: NatsDriver) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import HEADER_SIZE, NS_PER_S, now_ns
 from runner.execution.measure.resources import ResourceSampler
 from runner.execution.measure.series import series_enabled, tick
-from runner.process import forked_body, readable
+from runner.process import forked_body, readable, reap
 from schemas.results import LoadGeneratorFigures
 
 FLUSH_S = 0.01  # how often a share sends what its handlers received
@@ -453,17 +452,9 @@ class SharedDriver(Driver):
     async def _reap(self) -> None:
         deadline = now_ns() + round(STOP_TIMEOUT_S * NS_PER_S)
         for share in self.shares:
-            while not share.reaped:
-                if now_ns() >= deadline:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(share.pid, signal.SIGKILL)
-                    with contextlib.suppress(ChildProcessError):
-                        os.waitpid(share.pid, 0)
-                    share.reaped = True
-                    break
-                share.reaped = _exited(share.pid)
-                if not share.reaped:
-                    await asyncio.sleep(0.005)
+            if not share.reaped:
+                await reap(share.pid, max(0.0, (deadline - now_ns()) / NS_PER_S))
+                share.reaped = True
             share.conn.close()
         for reader in self._readers:
             reader.cancel()
@@ -537,14 +528,6 @@ def account_received(subscription: Subscription, data: bytes) -> None:
     for offset in range(0, len(data), RECORD_SIZE):
         received_ns, redelivered = unpack_tail(view, offset + HEADER_SIZE)
         on_delivery(bytes(view[offset : offset + HEADER_SIZE]), received_ns, bool(redelivered))
-
-
-def _exited(pid: int) -> bool:
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return done == pid
 
 
 class _SharedHandlers(Handlers):
