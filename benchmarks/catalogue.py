@@ -228,6 +228,23 @@ ENTRIES: dict[str, Entry] = {
         "Received msg/s of the same trial with its clients spread over 2 load-generator "
         "processes vs all in the trial's own; the merged books must be exact in every round.",
     ),
+    "nats_dask_vs_local": Entry(
+        "JetStream end to end, 2 Dask hosts / 2 local processes",
+        "msg/s",
+        "local",
+        ">= 0.9",
+        "Received msg/s of the same trial with its clients on 2 load-generator hosts (a "
+        "LocalCluster's 2 workers offering loadgen=1, 1 process each) vs 2 local processes: "
+        "what the Dask path costs (fresh share processes linked over TCP, clocks measured). "
+        "Merged books exact in every round.",
+    ),
+    "kafka_dask_vs_local": Entry(
+        "Kafka end to end, 2 Dask hosts / 2 local processes",
+        "msg/s",
+        "local",
+        ">= 0.9",
+        "As the JetStream row, on Kafka.",
+    ),
     "nats_r3_vs_r1": Entry(
         "JetStream R3 / R1 end to end (3 nodes)",
         "msg/s",

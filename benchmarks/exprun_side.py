@@ -4,20 +4,23 @@ as `exprun` runs them (a forked trial process per trial), or through benchmarks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from runner.execution.brokers import RunningBroker
+from runner.execution.load_hosts import LoadHosts, load_hosts
 from runner.execution.trial.parent import run_trial
 from runner.execution.trial.request import TrialRequest
 from schemas.resolve import TrialSettings
 from schemas.results import TrialResult
-from schemas.spec import KafkaBroker, NatsBroker
+from schemas.spec import ExecutionSettings, KafkaBroker, NatsBroker
 
 MESSAGE_SIZE = 1024
 WORKERS = 256  # "a large worker pool": the handler pool never limits a zero-work trial
@@ -99,6 +102,30 @@ def fresh(request: TrialRequest) -> TrialRequest:
 def run(request: TrialRequest) -> TrialResult:
     """One trial as exprun runs it; TrialFailed unless it is "ok" and lost nothing."""
     return _checked(run_trial(fresh(request)))
+
+
+def run_on_hosts(hosts: LoadHosts, request: TrialRequest) -> TrialResult:
+    """One trial with its clients on the Dask hosts (as many as `hosts` offers: processes 1)."""
+    single = request.model_copy(update={"processes": 1})
+    return _checked(hosts.run_trial(fresh(single)))
+
+
+@contextlib.contextmanager
+def local_hosts(count: int) -> Iterator[LoadHosts]:
+    """`count` load-generator hosts on this machine: a LocalCluster's worker processes."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=count,
+        threads_per_worker=1,
+        processes=True,
+        resources={"loadgen": 1},
+        dashboard_address=None,
+    ) as cluster:
+        settings = ExecutionSettings(engine="dask", hosts=count)
+        with load_hosts(settings, cluster.scheduler_address) as hosts:
+            assert hosts is not None
+            yield hosts
 
 
 def run_probe(request: TrialRequest, env: dict[str, str]) -> TrialResult:

@@ -45,6 +45,7 @@ from runner.execution.brokers import (
     start_nats,
 )
 from runner.execution.drivers.nats import PUBLISHER_ENV
+from runner.execution.load_hosts import LoadHosts
 from runner.execution.measure.series import SERIES_ENV
 from runner.execution.trial.parent import prestart
 from runner.execution.trial.request import TrialRequest
@@ -495,45 +496,68 @@ class Bench:
 
     def scaling(self) -> None:
         """End-to-end throughput with each trial's clients in 2 load-generator processes vs 1,
-        on each broker; every merged result must be exact."""
+        and on 2 Dask hosts (a LocalCluster's workers) vs 2 local processes, on each broker
+        (one broker start for both); every merged result must be exact."""
         s = self.settings
-        self._scaling(start_nats, "nats_processes_2_vs_1", nats_config(), s.nats_messages)
-        if self.kafka_skipped:
-            self["kafka_processes_2_vs_1"].fail("Kafka did not run above")
-            return
-        kafka = kafka_config(KAFKA_PRODUCER)
-        self._scaling(start_kafka, "kafka_processes_2_vs_1", kafka, s.kafka_messages)
+        with contextlib.ExitStack() as cluster:
+            hosts: LoadHosts | str
+            try:
+                hosts = cluster.enter_context(exprun_side.local_hosts(2))
+            except Exception as error:  # e.g. the dask extra is not installed
+                hosts = f"no LocalCluster: {type(error).__name__}: {error}"
+            self._scaling(start_nats, "nats", nats_config(), s.nats_messages, hosts)
+            if self.kafka_skipped:
+                for key in ("kafka_processes_2_vs_1", "kafka_dask_vs_local"):
+                    self[key].fail("Kafka did not run above")
+                return
+            kafka = kafka_config(KAFKA_PRODUCER)
+            self._scaling(start_kafka, "kafka", kafka, s.kafka_messages, hosts)
 
     def _scaling(
         self,
         start: Callable[[], RunningBroker],
-        key: str,
+        name: str,
         config: NatsBroker | KafkaBroker,
         messages: int,
+        hosts: LoadHosts | str,
     ) -> None:
+        processes, dask = f"{name}_processes_2_vs_1", f"{name}_dask_vs_local"
         try:
             with self._broker(start, None) as broker:
                 single = trial_request(broker, config, messages)
                 spread = single.model_copy(update={"processes": 2})
-                for round_ in self.rounds():
-                    two = self.sample((key,), "exprun", partial(exprun_side.run, spread))
-                    one = self.sample((key,), "exprun", partial(exprun_side.run, single))
-                    inexact = [r for r in (two, one) if r is not None and not _exact(r)]
-                    if inexact:
-                        m = inexact[0].metrics
-                        self[key].fail(
-                            f"merged books not exact: sent {m.sent}, received {m.received}, "
-                            f"lost {m.lost}, duplicated {m.duplicated}"
-                        )
-                        return
-                    self.add(
-                        key,
-                        round_,
-                        exprun=two.metrics.throughput if two else None,
-                        reference=one.metrics.throughput if one else None,
-                    )
+                run_spread = partial(exprun_side.run, spread)
+                self._side_by_side(processes, run_spread, partial(exprun_side.run, single))
+                if isinstance(hosts, str):
+                    self[dask].fail(hosts)
+                    return
+                on_hosts = partial(exprun_side.run_on_hosts, hosts, spread)
+                self._side_by_side(dask, on_hosts, run_spread)
         except BrokerStartError as error:
-            self[key].fail(f"embedded broker: {error}")
+            self[processes].fail(f"embedded broker: {error}")
+            self[dask].fail(f"embedded broker: {error}")
+
+    def _side_by_side(
+        self, key: str, measured: Callable[[], TrialResult], reference: Callable[[], TrialResult]
+    ) -> None:
+        """Rounds of both, interleaved: the throughput ratio, as long as both books are exact."""
+        for round_ in self.rounds():
+            mine = self.sample((key,), "exprun", measured)
+            theirs = self.sample((key,), "exprun", reference)
+            inexact = [r for r in (mine, theirs) if r is not None and not _exact(r)]
+            if inexact:
+                m = inexact[0].metrics
+                self[key].fail(
+                    f"merged books not exact: sent {m.sent}, received {m.received}, "
+                    f"lost {m.lost}, duplicated {m.duplicated}"
+                )
+                return
+            self.add(
+                key,
+                round_,
+                exprun=mine.metrics.throughput if mine else None,
+                reference=theirs.metrics.throughput if theirs else None,
+            )
 
     # --- matrix and readiness ------------------------------------------------------------
 

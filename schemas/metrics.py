@@ -103,6 +103,8 @@ _ALL: tuple[MetricInfo, ...] = (
     # Why a paced trial fell short of its rate: the broker pushing back, or exprun's own CPU.
     _m("publish_blocked_pct", "%", None, "Publish blocked"),
     _m("loadgen_cpu_percent", "%", None, "Load generator CPU"),
+    # Load generators on other hosts: the bound on the error of cross-host latencies.
+    _m("clock_uncertainty_ms", "ms", None, "Clock uncertainty"),
 )
 
 METRICS: dict[str, MetricInfo] = {info.name: info for info in _ALL}

@@ -36,6 +36,8 @@ AnomalyKind = Literal[
     "rebalance",
     "redelivered",
     "ack_pending_limit",
+    "clock_uncertainty",
+    "client_versions",
 ]
 
 

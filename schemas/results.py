@@ -122,6 +122,11 @@ class Metrics(BaseModel):
     loadgen_cpu_percent: float | None = Field(
         None, description="CPU of exprun's busiest load-generator process while publishing, %"
     )
+    clock_uncertainty_ms: float | None = Field(
+        None,
+        description="load generators on other hosts: how far their clocks may still be off the "
+        "coordinator's after correction (half the best round trip), the worst host's",
+    )
 
     def flat(self) -> dict[str, float]:
         """Every numeric metric under its registry name (see schemas.metrics)."""
@@ -189,6 +194,15 @@ class LoadGeneratorFigures(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     process: int
+    host: str | None = Field(
+        None, description="the Dask worker it ran on (engine: dask); none: the trial's machine"
+    )
+    clock_offset_ms: float | None = Field(
+        None, description="its host's clock minus the coordinator's, measured at the trial start"
+    )
+    clock_uncertainty_ms: float | None = Field(
+        None, description="half the best round trip of that measurement"
+    )
     rss_peak_mb: float | None = None
     threads_peak: int | None = None
     cpu_percent: float | None = Field(None, description="over the measured phase, % of one core")

@@ -666,12 +666,45 @@ class StatisticsSettings(StrictModel):
     )
 
 
+# A Dask scheduler's address, as `dask scheduler` prints it.
+SCHEDULER_ADDRESS = r"^(tcp|tls)://[^\s/:]+:\d{1,5}$"
+
+
 class ExecutionSettings(StrictModel):
     processes: PositiveInt | Literal["auto"] = Field(
         1,
         description="load-generator processes each trial's producers and consumers are spread "
-        "over (auto: one per core but one); 1 runs them in the trial's own process",
+        "over, per host (auto: one per core but one); 1 runs them in the trial's own process",
     )
+    engine: Literal["local", "dask"] = Field(
+        "local",
+        description="local: the load generators run on this machine; dask: on `hosts` Dask "
+        "workers offering the resource loadgen=1 (pip install 'exprun[dask]')",
+    )
+    scheduler: str | None = Field(
+        None,
+        pattern=SCHEDULER_ADDRESS,
+        description="the Dask scheduler, e.g. tcp://10.0.0.5:8786 (engine: dask); --scheduler "
+        "or EXPRUN_DASK_SCHEDULER override it",
+    )
+    hosts: PositiveInt = Field(
+        1, description="load-generator hosts of each trial (engine: dask; one Dask worker each)"
+    )
+
+    @model_validator(mode="after")
+    def _dask_settings_need_dask(self) -> ExecutionSettings:
+        if self.engine == "local":
+            if self.scheduler is not None:
+                raise ValueError("scheduler is for engine: dask (this spec's engine is local)")
+            if self.hosts > 1:
+                raise ValueError(
+                    f"hosts: {self.hosts} needs engine: dask (engine: local runs on this machine)"
+                )
+        return self
+
+    @property
+    def distributed(self) -> bool:
+        return self.engine == "dask"
 
     def process_count(self, cores: int) -> int:
         """The number of processes on a machine with `cores` cores."""

@@ -27,6 +27,9 @@ def flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
         return out
     if data is None:
         return []
+    if isinstance(data, list) and any(isinstance(item, dict) for item in data):
+        # e.g. the load-generator hosts: one numbered group of rows each
+        return [row for n, item in enumerate(data, 1) for row in flatten(item, f"{prefix}{n}.")]
     if isinstance(data, list):
         data = ", ".join(map(str, data))
     return [(prefix.rstrip("."), str(data))]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from runner.analysis import statistics as st
-from runner.analysis.anomalies import TREND_FACTOR, find_anomalies
+from runner.analysis.anomalies import TREND_FACTOR, find_anomalies, host_anomalies
 from runner.analysis.cells import (
     CellTuple,
     cell_key,
@@ -93,7 +93,7 @@ def analyse(
         geomeans=_geomeans("variant", variant_comparisons)
         + _geomeans("broker", broker_comparisons),
         targets=score_targets(ctx, variant_comparisons),
-        anomalies=find_anomalies(ctx),
+        anomalies=find_anomalies(ctx) + host_anomalies(environment or {}),
         trials=list(trials),
     )
 

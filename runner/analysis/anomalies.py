@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from runner.analysis import statistics as st
@@ -44,6 +45,8 @@ VARIANCE_METRICS = (
 )
 # CV from two values says little; three is the fewest for which it is worth a warning.
 MIN_SAMPLES_FOR_CV = 3
+# Cross-host latencies are trusted while the clocks' uncertainty stays below this share of p50.
+CLOCK_UNCERTAINTY_SHARE = 0.10
 # Reasons JetStream (and nats-py) give when a stream limit refuses a publish.
 LIMIT_REASON = re.compile(r"limit|maximum|max[_ ]?(msgs|bytes)|exceeded|insufficient", re.I)
 
@@ -58,6 +61,7 @@ def find_anomalies(ctx: AnalysisContext) -> list[Anomaly]:
         found += _leak_anomalies(ctx, key)
         found += _failure_anomalies(ctx, key)
         found += _shortfall_anomalies(ctx, key)
+        found += _clock_anomalies(ctx, key)
         found += _timeline_anomalies(ctx, key)
         found += _consumer_anomalies(ctx, key)
     return found
@@ -540,3 +544,66 @@ def _consumer_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
             )
         )
     return out
+
+
+def _clock_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
+    """Load generators on other hosts whose clocks are too uncertain for the latencies."""
+    trials = _ok_trials(ctx, key)
+    worst = max(
+        (u for t in trials if (u := t.metrics.clock_uncertainty_ms) is not None), default=None
+    )
+    p50 = ctx.median(key, "latency_p50_ms")
+    if worst is None or not p50 or worst <= CLOCK_UNCERTAINTY_SHARE * p50:
+        return []
+    return [
+        Anomaly(
+            kind="clock_uncertainty",
+            severity="warning",
+            cell=cell_key(key),
+            metric="latency_p50_ms",
+            message=f"latencies of {'/'.join(key)} cross hosts whose clocks are too uncertain",
+            evidence=(
+                f"clock uncertainty up to {num(worst)} ms (half the best round trip to a load "
+                f"host) against a median latency p50 of {num(p50)} ms: more than "
+                f"{CLOCK_UNCERTAINTY_SHARE:.0%} of it"
+            ),
+            advice="put the load hosts closer to the coordinator on the network, or read these "
+            "latencies as bounds only; throughput and counts are not affected",
+        )
+    ]
+
+
+def host_anomalies(environment: Mapping[str, Any]) -> list[Anomaly]:
+    """Load-generator hosts that ran different client libraries (environment.json)."""
+    machines = (environment.get("load_generators") or {}).get("machines") or []
+    if not machines:
+        return []
+    seen: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    coordinator = environment.get("machine", {}).get("hostname", "coordinator")
+    for name, clients in [
+        (f"{coordinator} (coordinator)", environment.get("clients") or {}),
+        *(
+            (f"{m.get('machine', {}).get('hostname')} ({m.get('worker')})", m.get("clients") or {})
+            for m in machines
+        ),
+    ]:
+        for client, version in clients.items():
+            seen[client][str(version)].append(name)
+    differing = {client: versions for client, versions in seen.items() if len(versions) > 1}
+    if not differing:
+        return []
+    evidence = "; ".join(
+        f"{client}: "
+        + ", ".join(f"{version} on {', '.join(hosts)}" for version, hosts in versions.items())
+        for client, versions in differing.items()
+    )
+    return [
+        Anomaly(
+            kind="client_versions",
+            severity="warning",
+            message="the load-generator hosts ran different client library versions",
+            evidence=evidence,
+            advice="install the same exprun and client versions on every host, or the "
+            "shares' figures may differ for that reason alone",
+        )
+    ]

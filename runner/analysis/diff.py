@@ -32,8 +32,8 @@ from schemas.report import (
 
 # What can make two runs' figures differ besides the spec (keys of environment.json).
 _RELEVANT_ENVIRONMENT = re.compile(
-    r"^(exprun(_version)?|python|clients\..+|brokers\.[^.]+\.(version|type)|load_generators\..+"
-    r"|(machine\.)?(cpu\w*|memory\w*))$"
+    r"^(exprun(_version)?|python|clients\..+|brokers\.[^.]+\.(version|type)"
+    r"|load_generators\.(engine|hosts|processes)|(machine\.)?(cpu\w*|memory\w*))$"
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,12 @@ from runner.errors import (
     ExprunError,
 )
 from runner.execution.instances import check_memory, plan_instances, render_instances
+from runner.execution.load_hosts import (
+    SCHEDULER_VARIABLE,
+    HostsUnavailable,
+    LoadHosts,
+    load_hosts,
+)
 from runner.execution.plan import Plan, make_plan, plan_warnings, render_placement, render_plan
 from runner.execution.run import RunOutcome, execute, new_run, open_for_resume
 from runner.redaction import redact
@@ -25,6 +32,7 @@ from runner.run_folder import RunFolder, RunInfo, default_run_dir
 from runner.spec.loader import LoadedSpec, load_spec
 from schemas.report import Report
 from schemas.results import TrialResult
+from schemas.spec import ExecutionSettings
 
 
 def _filters(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -62,6 +70,13 @@ def _filters(command: Callable[..., Any]) -> Callable[..., Any]:
     help="continue this run folder: run only the trials it has not recorded",
 )
 @click.option("--check-targets", is_flag=True, help="exit 1 when any target of the spec is not met")
+@click.option(
+    "--scheduler",
+    metavar="ADDR",
+    default=None,
+    help="the Dask scheduler of engine: dask, e.g. tcp://10.0.0.5:8786 (overrides the spec's; "
+    f"default ${SCHEDULER_VARIABLE})",
+)
 @_filters
 def run(
     spec: str,
@@ -69,6 +84,7 @@ def run(
     out: Path | None,
     resume: Path | None,
     check_targets: bool,
+    scheduler: str | None,
     **filters: Any,
 ) -> None:
     """Run every trial of SPEC's matrix and write the run folder and reports."""
@@ -76,6 +92,30 @@ def run(
     if dry_run and resume is None:
         click.echo(_shown(make_plan(loaded.spec, loaded.cells, **filters)))
         return
+    _check_scheduler(loaded.spec.execution, scheduler)
+    # The scheduler is reached before the run folder exists: a dead one leaves nothing behind.
+    embedded = any(broker.embedded for broker in loaded.spec.brokers.values())
+    with load_hosts(loaded.spec.execution, scheduler, embedded) as hosts:
+        _run(loaded, out, resume, check_targets, filters, hosts)
+
+
+def _check_scheduler(execution: ExecutionSettings, scheduler: str | None) -> None:
+    if scheduler is None:
+        return
+    if not execution.distributed:
+        raise BadInputError(
+            f"--scheduler {scheduler}: this spec's execution.engine is local (write engine: dask)"
+        )
+
+
+def _run(
+    loaded: LoadedSpec,
+    out: Path | None,
+    resume: Path | None,
+    check_targets: bool,
+    filters: dict[str, Any],
+    hosts: LoadHosts | None,
+) -> None:
     plan, folder, info, done = _prepare(loaded, out, resume, filters)
     for warning in plan_warnings(plan):
         click.echo(f"exprun: warning: {warning}", err=True)
@@ -86,8 +126,19 @@ def run(
     )
     try:
         outcome = execute(
-            loaded, plan, folder, info, done=done, announce=lambda m: click.echo(m, err=True)
+            loaded,
+            plan,
+            folder,
+            info,
+            done=done,
+            announce=lambda m: click.echo(m, err=True),
+            hosts=hosts,
         )
+    except HostsUnavailable:
+        # Too few hosts left mid-run: the trials that finished still get their reports.
+        with contextlib.suppress(Exception):
+            write_reports(folder.path, loaded.spec.reports)
+        raise
     except ExprunError as error:
         # A secret may sit in an endpoint or a property that a broker's error repeats.
         error.args = (redact(str(error), loaded.secrets),)

@@ -52,23 +52,17 @@ def spec_git(spec_path: Path) -> dict[str, Any] | None:
     return {"commit": commit, "spec_modified": bool(status)}
 
 
-def collect_environment(
-    spec_path: Path, brokers: dict[str, dict[str, Any]], processes: int = 1
-) -> dict[str, Any]:
-    """Everything that can make two runs' figures differ besides the spec itself;
-    `processes`: load-generator processes per trial."""
+def host_facts() -> dict[str, Any]:
+    """This machine: CPU, memory, OS, Python and the client libraries (also run on load hosts)."""
     memory = psutil.virtual_memory()
     return {
-        "exprun": package_version("exprun"),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
-        "executable": sys.executable,
         "clients": {
             "confluent-kafka": package_version("confluent-kafka"),
             "librdkafka": _librdkafka_version(),
             "nats-py": package_version("nats-py"),
         },
-        "brokers": brokers,
         "machine": {
             "cpu": _cpu_model(),
             "cpu_count": psutil.cpu_count(logical=True),
@@ -77,6 +71,26 @@ def collect_environment(
             "os": platform.platform(),
             "hostname": platform.node(),
         },
-        "load_generators": {"hosts": 1, "processes": processes},
+        "exprun": package_version("exprun"),
+    }
+
+
+def collect_environment(
+    spec_path: Path,
+    brokers: dict[str, dict[str, Any]],
+    load_generators: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything that can make two runs' figures differ besides the spec itself;
+    `load_generators`: where each trial's clients run (default: in the trial process)."""
+    here = host_facts()
+    return {
+        "exprun": here["exprun"],
+        "python": here["python"],
+        "python_implementation": here["python_implementation"],
+        "executable": sys.executable,
+        "clients": here["clients"],
+        "brokers": brokers,
+        "machine": here["machine"],
+        "load_generators": load_generators or {"hosts": 1, "processes": 1},
         "spec_git": spec_git(spec_path),
     }

@@ -243,11 +243,26 @@ def render_plan(plan: Plan) -> str:
 
 
 def render_placement(plan: Plan) -> str:
-    """Which load-generator process runs which producers and consumers, per distinct layout."""
-    processes = plan.processes
-    if processes == 1:
+    """Which load-generator process (on which host) runs which producers and consumers, per
+    distinct layout."""
+    execution = plan.spec.execution
+    per_host = plan.processes
+    hosts = execution.hosts if execution.distributed else 1
+    shares = hosts * per_host
+    if execution.distributed:
+        lines = [
+            f"load generators: {hosts} host(s) x {per_host} process(es) per trial, on Dask "
+            "workers offering loadgen=1"
+            + (
+                " (auto: each host's cores but one; shown with this machine's)"
+                if execution.processes == "auto"
+                else ""
+            )
+        ]
+    elif shares == 1:
         return "load generator: each trial's clients run in its own process"
-    lines = [f"load generators: {processes} processes per trial"]
+    else:
+        lines = [f"load generators: {shares} processes per trial"]
     seen: set[tuple[object, ...]] = set()
     for config in plan.cells:
         work, whole = config.workload, whole_groups(config.broker)
@@ -261,10 +276,16 @@ def render_placement(plan: Plan) -> str:
             f"  {config.cell.broker}, {producers} producer(s), {subscriptions} subscription(s) "
             f"x {work.consumers} consumer(s){groups}:"
         )
-        for number in range(processes):
-            placement = Placement(number, processes)
+        for number in range(shares):
+            placement = Placement(number, shares)
             what = placement.describe(producers, subscriptions, work.consumers, whole)
-            lines.append(f"    process {number}: {what}")
+            host, process = divmod(number, per_host)
+            where = (
+                f"host {host + 1}, process {process}"
+                if execution.distributed
+                else (f"process {number}")
+            )
+            lines.append(f"    {where}: {what}")
     return "\n".join(lines)
 
 

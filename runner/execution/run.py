@@ -21,6 +21,7 @@ from runner.execution.instances import (
     setting_key,
     start_instance,
 )
+from runner.execution.load_hosts import HostsUnavailable, LoadHosts, TrialShares
 from runner.execution.plan import Plan, PlannedTrial
 from runner.execution.progress import Progress
 from runner.execution.search import Search, result_record, step_record
@@ -147,17 +148,26 @@ def execute(
     *,
     done: Sequence[TrialResult] = (),
     announce: Callable[[str], None] = lambda message: None,
+    hosts: LoadHosts | None = None,
 ) -> RunOutcome:
-    """Run the plan's trials not in `done`; each result is appended to trials.jsonl at once."""
+    """Run the plan's trials not in `done`; each result is appended to trials.jsonl at once.
+
+    `hosts`: the load-generator hosts of engine: dask (None: this machine)."""
     outcome = RunOutcome(folder, results=list(done))
     recorded = {r.key for r in done}
     pending = [(i, t) for i, t in enumerate(plan.trials) if t.key not in recorded]
     log = TrialLog(folder.trials_path)
     try:
         with running_brokers(plan, pending, announce) as brokers:
-            _prepare_trials(loaded, folder, brokers, announce, plan.processes)
+            environment = _Environment(loaded, folder, brokers, plan, hosts)
+            announce(f"brokers ready: {_describe(brokers)}")
+            try:
+                prestart()
+            except OSError as error:
+                raise ExprunError(f"cannot start the trial processes: {error}") from None
             record = _Recorder(log, loaded.secrets, outcome)
-            _run_trials(plan, pending, brokers, record, announce, done)
+            trials = _Trials(brokers, record, announce, done, plan.processes, hosts, environment)
+            _run_trials(plan, pending, trials)
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
@@ -176,22 +186,31 @@ def execute(
     return outcome
 
 
-def _prepare_trials(
-    loaded: LoadedSpec,
-    folder: RunFolder,
-    brokers: Brokers,
-    announce: Callable[[str], None],
-    processes: int,
-) -> None:
-    """environment.json on disk, the brokers announced, the trial processes' forkserver up."""
-    environment = collect_environment(loaded.path, _broker_facts(brokers), processes)
-    # Server settings may carry `${ENV}` secrets, as the spec's other settings may.
-    write_json(folder.path / ENVIRONMENT_FILE, redact_data(environment, loaded.secrets))
-    announce(f"brokers ready: {_describe(brokers)}")
-    try:
-        prestart()
-    except OSError as error:
-        raise ExprunError(f"cannot start the trial processes: {error}") from None
+class _Environment:
+    """environment.json: written before the first trial, again when a new load host joins."""
+
+    def __init__(
+        self,
+        loaded: LoadedSpec,
+        folder: RunFolder,
+        brokers: Brokers,
+        plan: Plan,
+        hosts: LoadHosts | None,
+    ) -> None:
+        self.path, self.secrets, self.hosts = folder.path / ENVIRONMENT_FILE, loaded.secrets, hosts
+        local = {"hosts": 1, "processes": plan.processes}
+        self.data = collect_environment(loaded.path, _broker_facts(brokers), local)
+        self.machines = -1
+        self.update()
+
+    def update(self) -> None:
+        if self.hosts is not None:
+            if len(self.hosts.facts) == self.machines:
+                return
+            self.machines = len(self.hosts.facts)
+            self.data["load_generators"] = self.hosts.environment()
+        # Server settings may carry `${ENV}` secrets, as the spec's other settings may.
+        write_json(self.path, redact_data(self.data, self.secrets))
 
 
 class _Recorder:
@@ -212,16 +231,8 @@ class _Recorder:
         self.outcome.results.append(result)
 
 
-def _run_trials(
-    plan: Plan,
-    pending: list[tuple[int, PlannedTrial]],
-    brokers: Brokers,
-    record: Callable[[TrialResult], None],
-    announce: Callable[[str], None],
-    done: Sequence[TrialResult] = (),
-) -> None:
+def _run_trials(plan: Plan, pending: list[tuple[int, PlannedTrial]], trials: _Trials) -> None:
     """Each pending trial in plan order; every trial process is gone when this returns."""
-    trials = _Trials(brokers, record, announce, done, plan.processes)
     progress = Progress(plan)
     try:
         for position, planned in pending:
@@ -231,6 +242,9 @@ def _run_trials(
             else:
                 trials.start(position, planned)
         trials.finish()
+    except HostsUnavailable:
+        trials.finish()  # what the settling trials measured is kept
+        raise
     finally:
         progress.finish()
         trials.close()
@@ -246,9 +260,13 @@ class _Trials:
         announce: Callable[[str], None],
         done: Sequence[TrialResult],
         processes: int = 1,
+        hosts: LoadHosts | None = None,
+        environment: _Environment | None = None,
     ) -> None:
         self.brokers, self.record, self.announce = brokers, record, announce
         self.processes = processes  # load-generator processes of each trial
+        self.hosts, self.environment = hosts, environment
+        self.remote: dict[int, TrialShares] = {}  # by trial index: shares on other hosts
         self.run_id = secrets.token_hex(3)
         self.settling: list[TrialProcess] = []
         # Steps of searches an interrupted run recorded (resume): they are not run again.
@@ -262,7 +280,7 @@ class _Trials:
         trial.wait_settling()
         for ended in [t for t in self.settling if t.done()]:
             self.settling.remove(ended)
-            self.record(ended.result())
+            self.record(self._result(ended))
 
     def search(self, position: int, planned: PlannedTrial) -> None:
         """A capacity search: its steps one after the other, each judged before the next."""
@@ -278,7 +296,7 @@ class _Trials:
             number = len(search.done) + 1
             trial = self._launch(position, planned, rate, step=number)
             self.settling.append(trial)
-            result = trial.result()  # the next rate depends on this one
+            result = self._result(trial)  # the next rate depends on this one
             self.settling.remove(trial)
             steps.append(step_record(result, number, search.record(rate, result)))
             self.record(steps[-1])
@@ -286,11 +304,13 @@ class _Trials:
 
     def finish(self) -> None:
         while self.settling:
-            self.record(self.settling.pop(0).result())
+            self.record(self._result(self.settling.pop(0)))
 
     def close(self) -> None:
         for trial in self.settling:
             trial.close()
+        if self.hosts is not None:
+            self.hosts.cancel([shares for shares in self.remote.values()])
 
     def _launch(
         self, position: int, planned: PlannedTrial, rate: float | None, step: int | None = None
@@ -321,7 +341,21 @@ class _Trials:
             processes=self.processes,
         )
         on_fault = FaultExecutor(broker, workload.faults) if workload.faults else None
-        return start_trial(request, unavailable=unavailable, on_fault=on_fault)
+        if self.hosts is None or unavailable is not None:
+            return start_trial(request, unavailable=unavailable, on_fault=on_fault)
+        request, shares = self.hosts.launch(request, planned.config.broker.embedded)
+        self.remote[request.index] = shares
+        if self.environment is not None:
+            self.environment.update()
+        return start_trial(request, on_fault=on_fault, listener=shares.listener)
+
+    def _result(self, trial: TrialProcess) -> TrialResult:
+        """A trial's result, once its shares on other hosts (if any) are accounted for."""
+        result = trial.result()
+        shares = self.remote.pop(trial.request.index, None)
+        if shares is not None and self.hosts is not None:
+            result = self.hosts.finish(shares, result)
+        return result
 
 
 def _redacted(result: TrialResult, secrets: frozenset[str]) -> TrialResult:

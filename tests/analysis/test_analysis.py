@@ -260,6 +260,37 @@ def test_leaks_surviving_settle_vs_lingering_threads() -> None:
     assert lingering.severity == "info"
 
 
+def test_clock_uncertainty_beyond_a_tenth_of_p50_is_a_warning() -> None:
+    """p50 is 5 ms: 0.4 ms of clock uncertainty is fine, 0.8 ms is not."""
+    trials = cell_trials("before", "Low", BASE5, clock_uncertainty_ms=0.4)
+    trials += cell_trials("after", "Low", BASE5, clock_uncertainty_ms=0.8)
+    [warning] = anomalies_of(analyse(small_spec(), trials), "clock_uncertainty")
+    assert str(warning.cell) == "nats/after/Low" and warning.severity == "warning"
+    assert "0.8 ms" in warning.evidence and "p50 of 5 ms" in warning.evidence
+
+
+def test_load_hosts_with_different_client_versions_are_a_warning() -> None:
+    trials = cell_trials("before", "Low", BASE5) + cell_trials("after", "Low", BASE5)
+
+    def host(worker: str, nats_py: str) -> dict[str, object]:
+        clients = {"nats-py": nats_py, "confluent-kafka": "2.16.1"}
+        return {"worker": worker, "machine": {"hostname": worker[6:13]}, "clients": clients}
+
+    same = {
+        "clients": {"nats-py": "2.16.0", "confluent-kafka": "2.16.1"},
+        "machine": {"hostname": "coord"},
+        "load_generators": {"hosts": 2, "machines": [host("tcp://load-01:1", "2.16.0")]},
+    }
+    assert anomalies_of(analyse(small_spec(), trials, environment=same), "client_versions") == []
+    machines = [host("tcp://load-01:1", "2.16.0"), host("tcp://load-02:1", "2.15.0")]
+    differing = {**same, "load_generators": {"hosts": 2, "machines": machines}}
+    report = analyse(small_spec(), trials, environment=differing)
+    [warning] = anomalies_of(report, "client_versions")
+    assert "nats-py: 2.16.0 on coord (coordinator), load-01" in warning.evidence
+    assert "2.15.0 on load-02 (tcp://load-02:1)" in warning.evidence
+    assert "confluent-kafka" not in warning.evidence
+
+
 def test_clean_run_has_no_anomalies() -> None:
     trials = cell_trials("before", "Low", BASE5) + cell_trials("after", "Low", BASE5)
     assert analyse(small_spec(), trials).anomalies == []

@@ -248,3 +248,15 @@ def test_a_different_number_of_load_generators_is_an_environment_difference() ->
     assert [(d.key, d.old, d.new) for d in differences] == [("load_generators.processes", "1", "2")]
     # A run from before load generators were recorded is no evidence either way.
     assert environment_differences({"python": "3.11.7"}, new) == []
+
+
+def test_a_different_number_of_load_hosts_is_an_environment_difference() -> None:
+    """Host counts differ; which workers they were (their addresses) is no difference."""
+    machines = [{"worker": "tcp://10.0.0.7:39211", "clients": {"nats-py": "2.16.0"}}]
+    old = {"load_generators": {"engine": "local", "hosts": 1, "processes": 1}}
+    new = {"load_generators": {"engine": "dask", "hosts": 2, "processes": 1, "machines": machines}}
+    differences = environment_differences(old, new)
+    assert [(d.key, d.old, d.new) for d in differences] == [
+        ("load_generators.engine", "local", "dask"),
+        ("load_generators.hosts", "1", "2"),
+    ]

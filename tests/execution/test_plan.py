@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from runner.errors import BadInputError
-from runner.execution.plan import Plan, make_plan
+from runner.execution.plan import Plan, make_plan, render_placement
 from schemas.resolve import resolve_cells
 from schemas.spec import Experiment
 
@@ -82,3 +82,20 @@ def test_filters_and_repetitions() -> None:
 def test_trial_keys_identify_trials_for_resume() -> None:
     keys = [t.key for t in plan_of().trials]
     assert len(set(keys)) == len(keys)
+
+
+def test_placement_is_shown_per_host_with_dask() -> None:
+    execution = {"engine": "dask", "hosts": 2, "processes": 1}
+    shown = render_placement(plan_of(execution=execution))
+    lines = shown.splitlines()
+    assert lines[0].startswith("load generators: 2 host(s) x 1 process(es) per trial")
+    # One producer and one consumer: sent from one host, received on the other.
+    assert "    host 1, process 0: producers 0; no consumer" in lines
+    assert "    host 2, process 0: no producer; consumers s0/0" in lines
+
+
+def test_placement_over_local_processes_and_in_process() -> None:
+    assert "its own process" in render_placement(plan_of())
+    shown = render_placement(plan_of(execution={"processes": 2}))
+    assert shown.splitlines()[0] == "load generators: 2 processes per trial"
+    assert "    process 1: no producer; consumers s0/0" in shown.splitlines()

@@ -88,6 +88,31 @@ def test_message_size_below_the_header_is_refused(tmp_path: Path) -> None:
     assert HEADER_SIZE == MESSAGE_HEADER_BYTES
 
 
+def test_the_load_hosts_example_of_the_issue_validates_as_written(tmp_path: Path) -> None:
+    execution = (
+        "execution:\n  processes: 4\n  engine: dask\n  scheduler: tcp://10.0.0.5:8786\n  hosts: 4\n"
+    )
+    path = tmp_path / "spec.yaml"
+    path.write_text(BASE + execution)
+    settings = load_spec(path).spec.execution
+    assert (settings.processes, settings.engine, settings.hosts) == (4, "dask", 4)
+    assert settings.scheduler == "tcp://10.0.0.5:8786" and settings.distributed
+
+
+@pytest.mark.parametrize(
+    ("execution", "expected"),
+    [
+        ("{scheduler: tcp://10.0.0.5:8786}", "scheduler is for engine: dask"),
+        ("{hosts: 2}", "hosts: 2 needs engine: dask"),
+        ("{engine: dask, scheduler: 10.0.0.5}", "execution.scheduler: String should match"),
+        ("{engine: ray}", "execution.engine: Input should be 'local' or 'dask'"),
+    ],
+)
+def test_load_host_settings_are_checked(tmp_path: Path, execution: str, expected: str) -> None:
+    [issue] = issues_of(tmp_path, BASE + f"execution: {execution}\n")
+    assert expected in issue, issue
+
+
 def test_unknown_unit(tmp_path: Path) -> None:
     text = edit("drain_timeout: 30s", "drain_timeout: 30h")
     [issue] = issues_of(tmp_path, text)

@@ -142,6 +142,18 @@ class Driver(ABC):
         self.consumer_figures = ConsumerFigures()
         self.phase_started_ns: int | None = None
 
+    def placed(self, placement: Placement) -> Driver:
+        """A fresh driver like this one, for the clients `placement` gives a load generator."""
+        return type(self)(
+            self.address,
+            self.config,
+            self.destination,
+            self.setup_timeout,
+            self.layout,
+            faults=self.faults,
+            placement=placement,
+        )
+
     @property
     def whole_groups(self) -> bool:
         """True when a subscription's consumers form a group that must run in one process."""
@@ -179,6 +191,12 @@ class Driver(ABC):
         """Messages the broker holds now, when the driver cannot count its own acks (its
         producers run elsewhere); None means: count the trial's acks."""
         return None
+
+    @property
+    def start_lead_ns(self) -> int:
+        """How far after "now" the measured phase starts: load-generator processes elsewhere
+        need the time to hear of it, so that every one of them begins at the same instant."""
+        return 0
 
     @property
     def marks_producers(self) -> bool:

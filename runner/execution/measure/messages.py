@@ -18,6 +18,23 @@ NS_PER_S = 1_000_000_000
 now_ns = time.monotonic_ns
 
 
+def shift_clock(offset_ns: int) -> None:
+    """From now on `now_ns` reads the monotonic clock plus `offset_ns`.
+
+    A load-generator process on another host calls this first, with its measured offset to the
+    coordinator, before it imports any module that takes `now_ns` from here.
+    """
+    global now_ns
+    if not offset_ns:
+        return
+    monotonic_ns = time.monotonic_ns
+
+    def shifted() -> int:
+        return monotonic_ns() + offset_ns
+
+    now_ns = shifted
+
+
 # Bodies other than zeros are slices of one buffer made before the phase, at offsets that
 # differ from message to message, so that no two neighbours in a batch repeat each other.
 BODY_BUFFER = 4 * 1024 * 1024

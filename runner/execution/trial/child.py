@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -24,21 +25,20 @@ from runner.execution.drivers import (
     available_drivers,
     load_driver,
 )
-from runner.execution.measure.accounting import Accounting, Layout
+from runner.execution.measure.accounting import Accounting
 from runner.execution.measure.handlers import HandlerPool, Handlers
 from runner.execution.measure.messages import NS_PER_S, now_ns
 from runner.execution.measure.resources import ResourceSampler, Usage
 from runner.execution.measure.self_test import start_leaked_threads, start_lingering_thread
 from runner.execution.trial.fault_points import FaultLink, FaultPlan, PipeLink
 from runner.execution.trial.phase import MeasuredPhase
-from runner.execution.trial.request import SETTLING, TrialRequest
-from runner.execution.trial.shares import SharedDriver
+from runner.execution.trial.request import SETTLING, SETUP_TIMEOUT_S, TrialRequest
+from runner.execution.trial.shares import SharedDriver, driver_for
 from runner.process import die_with_parent
 from schemas.results import Metrics, NodeFigures, TrialResult
 
 T = TypeVar("T")
 
-SETUP_TIMEOUT_S = 10.0  # each of: create topic, start consumers, connect producers, close, delete
 CLEANUP_TIMEOUT_S = 5.0  # best-effort cleanup after a failure
 
 
@@ -58,16 +58,22 @@ def child_main(
     log_path: str,
     spawned_ns: int,
     answers: Connection | None = None,
+    listener: socket.socket | None = None,
 ) -> None:
     """Entry point of the trial process: isolate, run, report, and exit at once.
 
-    `answers` carries the run's answers to the trial's fault orders (trials with faults).
+    `answers` carries the run's answers to the trial's fault orders (trials with faults);
+    `listener` takes the links of load-generator processes on other hosts.
     """
     spawn_s = (now_ns() - spawned_ns) / NS_PER_S
     _isolate()
     _redirect_output(log_path)
     link = PipeLink(conn, answers) if answers is not None else None
-    result = asyncio.run(run_trial_here(request, spawn_s, lambda: conn.send_bytes(SETTLING), link))
+
+    def settling() -> None:
+        conn.send_bytes(SETTLING)
+
+    result = asyncio.run(run_trial_here(request, spawn_s, settling, link, listener))
     conn.send_bytes(result.model_dump_json().encode())
     conn.close()
     sys.stdout.flush()
@@ -109,11 +115,12 @@ async def run_trial_here(
     spawn_s: float,
     settling: Callable[[], None] = lambda: None,
     fault_link: FaultLink | None = None,
+    listener: socket.socket | None = None,
 ) -> TrialResult:
     """One trial on the running event loop, as the trial process runs it (also in-process, for
-    tests and profiles); `settling` is called once the trial no longer uses the broker, and
-    `fault_link` has the run do the trial's faults."""
-    trial = _Trial(request, spawn_s, settling, fault_link)
+    tests and profiles); `settling` is called once the trial no longer uses the broker,
+    `fault_link` has the run do the trial's faults, and `listener` takes remote shares."""
+    trial = _Trial(request, spawn_s, settling, fault_link, listener)
     main = asyncio.current_task()
     assert main is not None
     # The parent sends SIGTERM when the trial overruns its timeout: report what was measured.
@@ -141,8 +148,10 @@ class _Trial:
         spawn_s: float,
         settling: Callable[[], None],
         fault_link: FaultLink | None,
+        listener: socket.socket | None = None,
     ) -> None:
         self.request = request
+        self.listener = listener
         self.settling = settling
         self.fault_link = fault_link
         self.started_at = datetime.now(UTC).isoformat()
@@ -161,19 +170,9 @@ class _Trial:
     async def execute(self) -> None:
         """Every step of the trial in order; each bounded, each timed where it is a fixed cost."""
         request = self.request
-        driver_class = load_driver(request.broker_config.type)
-        work = request.workload
-        layout = Layout(work.topics, work.producers)
-        driver = driver_class(
-            request.address,
-            request.broker_config,
-            request.topic,
-            SETUP_TIMEOUT_S,
-            layout,
-            faults=bool(work.faults),
-        )
-        if request.processes > 1:
-            driver = SharedDriver(driver, request.processes)
+        driver = driver_for(request)
+        if request.shared:
+            driver = SharedDriver(driver, request.processes, request.remote, self.listener)
         self.driver = driver
         create = driver.create_destination()
         self.metrics.create_s = await self._step("creating the topic", create, SETUP_TIMEOUT_S * 2)
@@ -316,6 +315,12 @@ class _Trial:
                     for node in sampler.broker_nodes
                 ]
         metrics.trial_duration_s = _seconds(now_ns() - self.t0)
+        shared = self.driver if isinstance(self.driver, SharedDriver) else None
+        if shared is not None and shared.remote is not None:
+            metrics.clock_uncertainty_ms = shared.clock_uncertainty_ms
+            # Their CPU is not this machine's: the busiest one's, as it measured itself.
+            busiest = [f.cpu_percent for f in shared.load_generators if f.cpu_percent is not None]
+            metrics.loadgen_cpu_percent = max(busiest, default=None)
         outcome: Literal["ok", "failed"] = "ok" if status == "ok" else "failed"
         accounting = self.accounting
         several = accounting is not None and len(accounting.subscriptions) > 1
@@ -329,9 +334,7 @@ class _Trial:
             subscriptions=accounting.subscription_figures() if several and accounting else None,
             faults=self.phase.fault_figures if self.phase is not None else None,
             broker_nodes=nodes,
-            load_generators=(
-                self.driver.load_generators if isinstance(self.driver, SharedDriver) else None
-            ),
+            load_generators=shared.load_generators if shared is not None else None,
         )
 
     async def cleanup(self) -> None:

@@ -22,6 +22,7 @@ import multiprocessing
 import multiprocessing.util
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -138,6 +139,7 @@ class TrialProcess:
         timeout: float | None = None,
         unavailable: str | None = None,
         on_fault: FaultHandler | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
         self.request = request
         self.on_fault = on_fault
@@ -157,7 +159,7 @@ class TrialProcess:
             answers, self.answers = context.Pipe(duplex=False)
         self.process = context.Process(
             target=_trial_process,
-            args=(request, writer, self.log_path, now_ns(), answers),
+            args=(request, writer, self.log_path, now_ns(), answers, listener),
             name=f"exprun-trial-{request.index}",
             daemon=True,
         )
@@ -178,6 +180,8 @@ class TrialProcess:
             writer.close()  # so a dead child reads as EOF, not as a hang
             if answers is not None:
                 answers.close()
+            if listener is not None:
+                listener.close()  # the trial process has its own
 
     def wait_settling(self) -> None:
         """Block until the trial settles (its broker work is over) or ends either way."""
@@ -245,13 +249,15 @@ def start_trial(
     timeout: float | None = None,
     unavailable: str | None = None,
     on_fault: FaultHandler | None = None,
+    listener: socket.socket | None = None,
 ) -> TrialProcess:
     """Start one trial in a fresh child process; its result never raises for trial failures.
 
     `unavailable` (why the broker cannot be used) fails the trial at once without a process;
-    `on_fault` does the trial's faults when it asks.
+    `on_fault` does the trial's faults when it asks; `listener` is handed over to the trial
+    process, for its load-generator processes on other hosts to connect to.
     """
-    return TrialProcess(request, timeout, unavailable, on_fault)
+    return TrialProcess(request, timeout, unavailable, on_fault, listener)
 
 
 def run_trial(request: TrialRequest, *, timeout: float | None = None) -> TrialResult:

@@ -76,7 +76,7 @@ class MeasuredPhase:
         """Publish by the load shape, then drain until every acked message arrived."""
         work, accounting, outcome = self.work, self.accounting, self.outcome
         ledgers = [accounting.ledger() for _ in range(self.driver.layout.producers)]
-        start = outcome.start_ns = now_ns()
+        start = outcome.start_ns = now_ns() + self.driver.start_lead_ns
         schedule = outcome.schedule = Schedule(start, start + round(work.ramp * NS_PER_S))
         if schedule.has_ramp:
             accounting.measure_from(schedule.ramp_end_ns)

@@ -25,6 +25,7 @@ from schemas.results import (
 )
 from schemas.spec import Broker
 
+SETUP_TIMEOUT_S = 10.0  # each of: create topic, start consumers, connect producers, close, delete
 FIXED_COST_S = 60.0  # bound on setup + teardown steps (each bounded in the trial process)
 SLOWEST_UNPACED_RATE = 1000.0  # msg/s assumed for the timeout of an unpaced trial
 SETTLING = b"settling"  # sent by the trial process once it no longer uses the broker
@@ -50,6 +51,41 @@ class FaultDone(BaseModel):
     error: str | None = None
 
 
+class RemoteHost(BaseModel):
+    """A load-generator host of a trial: a Dask worker, and how many shares it runs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    worker: str  # the Dask worker's address
+    hostname: str
+    processes: int
+
+
+class RemoteShares(BaseModel):
+    """Where a trial's shares run when they run on other hosts (engine: dask).
+
+    Shares are numbered host after host; each connects back to the trial process and proves it
+    knows `authkey`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    authkey: bytes
+    hosts: tuple[RemoteHost, ...]
+
+    @property
+    def processes(self) -> int:
+        return sum(host.processes for host in self.hosts)
+
+    def host_of(self, share: int) -> RemoteHost:
+        first = 0
+        for host in self.hosts:
+            if share < first + host.processes:
+                return host
+            first += host.processes
+        raise IndexError(f"no share {share} in {self.processes}")
+
+
 class TrialRequest(BaseModel):
     """Everything a trial process needs; pickled across the process boundary."""
 
@@ -71,6 +107,12 @@ class TrialRequest(BaseModel):
     topic: str
     self_test: SelfTest = SelfTest()  # exprun's own tests only (measure/self_test.py)
     processes: int = 1  # load-generator processes the trial's clients are spread over
+    remote: RemoteShares | None = None  # those processes run on other hosts
+
+    @property
+    def shared(self) -> bool:
+        """Whether the trial's clients run in load-generator processes of their own."""
+        return self.processes > 1 or self.remote is not None
 
     def result(
         self,

@@ -17,18 +17,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import struct
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from typing import Any
 
-from runner.execution.drivers import Driver, DriverError, PublishPlan, PublishStalled
+from runner.execution.drivers import (
+    Driver,
+    DriverError,
+    PublishPlan,
+    PublishStalled,
+    load_driver,
+)
 from runner.execution.drivers.base import MessageSink
 from runner.execution.drivers.placement import Placement
-from runner.execution.measure.accounting import Accounting, Subscription
+from runner.execution.measure.accounting import Accounting, Layout, Subscription
 from runner.execution.measure.availability import AckTimeline
 from runner.execution.measure.handlers import HandlerPool, Handlers
 from runner.execution.measure.latency import LatencyRecorder
@@ -36,6 +45,13 @@ from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import HEADER_SIZE, NS_PER_S, now_ns
 from runner.execution.measure.resources import ResourceSampler
 from runner.execution.measure.series import series_enabled, tick
+from runner.execution.trial.links import ClockReading, LinkError, accept, measure_clock
+from runner.execution.trial.request import (
+    SETUP_TIMEOUT_S,
+    RemoteHost,
+    RemoteShares,
+    TrialRequest,
+)
 from runner.process import forked_body, readable, reap
 from schemas.results import LoadGeneratorFigures
 
@@ -44,6 +60,8 @@ FLUSH_BYTES = 1 << 16
 TAIL = struct.Struct("<qB")  # after the message's header: receive stamp, redelivered
 RECORD_SIZE = HEADER_SIZE + TAIL.size
 STOP_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 15.0  # shares on other hosts: a fresh interpreter each, to start and connect
+START_LEAD_S = 0.02  # the phase starts this long after "now", so every share begins together
 ANSWERS = ("reply", "published", "closed")
 
 
@@ -113,31 +131,43 @@ class _RemoteBooks:
         return True
 
 
-def _serve(conn: Connection, driver: Driver, placement: Placement) -> None:
-    """The share's event loop, on a fresh thread (the forking one is inside the trial's)."""
+def _serve(conn: Connection, driver: Driver) -> None:
+    """The share's event loop (a forked share: on a fresh thread, the forking one is inside the
+    trial's)."""
     try:
-        asyncio.run(_Share(conn, driver, placement).serve())
+        asyncio.run(_Share(conn, driver).serve())
     except Exception as error:
         with contextlib.suppress(OSError):
             conn.send(("gone", f"load-generator process failed: {type(error).__name__}: {error}"))
         raise
 
 
+def serve_remote(conn: Connection, request_json: str, share: int, processes: int) -> None:
+    """A share on another host, linked to its trial by `conn` (runner.execution.trial.remote)."""
+    request = TrialRequest.model_validate_json(request_json)
+    _serve(conn, driver_for(request).placed(Placement(share, processes)))
+
+
+def driver_for(request: TrialRequest) -> Driver:
+    """The broker's driver for a trial (every client of it, until placed)."""
+    work = request.workload
+    return load_driver(request.broker_config.type)(
+        request.address,
+        request.broker_config,
+        request.topic,
+        SETUP_TIMEOUT_S,
+        Layout(work.topics, work.producers),
+        faults=bool(work.faults),
+    )
+
+
 class _Share:
     """In a share: a driver of its own, a pool per subscription it reads, and the commands."""
 
-    def __init__(self, conn: Connection, trial_driver: Driver, placement: Placement) -> None:
+    def __init__(self, conn: Connection, driver: Driver) -> None:
         self.conn = conn
-        self.driver = type(trial_driver)(
-            trial_driver.address,
-            trial_driver.config,
-            trial_driver.destination,
-            trial_driver.setup_timeout,
-            trial_driver.layout,
-            faults=trial_driver.faults,
-            placement=placement,
-        )
-        self.placement = placement
+        self.driver = driver
+        self.placement = driver.placement
         self.outbox = _Outbox(conn)
         self.books: list[_RemoteBooks] = []
         self.handlers = Handlers([])
@@ -186,6 +216,8 @@ class _Share:
                 self.publishing = asyncio.create_task(self._publish(*args))
             elif kind == "idle":
                 await self.handlers.idle()
+                if not self.outbox.ledgers:  # consumers only: their CPU over the whole phase
+                    self.sampler.sample_loadgen()
                 self.outbox.flush()
                 self._reply("ok", self.handlers.last_done_ns)
         except DriverError as error:
@@ -231,6 +263,8 @@ class _Share:
 
             marking = asyncio.create_task(tick(plan.schedule, mark), name="exprun-ticks")
         failure: tuple[bool, str] | None = None
+        # Every share starts at the phase's start, wherever it runs.
+        await asyncio.sleep(max(0.0, (plan.start_ns - now_ns()) / NS_PER_S))
         try:
             await self.driver.publish(plan, ledgers, resolve_timeout)
         except PublishStalled as error:
@@ -288,8 +322,10 @@ class _ShareProcess:
     """One forked share, seen from the trial process."""
 
     number: int
-    pid: int
+    pid: int | None  # None: on another host
     conn: Connection
+    host: RemoteHost | None = None
+    clock: ClockReading | None = None  # its clock against ours (on another host)
     # Answers by kind: a reply to a command, the producers' books, the closing figures.
     answers: dict[str, asyncio.Queue[tuple[Any, ...]]] = field(
         default_factory=lambda: {kind: asyncio.Queue() for kind in ANSWERS}
@@ -309,7 +345,13 @@ class SharedDriver(Driver):
     clients is the shares', whose deliveries land in the accounting given to start().
     """
 
-    def __init__(self, admin: Driver, processes: int) -> None:
+    def __init__(
+        self,
+        admin: Driver,
+        processes: int,
+        remote: RemoteShares | None = None,
+        listener: socket.socket | None = None,
+    ) -> None:
         super().__init__(
             admin.address,
             admin.config,
@@ -320,6 +362,8 @@ class SharedDriver(Driver):
         )
         self.admin = admin
         self.processes = processes
+        # On other hosts: the shares connect to `listener` and prove they know the key.
+        self.remote, self.listener = remote, listener
         self.shares: list[_ShareProcess] = []
         self.handlers = _SharedHandlers(self)
         self._accounting: Accounting | None = None
@@ -335,8 +379,21 @@ class SharedDriver(Driver):
     def marks_producers(self) -> bool:
         return True
 
+    @property
+    def start_lead_ns(self) -> int:
+        slowest = max(
+            (share.clock.uncertainty_ns for share in self.shares if share.clock), default=0
+        )
+        return round(START_LEAD_S * NS_PER_S) + 4 * slowest
+
+    @property
+    def clock_uncertainty_ms(self) -> float | None:
+        """The worst share's bound on its clock error (shares on other hosts only)."""
+        readings = [share.clock.uncertainty_ns for share in self.shares if share.clock]
+        return round(max(readings) / 1e6, 3) if readings else None
+
     def helper_pids(self) -> Sequence[int]:
-        return tuple(share.pid for share in self.shares if not share.reaped)
+        return tuple(s.pid for s in self.shares if s.pid is not None and not s.reaped)
 
     async def create_destination(self) -> None:
         await self.admin.create_destination()
@@ -348,22 +405,60 @@ class SharedDriver(Driver):
         """Fork the shares; what their handlers receive is accounted in `accounting`."""
         self._accounting = accounting
         self._processing_time = processing_time
+        if self.remote is not None:
+            # A thread of its own that ends here: the loop's default pool would outlive the
+            # trial's clients and read as a leaked thread.
+            with ThreadPoolExecutor(1, thread_name_prefix="exprun-accept") as accepting:
+                await asyncio.get_running_loop().run_in_executor(
+                    accepting, self._accept, self.remote
+                )
+        else:
+            self._fork()
+        for share in self.shares:
+            self._readers.append(
+                asyncio.create_task(self._read(share), name=f"exprun-share-{share.number}")
+            )
+        return self.handlers
+
+    def _fork(self) -> None:
         trial_pid = os.getpid()
         for number in range(self.processes):
             ours, theirs = Pipe()
             pid = os.fork()
             if pid == 0:  # the share: never returns
                 ours.close()
-                placement = Placement(number, self.processes)
-                body = partial(_serve, theirs, self.admin, placement)
-                forked_body(trial_pid, "exprun-share", body)
+                driver = self.admin.placed(Placement(number, self.processes))
+                forked_body(trial_pid, "exprun-share", partial(_serve, theirs, driver))
             theirs.close()
-            share = _ShareProcess(number, pid, ours)
-            self.shares.append(share)
-            self._readers.append(
-                asyncio.create_task(self._read(share), name=f"exprun-share-{number}")
+            self.shares.append(_ShareProcess(number, pid, ours))
+
+    def _accept(self, remote: RemoteShares) -> None:
+        """The shares on other hosts, as they connect, each with its clock measured."""
+        assert self.listener is not None
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        waiting = set(range(remote.processes))
+        try:
+            while waiting:
+                left = deadline - time.monotonic()
+                conn, hello = accept(self.listener, remote.authkey, max(0.001, left))
+                if hello.share not in waiting:
+                    conn.close()
+                    continue
+                clock = measure_clock(conn, CONNECT_TIMEOUT_S)
+                waiting.discard(hello.share)
+                host = remote.host_of(hello.share)
+                self.shares.append(_ShareProcess(hello.share, None, conn, host, clock))
+        except LinkError as error:
+            missing = ", ".join(
+                f"{n} (on {remote.host_of(n).hostname}, {remote.host_of(n).worker})"
+                for n in sorted(waiting)
             )
-        return self.handlers
+            raise DriverError(
+                f"load-generator process {missing} did not connect: {error}"
+            ) from None
+        finally:
+            self.listener.close()
+        self.shares.sort(key=lambda share: share.number)
 
     async def start_consumers(
         self, sinks: Sequence[MessageSink], count: int, *, held: bool = False
@@ -424,11 +519,11 @@ class SharedDriver(Driver):
             for share in live:
                 with contextlib.suppress(DriverError, TimeoutError):
                     figures = await asyncio.wait_for(self._answer(share, "closed"), STOP_TIMEOUT_S)
-                    self._take(figures[0])
+                    self._take(figures[0], share)
         finally:
             await self._reap()
 
-    def _take(self, figures: ShareFigures) -> None:
+    def _take(self, figures: ShareFigures, share: _ShareProcess) -> None:
         """A share's closing figures, into the trial's."""
         if figures.problem is not None and self.problem is None:
             self.problem = figures.problem
@@ -447,15 +542,29 @@ class SharedDriver(Driver):
             subscriptions[index].foreign += foreign
         if figures.last_done_ns is not None:
             self.handlers.done(figures.last_done_ns)
-        self.load_generators.append(figures.resources)
+        self.load_generators.append(self._place(share, figures.resources))
+
+    def _place(self, share: _ShareProcess, figures: LoadGeneratorFigures) -> LoadGeneratorFigures:
+        """A share's own figures, with where it ran and how well its clock agreed with ours."""
+        if share.host is None or share.clock is None:
+            return figures
+        return figures.model_copy(
+            update={
+                "host": share.host.worker,
+                "clock_offset_ms": round(share.clock.offset_ns / 1e6, 3),
+                "clock_uncertainty_ms": round(share.clock.uncertainty_ns / 1e6, 3),
+            }
+        )
 
     async def _reap(self) -> None:
         deadline = now_ns() + round(STOP_TIMEOUT_S * NS_PER_S)
         for share in self.shares:
-            if not share.reaped:
+            if share.pid is not None and not share.reaped:
                 await reap(share.pid, max(0.0, (deadline - now_ns()) / NS_PER_S))
                 share.reaped = True
             share.conn.close()
+        if self.listener is not None:
+            self.listener.close()
         for reader in self._readers:
             reader.cancel()
         await asyncio.gather(*self._readers, return_exceptions=True)
@@ -509,7 +618,10 @@ class SharedDriver(Driver):
                     if message[0] == "closed":
                         return  # the share exits now: its end is no problem
         except (EOFError, OSError):
-            share.gone = share.gone or f"load-generator process {share.number} ended unexpectedly"
+            where = f" on {share.host.hostname} ({share.host.worker})" if share.host else ""
+            share.gone = (
+                share.gone or f"load-generator process {share.number}{where} ended unexpectedly"
+            )
             if self.problem is None:
                 self.problem = share.gone
             for answers in share.answers.values():
