@@ -91,7 +91,8 @@ def test_a_skewed_clock_is_measured_and_corrected(
     assert consumer_host.clock_offset_ms is not None
     assert abs(consumer_host.clock_offset_ms - 5000) < 50
     latency = result.metrics.latency_ms
-    assert latency.max is not None and 0 < latency.max < 2000
+    # Uncorrected, every latency would be 5 s more than the real one (a few ms here).
+    assert latency.max is not None and 0 < latency.max < 4000
 
 
 @pytest.mark.integration
@@ -99,13 +100,16 @@ def test_a_skewed_clock_is_measured_and_corrected(
 def test_a_worker_killed_mid_trial_fails_that_trial_only(
     hosts: LoadHosts, nats_broker: RunningBroker
 ) -> None:
-    trial = make_request(nats_broker, nats_config(), messages=8000, rate="2000/s")
+    trial = make_request(nats_broker, nats_config(), messages=12000, rate="2000/s")
     victim = hosts.choose()[1]
-    pid = hosts.client.run(os.getpid, workers=[victim])[victim]
+    worker = psutil.Process(hosts.client.run(os.getpid, workers=[victim])[victim])
 
     def kill_the_worker() -> None:
-        time.sleep(3.0)  # the shares start (fresh interpreters) and publish for a while
-        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not worker.children() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(2.0)  # its share connects and the 6 s of publishing are under way
+        worker.kill()
 
     killer = threading.Thread(target=kill_the_worker)
     killer.start()
