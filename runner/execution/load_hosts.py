@@ -10,6 +10,7 @@ the next trial picks from the workers left.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -34,7 +35,8 @@ from schemas.spec import SCHEDULER_ADDRESS, ExecutionSettings
 
 RESOURCE = "loadgen"
 SCHEDULER_VARIABLE = "EXPRUN_DASK_SCHEDULER"
-CONNECT_TIMEOUT_S = 5.0  # with the import of distributed, a dead scheduler fails within 10 s
+PROBE_TIMEOUT_S = 2.0  # a scheduler's port that does not answer this fast is not reachable
+CONNECT_TIMEOUT_S = 5.0  # then the scheduler itself: all of it within 10 s of exprun's start
 HOSTS_WAIT_S = 20.0  # a worker its nanny restarts is back within this
 HOSTS_POLL_S = 0.25
 FINISH_TIMEOUT_S = 10.0  # for a trial's share processes to end once it reported
@@ -236,18 +238,20 @@ def load_hosts(
         raise BadInputError(
             f"{source} {scheduler!r} is not a Dask scheduler address like tcp://10.0.0.5:8786"
         )
+    _probe(scheduler)
     try:
         from distributed import Client
     except ImportError:
         raise HostsUnavailable(
             "engine: dask needs Dask distributed: pip install 'exprun[dask]'"
         ) from None
+    _ask_identity(scheduler)
     try:
         client = Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
-    except (OSError, TimeoutError) as error:
+    except Exception as error:  # distributed raises what its transport met
         raise HostsUnavailable(
             f"cannot reach the Dask scheduler at {scheduler} within {CONNECT_TIMEOUT_S:g}s: "
-            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            f"{_first_line(error)}"
         ) from None
     hosts = LoadHosts(client, scheduler, settings.hosts, settings.processes)
     try:
@@ -257,6 +261,50 @@ def load_hosts(
         yield hosts
     finally:
         hosts.close()
+
+
+def _probe(scheduler: str) -> None:
+    """Fail fast where nothing listens: Dask's client retries a refused port until its timeout."""
+    address = urlsplit(scheduler)
+    try:
+        with socket.create_connection((address.hostname, address.port), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise HostsUnavailable(
+            f"cannot reach the Dask scheduler at {scheduler}: {reason}"
+        ) from None
+
+
+def _ask_identity(scheduler: str) -> None:
+    """Something listens there: it must answer as a Dask scheduler, and quickly (a failed
+    Client would spend seconds more closing itself)."""
+    from distributed.comm import connect
+
+    async def identity() -> Any:
+        comm = await connect(scheduler, timeout=PROBE_TIMEOUT_S)
+        try:
+            await comm.write({"op": "identity"})
+            return await asyncio.wait_for(comm.read(), PROBE_TIMEOUT_S)
+        finally:
+            await comm.close()
+
+    reason = None
+    try:
+        reply = asyncio.run(identity())
+    except TimeoutError:
+        reason = f"no answer within {PROBE_TIMEOUT_S:g}s"
+    except Exception as error:  # whatever the other side sent, read as Dask's protocol
+        reason = f"what listens there does not speak Dask's protocol ({type(error).__name__})"
+    if reason is not None:
+        raise HostsUnavailable(f"no Dask scheduler answers at {scheduler}: {reason}")
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        raise HostsUnavailable(f"what answers at {scheduler} is not a Dask scheduler")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _address_towards(scheduler: str) -> str:

@@ -7,8 +7,10 @@ as one process keeps them, for a message produced on one "host" and consumed on 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -139,26 +141,44 @@ def test_fewer_hosts_than_needed_stop_the_run(
 
 @pytest.mark.integration
 @pytest.mark.timeout(60)
-def test_an_unreachable_scheduler_exits_3_fast(tmp_path: Path) -> None:
+@pytest.mark.parametrize("listening", ["nothing", "not a scheduler"])
+def test_an_unreachable_scheduler_exits_3_fast(tmp_path: Path, listening: str) -> None:
     spec = tmp_path / "hosts.yaml"
     spec.write_text(SPEC)
-    with __import__("socket").socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # nothing listens there once closed
-    started = time.monotonic()
-    done = subprocess.run(
-        [*EXPRUN, "run", str(spec), "--out", str(tmp_path / "run")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "EXPRUN_DASK_SCHEDULER": f"tcp://127.0.0.1:{port}"},
-        cwd=ROOT,
-        timeout=60,
-    )
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        if listening == "not a scheduler":
+            server.listen()
+            threading.Thread(target=answer_as_a_web_server, args=(server,), daemon=True).start()
+        else:
+            server.close()  # nothing listens there
+        started = time.monotonic()
+        done = subprocess.run(
+            [*EXPRUN, "run", str(spec), "--out", str(tmp_path / "run")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "EXPRUN_DASK_SCHEDULER": f"tcp://127.0.0.1:{port}"},
+            cwd=ROOT,
+            timeout=60,
+        )
     assert done.returncode == 3, done.stderr
     assert time.monotonic() - started < 10
-    assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in done.stderr
+    expected = {
+        "nothing": f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}: ",
+        "not a scheduler": f"no Dask scheduler answers at tcp://127.0.0.1:{port}: what listens",
+    }[listening]
+    assert expected in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()  # failed before the run folder
+
+
+def answer_as_a_web_server(server: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while True:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
 
 
 SPEC = """\
