@@ -19,14 +19,14 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
 
 from runner.errors import BadInputError, ExprunError
 from runner.execution.environment import host_facts
-from runner.execution.trial.links import listen
+from runner.execution.trial.links import ClockReading, best_reading, listen
 from runner.execution.trial.parent import start_trial
 from runner.execution.trial.remote import ShareExit, ShareLaunch, run_shares
 from runner.execution.trial.request import RemoteHost, RemoteShares, TrialRequest
@@ -41,6 +41,7 @@ HOSTS_WAIT_S = 20.0  # a worker its nanny restarts is back within this
 HOSTS_POLL_S = 0.25
 FINISH_TIMEOUT_S = 10.0  # for a trial's share processes to end once it reported
 CLOSE_TIMEOUT_S = 5.0
+WALL_CLOCK_ROUNDS = 5  # through the scheduler: each round trip costs milliseconds
 
 
 class HostsUnavailable(ExprunError):
@@ -51,7 +52,6 @@ class HostsUnavailable(ExprunError):
 class TrialShares:
     """One trial's shares on other hosts, as the run launched them."""
 
-    remote: RemoteShares
     listener: socket.socket
     futures: list[Any] = field(default_factory=list)
 
@@ -59,11 +59,9 @@ class TrialShares:
 class LoadHosts:
     """A run's connection to its Dask scheduler, and the hosts its trials' shares ran on."""
 
-    def __init__(
-        self, client: Any, scheduler: str, hosts: int, processes: int | Literal["auto"]
-    ) -> None:
-        self.client, self.scheduler = client, scheduler
-        self.hosts, self.processes = hosts, processes
+    def __init__(self, client: Any, scheduler: str, settings: ExecutionSettings) -> None:
+        self.client, self.scheduler, self.settings = client, scheduler, settings
+        self.hosts = settings.hosts
         self.coordinator = _address_towards(scheduler)
         self.facts: dict[str, dict[str, Any]] = {}  # by worker address: every host that ran
         self.clock_skew_ns = 0  # self-test: hosts after the first run that far ahead
@@ -74,7 +72,7 @@ class LoadHosts:
             "engine": "dask",
             "scheduler": self.scheduler,
             "hosts": self.hosts,
-            "processes": self.processes,
+            "processes": self.settings.processes,
             "machines": [{"worker": worker, **facts} for worker, facts in self.facts.items()],
         }
 
@@ -93,21 +91,25 @@ class LoadHosts:
                 )
             time.sleep(HOSTS_POLL_S)
 
-    def launch(self, request: TrialRequest, embedded: bool) -> tuple[TrialRequest, TrialShares]:
+    def launch(self, request: TrialRequest) -> tuple[TrialRequest, TrialShares]:
         """The trial's shares started on its hosts; the request that tells it where they are."""
-        workers = self.choose()
         hosts = []
-        for worker in workers:
+        for worker in self.choose():
             facts = self._facts(worker)
-            if embedded:
+            if request.broker_config.embedded:
                 self.check_reaches_embedded(worker)
-            count = self._process_count(facts)
-            hostname = facts["machine"]["hostname"]
-            hosts.append(RemoteHost(worker=worker, hostname=hostname, processes=count))
+            cores = facts["machine"]["cpu_count"] or 1
+            hosts.append(
+                RemoteHost(
+                    worker=worker,
+                    hostname=facts["machine"]["hostname"],
+                    processes=self.settings.process_count(cores),
+                )
+            )
         remote = RemoteShares(authkey=secrets.token_bytes(32), hosts=tuple(hosts))
         request = request.model_copy(update={"processes": remote.processes, "remote": remote})
         listener = listen(self.coordinator)
-        shares = TrialShares(remote, listener)
+        shares = TrialShares(listener)
         address = listener.getsockname()[:2]
         first = 0
         for number, host in enumerate(hosts):
@@ -144,7 +146,7 @@ class LoadHosts:
 
     def run_trial(self, request: TrialRequest) -> TrialResult:
         """One trial on these hosts, start to end (the run overlaps trials' settle waits)."""
-        request, shares = self.launch(request, request.broker_config.embedded)
+        request, shares = self.launch(request)
         return self.finish(shares, start_trial(request, listener=shares.listener).result())
 
     def finish(self, shares: TrialShares, result: TrialResult) -> TrialResult:
@@ -199,19 +201,14 @@ class LoadHosts:
     def _wall_clock_offset_ms(self, worker: str) -> tuple[float, float]:
         """The host's wall clock minus ours and its uncertainty (the best of a few round trips
         through Dask), for the record: trials measure their own offsets, on their own links."""
-        best: tuple[float, float] | None = None
-        for _ in range(5):
-            sent = time.time()
-            theirs = self.client.run(time.time, workers=[worker])[worker]
-            received = time.time()
-            sample = (received - sent, theirs - (sent + received) / 2)
-            best = sample if best is None or sample[0] < best[0] else best
-        assert best is not None
-        return round(best[1] * 1000, 3), round(best[0] * 500, 3)
 
-    def _process_count(self, facts: dict[str, Any]) -> int:
-        settings = ExecutionSettings(processes=self.processes)
-        return settings.process_count(facts["machine"]["cpu_count"] or 1)
+        def probe() -> ClockReading:
+            sent = time.time_ns()
+            theirs = self.client.run(time.time_ns, workers=[worker])[worker]
+            return ClockReading.of(sent, theirs, time.time_ns())
+
+        best = best_reading(probe() for _ in range(WALL_CLOCK_ROUNDS))
+        return round(best.offset_ns / 1e6, 3), round(best.uncertainty_ns / 1e6, 3)
 
 
 @contextlib.contextmanager
@@ -253,7 +250,7 @@ def load_hosts(
             f"cannot reach the Dask scheduler at {scheduler} within {CONNECT_TIMEOUT_S:g}s: "
             f"{_first_line(error)}"
         ) from None
-    hosts = LoadHosts(client, scheduler, settings.hosts, settings.processes)
+    hosts = LoadHosts(client, scheduler, settings)
     try:
         for worker in hosts.choose():
             if embedded:

@@ -310,7 +310,7 @@ class _Trials:
         for trial in self.settling:
             trial.close()
         if self.hosts is not None:
-            self.hosts.cancel([shares for shares in self.remote.values()])
+            self.hosts.cancel(list(self.remote.values()))
 
     def _launch(
         self, position: int, planned: PlannedTrial, rate: float | None, step: int | None = None
@@ -343,7 +343,7 @@ class _Trials:
         on_fault = FaultExecutor(broker, workload.faults) if workload.faults else None
         if self.hosts is None or unavailable is not None:
             return start_trial(request, unavailable=unavailable, on_fault=on_fault)
-        request, shares = self.hosts.launch(request, planned.config.broker.embedded)
+        request, shares = self.hosts.launch(request)
         self.remote[request.index] = shares
         if self.environment is not None:
             self.environment.update()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 
@@ -38,13 +38,22 @@ class ClockReading:
     offset_ns: int
     uncertainty_ns: int
 
+    @classmethod
+    def of(cls, sent_ns: int, theirs_ns: int, received_ns: int) -> ClockReading:
+        """One round trip: their clock read between our `sent_ns` and `received_ns`."""
+        return cls(theirs_ns - (sent_ns + received_ns) // 2, (received_ns - sent_ns + 1) // 2)
+
+
+def best_reading(readings: Iterable[ClockReading]) -> ClockReading:
+    """The reading of the round trip that took least: the one with the smallest error bound."""
+    return min(readings, key=lambda reading: reading.uncertainty_ns)
+
 
 @dataclass
 class Hello:
-    """What a load-generator process says first: its share number and process id."""
+    """What a load-generator process says first: which share it is."""
 
     share: int
-    pid: int
 
 
 def listen(host: str) -> socket.socket:
@@ -87,8 +96,8 @@ def connect(address: tuple[str, int], authkey: bytes, hello: Hello) -> Connectio
 
 def measure_clock(conn: Connection, timeout: float) -> ClockReading:
     """Probe the other side's clock; the reading of the round trip that took least."""
-    best: ClockReading | None = None
-    for _ in range(CLOCK_ROUNDS):
+
+    def probe() -> ClockReading:
         sent = time.monotonic_ns()
         conn.send_bytes(PROBE)
         if not conn.poll(timeout):
@@ -96,11 +105,9 @@ def measure_clock(conn: Connection, timeout: float) -> ClockReading:
                 f"a load-generator process did not answer a clock probe in {timeout:g}s"
             )
         theirs = int(conn.recv_bytes())
-        received = time.monotonic_ns()
-        reading = ClockReading(theirs - (sent + received) // 2, (received - sent + 1) // 2)
-        if best is None or reading.uncertainty_ns < best.uncertainty_ns:
-            best = reading
-    assert best is not None
+        return ClockReading.of(sent, theirs, time.monotonic_ns())
+
+    best = best_reading(probe() for _ in range(CLOCK_ROUNDS))
     conn.send_bytes(OFFSET + str(best.offset_ns).encode())
     return best
 

@@ -86,7 +86,7 @@ def main() -> None:
     def clock() -> int:
         return time.monotonic_ns() + skew
 
-    conn = connect(launch.address, launch.authkey, Hello(share, os.getpid()))
+    conn = connect(launch.address, launch.authkey, Hello(share))
     offset = answer_clock(conn, clock)
     from runner.execution.measure.messages import shift_clock
 

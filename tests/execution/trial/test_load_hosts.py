@@ -26,6 +26,7 @@ from runner.errors import BadInputError
 from runner.execution import load_hosts as load_hosts_module
 from runner.execution.brokers import RunningBroker
 from runner.execution.load_hosts import HostsUnavailable, LoadHosts, load_hosts
+from runner.execution.trial.links import ClockReading, best_reading
 from schemas.spec import ExecutionSettings
 
 distributed = pytest.importorskip("distributed")
@@ -310,3 +311,12 @@ def share_processes() -> list[int]:
         if "runner.execution.trial.remote" in " ".join(process.info["cmdline"] or []):
             found.append(process.pid)
     return found
+
+
+def test_the_clock_reading_of_the_shortest_round_trip_is_kept() -> None:
+    """Their clock read 1000 ns ahead of our midpoint; the 10 ns round trip bounds it best."""
+    slow = ClockReading.of(sent_ns=0, theirs_ns=1_500, received_ns=1_000)
+    fast = ClockReading.of(sent_ns=2_000, theirs_ns=3_005, received_ns=2_010)
+    assert slow == ClockReading(offset_ns=1_000, uncertainty_ns=500)
+    assert fast == ClockReading(offset_ns=1_000, uncertainty_ns=5)
+    assert best_reading([slow, fast, slow]) == fast
