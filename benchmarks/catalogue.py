@@ -103,6 +103,17 @@ ENTRIES: dict[str, Entry] = {
         "End-to-end msg/s with the NATS driver's producers in a forked process (the default) "
         f"vs on the trial's event loop ({PUBLISHER_ENV}=loop); both run by benchmarks.probe.",
     ),
+    "nats_message_ids_vs_plain": Entry(
+        "JetStream publish with message ids and retries vs one try",
+        "msg/s",
+        "delivery_timeout 0s",
+        ">= 0.95",
+        "Publish msg/s of the same unpaced trial, no faults: the default producers (a "
+        "Nats-Msg-Id on every publish, the stream's duplicate window, retries until 30s) "
+        "against one try without ids (publish.delivery_timeout 0s, the behaviour before "
+        "retries). The details hold both sides' end-to-end msg/s and the broker's CPU per "
+        "message: the ids' cost on the broker's side.",
+    ),
     "nats_rate_accuracy": Entry(
         "JetStream paced rate accuracy",
         "msg/s",

@@ -182,6 +182,7 @@ class Bench:
             *NATS_PUBLISH,
             "nats_end_to_end_vs_nats_py",
             "nats_publisher_process_vs_loop",
+            "nats_message_ids_vs_plain",
             "nats_series_overhead",
             "nats_rate_accuracy",
             "nats_pull_explicit_vs_ordered",
@@ -240,6 +241,7 @@ class Bench:
             _delete_stream(broker.address, stream)
             self.add(NATS_PUBLISH[2], round_, reference=rate)
         self._publisher_ab(request, round_)
+        self._message_ids_ab(request, round_)
 
     def _publisher_ab(self, request: TrialRequest, round_: int) -> None:
         """The NATS driver's forked publisher against producers on the trial's own loop."""
@@ -257,6 +259,28 @@ class Bench:
             if round_ >= 0:
                 publish = self[key].details.setdefault(f"{mode}_publish_throughput", [])
                 publish.append(_publish(result))
+
+    def _message_ids_ab(self, request: TrialRequest, round_: int) -> None:
+        """The JetStream producers' default (ids, retries) against one try without ids."""
+        key = "nats_message_ids_vs_plain"
+        config = request.broker_config
+        assert isinstance(config, NatsBroker)
+        publish = config.publish.model_copy(update={"delivery_timeout": 0.0})
+        one_try = request.model_copy(
+            update={"broker_config": config.model_copy(update={"publish": publish})}
+        )
+        for tag, trial in (("retrying", request), ("one_try", one_try)):
+            result = self.sample((key,), f"exprun {tag}", partial(exprun_side.run, trial))
+            if result is None:
+                continue
+            if trial is request:
+                self.add(key, round_, exprun=_publish(result))
+            else:
+                self.add(key, round_, reference=_publish(result))
+            if round_ >= 0:
+                details = self[key].details
+                details.setdefault(f"{tag}_end_to_end", []).append(result.metrics.throughput)
+                details.setdefault(f"{tag}_broker_us_per_msg", []).append(_broker_us(result))
 
     def _nats_consumers(self, broker: RunningBroker, natscli: Path | None, round_: int) -> None:
         """The JetStream consumer path: pull + explicit acks vs ordered (end to end), and its
@@ -665,6 +689,14 @@ def _replicated(config: NatsBroker | KafkaBroker, replicas: int) -> NatsBroker |
         return config.model_copy(update={"stream": stream})
     topic = config.topic.model_copy(update={"replication_factor": replicas})
     return config.model_copy(update={"topic": topic})
+
+
+def _broker_us(result: TrialResult) -> float | None:
+    """The broker's CPU per message over the measured phase, in microseconds."""
+    m = result.metrics
+    if m.broker_cpu_percent is None or m.duration_s is None or not m.sent:
+        return None
+    return round(m.broker_cpu_percent / 100 * m.duration_s / m.sent * 1e6, 3)
 
 
 def _publish(result: TrialResult) -> float:

@@ -46,6 +46,13 @@ _ALL: tuple[MetricInfo, ...] = (
     _m("redelivered", "msg", "lower", "Redelivered"),
     _m("success_rate", "%", "higher", "Success rate"),
     _m("publish_errors_total", "count", "lower", "Publish errors"),
+    # How given-up publishes ended: refused (never stored) or unknown (may be stored).
+    _m("publish_failed", "msg", "lower", "Publish failed"),
+    _m("publish_unknown", "msg", "lower", "Publish unknown"),
+    # The retrying client's work through a fault: more retries is the fault's cost, not a goal.
+    _m("publish_retries", "count", None, "Publish retries"),
+    _m("duplicate_acks", "count", None, "Duplicate acks"),
+    _m("failed_delivered", "msg", "lower", "Failed yet delivered"),
     _m("throughput", "msg/s", "higher", "Throughput"),
     _m("publish_throughput", "msg/s", "higher", "Publish throughput"),
     # Paced trials: what the producers really sent per second of the measured window.

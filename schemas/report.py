@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.metrics import Better
-from schemas.results import TrialResult
+from schemas.results import PublishPolicy, TrialResult
 from schemas.spec import Correction
 
 REPORT_SCHEMA_VERSION: Literal[1] = 1
@@ -38,6 +38,8 @@ AnomalyKind = Literal[
     "ack_pending_limit",
     "clock_uncertainty",
     "client_versions",
+    "failed_delivered",
+    "unlike_policies",
 ]
 
 
@@ -212,6 +214,14 @@ class Anomaly(ReportModel):
     advice: str | None = None
 
 
+class ClientPolicy(ReportModel):
+    """What one broker's producers do on a failed publish, in one variant."""
+
+    broker: str
+    variant: str
+    policy: PublishPolicy
+
+
 class Report(ReportModel):
     """Everything about one run: inputs, figures, comparisons, targets, anomalies."""
 
@@ -233,6 +243,9 @@ class Report(ReportModel):
     geomeans: list[ComparisonGeomean]
     targets: TargetsSummary
     anomalies: list[Anomaly]
+    publish_policies: list[ClientPolicy] = Field(
+        default_factory=list, description="per broker and variant, as the trials recorded them"
+    )
     trials: list[TrialResult]
 
     def metric(self, name: str) -> MetricMeta:

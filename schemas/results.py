@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.units import format_duration
+
 RESULTS_SCHEMA_VERSION: Literal[1] = 1
 # (broker, variant, scenario, warm-up, repetition, search step or None)
 TrialKey = tuple[str, str, str, bool, int, int | None]
@@ -34,7 +36,26 @@ class Metrics(BaseModel):
     lost: int = Field(0, description="acked but never received within the drain timeout")
     duplicated: int = Field(0, description="deliveries beyond the first of a sequence number")
     success_rate: float = Field(0.0, description="unique received / sent, %")
-    publish_errors: dict[str, int] = Field(default_factory=dict, description="by reason")
+    publish_errors: dict[str, int] = Field(
+        default_factory=dict, description="publishes given up, by the last try's reason"
+    )
+    publish_failed: int | None = Field(
+        None, description="given up, the broker having refused every try: never stored"
+    )
+    publish_unknown: int | None = Field(
+        None,
+        description="given up with a try unanswered (or unanswered when publishing ended): "
+        "may be stored",
+    )
+    publish_retries: int | None = Field(
+        None, description="tries beyond the first, where exprun retries (JetStream)"
+    )
+    duplicate_acks: int | None = Field(
+        None, description="retries the broker recognised as already stored (JetStream)"
+    )
+    failed_delivered: int | None = Field(
+        None, description="messages reported failed that were delivered all the same (must be 0)"
+    )
     throughput: float | None = Field(
         None, description="unique received msg/s, first send -> last receive"
     )
@@ -173,8 +194,52 @@ class FaultFigures(BaseModel):
     recovery_s: float | None = Field(
         None, description="until acked throughput was back to 90% of its pre-fault median"
     )
+    not_recovered: str | None = Field(None, description="why recovery_s is missing")
     latency_p99_ms: float | None = Field(None, description="sent in the second after it")
     latency_max_ms: float | None = None
+
+
+class PublishPolicy(BaseModel):
+    """What a trial's producers do when a publish fails: the client policy a fault meets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retried_by: Literal["exprun", "librdkafka"] | None = Field(
+        description="who retries a failed publish; None: nobody (one try)"
+    )
+    delivery_timeout_s: float | None = Field(
+        description="retries stop this long after the first try; None: never (or one try)"
+    )
+    idempotent: bool = Field(description="a retry of a stored message is not stored again")
+    settings: dict[str, str] = Field(
+        default_factory=dict, description="the settings behind the policy, as the client has them"
+    )
+
+    @property
+    def retrying(self) -> bool:
+        return self.retried_by is not None
+
+    def describe(self) -> str:
+        """The policy in words, e.g. 'librdkafka retries until 300s, idempotent (acks all, ...)'."""
+        if self.retried_by is None:
+            what = "one try"
+        else:
+            how = " by message id" if self.retried_by == "exprun" else ""
+            limit = self.delivery_timeout_s
+            until = f"until {format_duration(limit)} after the first try" if limit else "forever"
+            what = f"{self.retried_by} retries{how} {until}"
+            what += ", idempotent" if self.idempotent else ", not idempotent"
+        settings = ", ".join(f"{key} {value}" for key, value in self.settings.items())
+        return f"{what} ({settings})" if settings else what
+
+    def unlike(self, other: PublishPolicy) -> list[str]:
+        """How the two differ in kind: what a fault would make of the same broker behaviour."""
+        found = []
+        if self.retrying != other.retrying:
+            found.append("one retries a failed publish, the other gives up after one try")
+        elif self.retrying and self.idempotent != other.idempotent:
+            found.append("one retries idempotently, the other may store a retried message twice")
+        return found
 
 
 class NodeFigures(BaseModel):
@@ -269,6 +334,9 @@ class TrialResult(BaseModel):
     error: str | None = None
     started_at: str = Field(description="UTC, ISO 8601")
     config: dict[str, Any] = Field(description="the effective settings of the trial")
+    publish_policy: PublishPolicy | None = Field(
+        None, description="what the producers do on a failed publish"
+    )
     metrics: Metrics = Field(default_factory=Metrics)
     notes: list[str] = Field(
         default_factory=list, description="what the trial saw that its figures alone do not say"

@@ -98,12 +98,38 @@ class StreamSettings(StrictModel):
         "old", description="what the stream does at a limit: drop old messages or refuse new"
     )
     replicas: PositiveInt = Field(1, description="stream replicas")
+    duplicate_window: PositiveDuration | None = Field(
+        None,
+        description="how long the stream remembers message ids, to know a retry of a message "
+        "it stored; at least publish.delivery_timeout (its default)",
+    )
 
 
 class PublishSettings(StrictModel):
+    """How a JetStream producer publishes: its in-flight window and what it does on a failure."""
+
     max_pending: PositiveInt = Field(
-        4096, description="in-flight async JetStream publishes awaiting their ack"
+        4096,
+        description="messages published and not yet settled (acked, or given up), retries included",
     )
+    delivery_timeout: Duration = Field(
+        30.0,
+        description="a publish that fails (no responders, no answer, a dropped connection) is "
+        "retried with the same message id until acked or this long after its first try; 0s: "
+        "one try, and no message ids",
+    )
+    retry_wait: Duration = Field(
+        0.25, description="wait before retrying a publish the cluster refused (no responders)"
+    )
+    ack_timeout: PositiveDuration = Field(
+        5.0,
+        description="a publish with no answer this long is tried again (one try: its outcome "
+        "is unknown)",
+    )
+
+    @property
+    def retrying(self) -> bool:
+        return self.delivery_timeout > 0
 
 
 class PayloadFile(StrictModel):
@@ -379,6 +405,26 @@ class NatsBroker(_BrokerBase):
     def _cluster(self) -> NatsBroker:
         self._owned_settings(self.stream.replicas, "stream.replicas")
         return self
+
+    @model_validator(mode="after")
+    def _retries_stay_idempotent(self) -> NatsBroker:
+        window = self.stream.duplicate_window
+        if window is not None and window < self.publish.delivery_timeout:
+            raise ValueError(
+                f"stream.duplicate_window {format_duration(window)} is shorter than "
+                f"publish.delivery_timeout {format_duration(self.publish.delivery_timeout)}: a "
+                "retry after the window could store a message twice; make the window at least "
+                "as long"
+            )
+        return self
+
+    @property
+    def duplicate_window(self) -> float | None:
+        """Seconds the stream remembers message ids (long enough for every retry); None: the
+        server's default (nothing to remember: one try sends no ids)."""
+        if self.stream.duplicate_window is not None or not self.publish.retrying:
+            return self.stream.duplicate_window
+        return self.publish.delivery_timeout
 
 
 Broker = Annotated[KafkaBroker | NatsBroker, Field(discriminator="type")]

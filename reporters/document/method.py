@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from reporters.document.blocks import (
+    Block,
     Section,
     Table,
     Text,
@@ -92,4 +93,16 @@ def method_section(report: Report) -> Section:
         f"Alpha {s.alpha:g}; changes under {s.noise_threshold_pct:g}% are reported as ~; "
         f"cells with a CV above {s.cv_threshold_pct:g}% are flagged. " + _multiplicity(report)
     )
-    return Section("method", "Method", [Text(text)])
+    blocks: list[Block] = [Text(text)]
+    if report.publish_policies:
+        rows = [[p.broker, p.variant, p.policy.describe()] for p in report.publish_policies]
+        blocks.append(
+            Table(
+                ["Broker", "Variant", "On a failed publish"],
+                rows,
+                [False, False, False],
+                legend="what each side's producers do when a publish fails: the client policy "
+                "every fault meets (Faults says whether the sides compared share it)",
+            )
+        )
+    return Section("method", "Method", blocks)

@@ -25,6 +25,7 @@ from runner.analysis.cells import (
     positive_pairs,
 )
 from runner.analysis.context import AnalysisContext
+from runner.analysis.policies import policy_anomalies, publish_policies
 from runner.analysis.targets import score_targets
 from runner.redaction import redact_data
 from schemas.report import (
@@ -70,6 +71,7 @@ def analyse(
     names = {n for metrics in ctx.samples.values() for n in metrics}
     variant_comparisons = _variant_comparisons(ctx)
     broker_comparisons = _broker_comparisons(ctx)
+    policies = publish_policies(trials)
     return Report(
         exprun_version=exprun_version,
         partial=_partial(spec, run_summary, bool(run_data), len(trials)),
@@ -93,7 +95,10 @@ def analyse(
         geomeans=_geomeans("variant", variant_comparisons)
         + _geomeans("broker", broker_comparisons),
         targets=score_targets(ctx, variant_comparisons),
-        anomalies=find_anomalies(ctx) + host_anomalies(environment or {}),
+        anomalies=find_anomalies(ctx)
+        + policy_anomalies(ctx, policies)
+        + host_anomalies(environment or {}),
+        publish_policies=policies,
         trials=list(trials),
     )
 

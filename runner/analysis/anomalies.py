@@ -164,6 +164,7 @@ def _delivery_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
         _loss_anomaly(key, trials),
         _duplicates_anomaly(key, trials),
         _publish_errors_anomaly(key, trials),
+        _failed_delivered_anomaly(key, trials),
     ]
     return [anomaly for anomaly in found if anomaly is not None]
 
@@ -241,13 +242,40 @@ def _publish_errors_anomaly(key: CellTuple, trials: list[TrialResult]) -> Anomal
     if not reasons:
         return None
     by_reason = ", ".join(f"{r}: {c:,}" for r, c in sorted(reasons.items()))
+    evidence = f"{by_reason} (in {erring} of {len(trials)} trials)"
+    failed = [t.metrics.publish_failed for t in trials if t.metrics.publish_failed is not None]
+    unknown = [t.metrics.publish_unknown for t in trials if t.metrics.publish_unknown is not None]
+    if failed and unknown:
+        evidence += (
+            f"; {sum(failed):,} refused by the broker (not stored), {sum(unknown):,} with an "
+            "unknown outcome (a try went unanswered: may be stored)"
+        )
     return Anomaly(
         kind="publish_errors",
         severity="warning",
         cell=cell_key(key),
         metric="publish_errors_total",
         message=f"publish errors in {'/'.join(key)}",
-        evidence=f"{by_reason} (in {erring} of {len(trials)} trials)",
+        evidence=evidence,
+    )
+
+
+def _failed_delivered_anomaly(key: CellTuple, trials: list[TrialResult]) -> Anomaly | None:
+    """A publish the broker refused, whose message was delivered all the same."""
+    wrong = [t for t in trials if (t.metrics.failed_delivered or 0) > 0]
+    if not wrong:
+        return None
+    total = sum(t.metrics.failed_delivered or 0 for t in wrong)
+    return Anomaly(
+        kind="failed_delivered",
+        severity="warning",
+        cell=cell_key(key),
+        metric="failed_delivered",
+        message=f"messages whose publish failed were delivered in {'/'.join(key)}",
+        evidence=f"{total:,} messages reported as refused by the broker reached a consumer "
+        f"(in {len(wrong)} of {len(trials)} trials)",
+        advice="the broker stored what it said it refused: the failed counts of this cell "
+        "overstate the loss, and the broker's error answer deserves a bug report",
     )
 
 

@@ -181,6 +181,7 @@ def effective_settings(config: CellConfig) -> dict[str, str]:
         settings["discard"] = stream.discard
         settings["replicas"] = str(stream.replicas)
         settings["max_pending"] = str(broker.publish.max_pending)
+        settings["delivery_timeout"] = format_duration(broker.publish.delivery_timeout)
     return settings
 
 

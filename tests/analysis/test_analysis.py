@@ -208,6 +208,28 @@ def test_loss_duplicates_and_publish_errors_are_flagged() -> None:
     assert anomalies_of(report, "limit_reached") == []  # a timeout is not a stream limit
 
 
+def test_refused_publishes_that_were_delivered_are_flagged_apart_from_unknown_ones() -> None:
+    trials = cell_trials(
+        "before",
+        "Low",
+        BASE5,
+        publish_errors={"no responders": 40, "timeout": 2},
+        publish_failed=40,
+        publish_unknown=2,
+        failed_delivered=0,
+    )
+    trials += cell_trials("after", "Low", BASE5[:4], failed_delivered=0)
+    trials += cell_trials("after", "Low", [1000.0], failed_delivered=3)
+    trials[-1].repetition = 5
+    report = analyse(small_spec(), trials)
+    [errors] = anomalies_of(report, "publish_errors")
+    assert "200 refused by the broker (not stored), 10 with an unknown outcome" in errors.evidence
+    [wrong] = anomalies_of(report, "failed_delivered")
+    assert wrong.cell is not None and wrong.cell.variant == "after"
+    assert "3 messages reported as refused by the broker reached a consumer" in wrong.evidence
+    assert "(in 1 of 5 trials)" in wrong.evidence
+
+
 def test_jetstream_limit_refusals_are_flagged() -> None:
     trials = cell_trials(
         "before",

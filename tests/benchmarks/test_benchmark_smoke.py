@@ -30,6 +30,7 @@ COMPARISONS = {
     "nats_end_to_end_vs_publish",
     "nats_end_to_end_vs_nats_py",
     "nats_publisher_process_vs_loop",
+    "nats_message_ids_vs_plain",
     "nats_rate_accuracy",
     "kafka_rate_accuracy",
     "nats_series_overhead",

@@ -199,3 +199,46 @@ def test_instances_that_do_not_fit_are_refused() -> None:
     with pytest.raises(NotEnoughMemory) as refused:
         check_memory(instances, available_mb=1000)
     assert "kafka: ~" in str(refused.value) and "1,000 MB available" in str(refused.value)
+
+
+RETRIES = """\
+version: 1
+name: retries
+brokers:
+  nats:
+    type: nats
+    publish: {max_pending: 4096, delivery_timeout: 30s, retry_wait: 250ms}
+scenarios:
+  Small: {messages: 1000}
+variants:
+  retry: {}
+  one-try: {brokers: {nats: {publish: {delivery_timeout: 0s}}}}
+baseline: retry
+repetitions: 1
+"""
+
+
+def test_the_publish_retry_example_validates_and_sets_the_duplicate_window(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "retries.yaml"
+    path.write_text(RETRIES)
+    cells = {c.cell.variant: c.broker for c in load_spec(path).cells}
+    retry, one_try = cells["retry"], cells["one-try"]
+    assert retry.type == "nats" and one_try.type == "nats"
+    assert retry.publish.delivery_timeout == 30.0 and retry.publish.retry_wait == 0.25
+    assert retry.publish.ack_timeout == 5.0 and retry.duplicate_window == 30.0
+    # One try sends no message ids: the stream keeps the server's window.
+    assert not one_try.publish.retrying and one_try.duplicate_window is None
+
+
+def test_a_duplicate_window_shorter_than_the_retries_is_refused(tmp_path: Path) -> None:
+    text = RETRIES.replace("    publish:", "    stream: {duplicate_window: 10s}\n    publish:")
+    issues = issues_of(tmp_path, text)
+    assert any(
+        "stream.duplicate_window 10s is shorter than publish.delivery_timeout 30s" in issue
+        for issue in issues
+    ), issues
+    longer = tmp_path / "longer.yaml"
+    longer.write_text(text.replace("duplicate_window: 10s", "duplicate_window: 2m"))
+    assert {c.broker.duplicate_window for c in load_spec(longer).cells} == {120.0}

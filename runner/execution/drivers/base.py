@@ -21,6 +21,7 @@ from runner.execution.measure.latency import LatencyRecorder
 from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import NS_PER_S, KeyPlan, MessageCodec, now_ns
 from runner.execution.measure.series import Schedule
+from schemas.results import PublishPolicy
 
 REACH_TIMEOUT_S = 2.0
 
@@ -166,6 +167,15 @@ class Driver(ABC):
     def helper_pids(self) -> Sequence[int]:
         """Processes this driver runs for the trial now: their threads and memory are its."""
         return ()
+
+    def publish_policy(self) -> PublishPolicy | None:
+        """What the producers do when a publish fails (None: the driver does not say)."""
+        return None
+
+    @property
+    def counts_retries(self) -> bool:
+        """True when the producers' retries are exprun's own, so their ledgers count them."""
+        return False
 
     @abstractmethod
     async def create_destination(self) -> None:

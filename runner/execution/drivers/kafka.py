@@ -37,9 +37,33 @@ from runner.execution.measure.accounting import Layout
 from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import HEADER, NS_PER_S, now_ns
 from runner.spec.kafka_properties import librdkafka_conf
-from schemas.spec import KafkaBroker
+from schemas.results import PublishPolicy
+from schemas.spec import KafkaBroker, KafkaProperties
 
 POLL_EVERY = 64  # serve delivery reports every this many produce() calls
+# What decides a producer's retries, by librdkafka's canonical names, with its defaults
+# (CONFIGURATION.md); and the other names librdkafka takes for them.
+RETRY_DEFAULTS = {
+    "request.required.acks": "-1",
+    "enable.idempotence": "false",
+    "message.timeout.ms": "300000",
+    "message.send.max.retries": "2147483647",
+}
+RETRY_ALIASES = {
+    "acks": "request.required.acks",
+    "delivery.timeout.ms": "message.timeout.ms",
+    "retries": "message.send.max.retries",
+}
+# Delivery reports that leave it open whether the broker stored the message (librdkafka's
+# "possibly persisted"): a timeout, or a purge of what was already sent.
+UNKNOWN_OUTCOMES = {
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._PURGE_INFLIGHT,
+    KafkaError._TRANSPORT,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+}
 # Errors after which the client cannot do its job: the trial fails instead of timing out.
 FATAL_ERRORS = {KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION}
 
@@ -77,6 +101,9 @@ class KafkaDriver(Driver):
         fatal = error.fatal() or (error.code() in FATAL_ERRORS and not self.faults)
         if fatal and not self._closing and self.problem is None:
             self.problem = f"Kafka client error {error.name()}: {error.str()}"
+
+    def publish_policy(self) -> PublishPolicy:
+        return producer_policy(self.config.producer)
 
     def _common(self) -> dict[str, Any]:
         return {"bootstrap.servers": self.address, "error_cb": self._on_error}
@@ -302,8 +329,10 @@ class _ProducerSlot:
         if error is None:
             seq, stamp = HEADER.unpack_from(msg.value() or b"")
             ledger.on_ack(seq, stamp, now)
+        elif error.code() in UNKNOWN_OUTCOMES:
+            ledger.on_unknown(error.name())
         else:
-            ledger.on_error(error.name())
+            ledger.on_failed(HEADER.unpack_from(msg.value() or b"")[0], error.name())
 
     def run(
         self,
@@ -378,6 +407,30 @@ class _ProducerSlot:
             if len(producer) > 0:
                 producer.purge()
                 producer.flush(0)
+
+
+def producer_policy(properties: KafkaProperties) -> PublishPolicy:
+    """What librdkafka does with a failed produce, from the producer's properties."""
+    effective = dict(RETRY_DEFAULTS)
+    for key, value in librdkafka_conf(properties).items():
+        name = RETRY_ALIASES.get(key, key)
+        if name in effective:
+            effective[name] = str(value).lower()
+    idempotent = effective["enable.idempotence"] == "true"
+    retries = idempotent or int(effective["message.send.max.retries"]) > 0
+    timeout_ms = int(effective["message.timeout.ms"])  # 0: no limit
+    acks = "-1" if idempotent else effective["request.required.acks"]
+    return PublishPolicy(
+        retried_by="librdkafka" if retries else None,
+        delivery_timeout_s=timeout_ms / 1000 if retries and timeout_ms else None,
+        idempotent=idempotent,
+        settings={
+            "acks": "all" if acks in ("-1", "all") else acks,
+            "enable.idempotence": effective["enable.idempotence"],
+            "message.timeout.ms": str(timeout_ms),
+            "retries": effective["message.send.max.retries"],
+        },
+    )
 
 
 def _in_thread(

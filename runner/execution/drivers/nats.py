@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import multiprocessing
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,7 +28,6 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.js.api import (
@@ -49,6 +47,7 @@ from runner.execution.drivers.base import (
     check_reachable,
 )
 from runner.execution.drivers.nats_consumers import Subscriber
+from runner.execution.drivers.nats_producers import Producer, supervise
 from runner.execution.drivers.placement import Placement
 from runner.execution.measure.accounting import Layout
 from runner.execution.measure.availability import AckTimeline
@@ -57,14 +56,14 @@ from runner.execution.measure.messages import NS_PER_S, now_ns
 from runner.execution.measure.series import series_enabled
 from runner.execution.measure.series import tick as ticks
 from runner.process import forked_body, readable, reap
+from schemas.results import PublishPolicy
 from schemas.spec import NatsBroker
+from schemas.units import format_duration
 
 UNLIMITED = -1
-KEY_HEADER = "Exprun-Key"  # a message's key, carried as a header (JetStream has no partitions)
-NO_RESPONDERS = "no responders (no stream for the subject)"
-WATCH_INTERVAL_S = 0.1
 FAULT_RECONNECT_WAIT_S = 0.1  # between tries to reach another node after a fault
 PROBE_TIMEOUT_S = 1.0
+DELETE_TRY_S = 2.0  # one try at deleting a stream
 # Where the producers run: "process" (a forked publisher process, the default) or "loop" (on the
 # trial's own event loop, next to the consumers). The benchmark flips it to measure the gain.
 PUBLISHER_ENV = "EXPRUN_NATS_PUBLISHER"
@@ -90,7 +89,7 @@ class NatsDriver(Driver):
             address, config, destination, setup_timeout, layout, faults=faults, placement=placement
         )
         self._connections: list[NATS] = []
-        self._producers: list[_Producer] = []
+        self._producers: list[Producer] = []
         self._closing = False
         self._closed_by_us: set[str] = set()  # connection names whose end is no problem
         self._publisher: _PublisherProcess | None = None
@@ -100,16 +99,24 @@ class NatsDriver(Driver):
 
     # --- connections ---------------------------------------------------------------------
 
-    async def _connect(self, name: str) -> NATS:
+    async def _connect(self, name: str, producer: Producer | None = None) -> NATS:
+        """A connection of its own; a producer on it hears when it drops and comes back."""
+
         async def on_error(error: Exception) -> None:
             if len(self.client_errors) < 100:
                 self.client_errors.append(f"{type(error).__name__}: {error}")
 
         async def on_disconnect() -> None:
+            if producer is not None:
+                producer.disconnected()
             if self.faults:
                 self.disconnects += 1
             elif not (self._closing or name in self._closed_by_us) and self.problem is None:
                 self.problem = f"lost the connection to NATS at {self.address} ({name})"
+
+        async def on_reconnect() -> None:
+            if producer is not None:
+                producer.reconnected()
 
         try:
             return await nats.connect(
@@ -124,6 +131,7 @@ class NatsDriver(Driver):
                 reconnect_time_wait=FAULT_RECONNECT_WAIT_S if self.faults else 1,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
             )
         except (TimeoutError, OSError, NatsError) as error:
             raise DriverError(f"cannot connect to NATS at {self.address}: {_why(error)}") from None
@@ -156,6 +164,7 @@ class NatsDriver(Driver):
                     max_bytes=UNLIMITED if stream.max_bytes == "unlimited" else stream.max_bytes,
                     discard=DiscardPolicy.OLD if stream.discard == "old" else DiscardPolicy.NEW,
                     num_replicas=stream.replicas,
+                    duplicate_window=self.config.duplicate_window or 0,  # 0: the server's
                 )
                 try:
                     await js.add_stream(config)
@@ -167,17 +176,29 @@ class NatsDriver(Driver):
         await self._with_admin(create)
 
     async def delete_destination(self) -> None:
+        # A cluster whose node just came back (a trial's restart fault) may let a deletion time
+        # out while its meta group settles: it is asked again, until setup_timeout has passed.
+        deadline = now_ns() + round(self.setup_timeout * NS_PER_S)
+
         async def delete(nc: NATS) -> None:
-            js = nc.jetstream(timeout=self.setup_timeout)
+            js = nc.jetstream(timeout=min(DELETE_TRY_S, self.setup_timeout))
             for name in self.destinations:
-                try:
-                    await js.delete_stream(name)
-                except NotFoundError:
-                    pass
-                except (TimeoutError, NatsError) as error:
-                    raise DriverError(
-                        f"cannot delete JetStream stream {name!r}: {_why(error)}"
-                    ) from None
+                while True:
+                    try:
+                        await js.delete_stream(name)
+                    except NotFoundError:
+                        pass  # gone, perhaps by a try that timed out
+                    except TimeoutError:
+                        if now_ns() < deadline:
+                            continue
+                        raise DriverError(
+                            f"cannot delete JetStream stream {name!r}: timed out"
+                        ) from None
+                    except NatsError as error:
+                        raise DriverError(
+                            f"cannot delete JetStream stream {name!r}: {_why(error)}"
+                        ) from None
+                    break
 
         await self._with_admin(delete)
 
@@ -225,12 +246,32 @@ class NatsDriver(Driver):
     def marks_producers(self) -> bool:
         return self._publisher is not None
 
-    async def _connection(self, name: str) -> NATS:
-        nc = await self._connect(name)
+    async def _connection(self, name: str, producer: Producer | None = None) -> NATS:
+        nc = await self._connect(name, producer)
         self._connections.append(nc)
         return nc
 
     # --- producers -----------------------------------------------------------------------
+
+    def publish_policy(self) -> PublishPolicy:
+        publish, window = self.config.publish, self.config.duplicate_window
+        settings = {"delivery_timeout": format_duration(publish.delivery_timeout)}
+        if publish.retrying:
+            settings["retry_wait"] = format_duration(publish.retry_wait)
+        settings["ack_timeout"] = format_duration(publish.ack_timeout)
+        if window is not None:
+            settings["duplicate_window"] = format_duration(window)
+        # A retry carries its message's id, which the stream remembers as long as one can come.
+        return PublishPolicy(
+            retried_by="exprun" if publish.retrying else None,
+            delivery_timeout_s=publish.delivery_timeout if publish.retrying else None,
+            idempotent=publish.retrying,
+            settings=settings,
+        )
+
+    @property
+    def counts_retries(self) -> bool:
+        return True
 
     def helper_pids(self) -> Sequence[int]:
         publisher = self._publisher
@@ -259,11 +300,13 @@ class NatsDriver(Driver):
             self.problem = problem
 
     async def _connect_producers_here(self) -> None:
+        # Message ids unique in the run: the trial's own name, then the sequence number.
+        id_prefix = f"{self.destination.removeprefix('exprun-')}."
         for index in self.placement.producers(self.layout.producers):
-            nc = await self._connection(f"exprun-producer-{index}")
             subject = self.destinations[self.layout.topic_of_producer(index)]
-            producer = _Producer(index, nc, self.config.publish.max_pending, subject)
-            await producer.listen()
+            producer = Producer(index, self.config.publish, subject, id_prefix)
+            nc = await self._connection(f"exprun-producer-{index}", producer)
+            await producer.listen(nc)
             await _stream_answers(nc, subject, self.setup_timeout)
             self._producers.append(producer)
 
@@ -291,11 +334,7 @@ class NatsDriver(Driver):
 
             tasks.append(asyncio.create_task(ticks(plan.schedule, mark_all), name="exprun-ticks"))
         try:
-            await _watch_stalls(tasks[: len(self._producers)], self._producers, resolve_timeout)
-            # Everything is sent: give the last answers resolve_timeout, then count timeouts.
-            waits = [p.all_answered.wait() for p in self._producers]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*waits), resolve_timeout)
+            await supervise(tasks[: len(self._producers)], self._producers, resolve_timeout)
         finally:
             for task in tasks:
                 task.cancel()
@@ -318,132 +357,6 @@ class NatsDriver(Driver):
                 await asyncio.wait_for(nc.close(), self.setup_timeout)
         self._connections = []
         self._producers = []
-
-
-class _Producer:
-    """Async publishes with at most `max_pending` unanswered; each reply subject names its seq.
-
-    Replies come to `<inbox>.<seq>-<send ns>`, so an answer finds its message without a lookup
-    table, and publish latency needs no per-message state.
-    """
-
-    def __init__(self, index: int, nc: NATS, max_pending: int, subject: str) -> None:
-        self.index = index  # of the layout's producers: it sends seq index, index + n, ...
-        self.nc = nc
-        self.subject = subject
-        self.window = _Window(max_pending)
-        self.prefix = f"{nc.new_inbox()}."
-        self.ledger: ProducerLedger | None = None
-        self.sending = False
-        self.blocked_since: int | None = None  # waiting for the window since (ns)
-        self.last_answer_ns = 0
-        self.all_answered = asyncio.Event()
-
-    async def listen(self) -> None:
-        await self.nc.subscribe(f"{self.prefix}*", cb=self._on_reply)
-
-    async def run(self, plan: PublishPlan, ledger: ProducerLedger) -> None:
-        self.ledger, self.sending = ledger, True
-        window, publish, prefix, subject = self.window, self.nc.publish, self.prefix, self.subject
-        keys = plan.keys if plan.keys.kind != "none" else None
-        encode, due, paced, until = (
-            plan.codec.encode,
-            plan.due,
-            plan.rate is not None,
-            plan.until_ns,
-        )
-        for seq in plan.seqs(self.index):
-            if paced:
-                _, wait = due(seq)
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            if not window.free:
-                since = self.blocked_since = now_ns()
-                await window.opened()
-                self.blocked_since = None
-                ledger.blocked_ns += now_ns() - since
-            # Unpaced messages are stamped now, after the window opened: waiting for the window
-            # is the producer's back-pressure, not the message's latency.
-            stamp = due(seq)[0] if paced else now_ns()
-            if until is not None and stamp >= until:
-                break
-            window.free -= 1
-            ledger.on_send(seq, stamp)
-            reply = f"{prefix}{seq}-{stamp}"
-            if keys is None:
-                await publish(subject, encode(seq, stamp), reply=reply)
-            else:
-                key = keys.key(seq) or b""
-                headers = {KEY_HEADER: key.decode()}
-                await publish(subject, encode(seq, stamp), reply=reply, headers=headers)
-        ledger.sending_done_ns = now_ns()
-        self.sending = False
-        self._check_done()
-
-    async def _on_reply(self, msg: Msg) -> None:
-        now = now_ns()
-        ledger = self.ledger
-        self.window.release()
-        self.last_answer_ns = now
-        if ledger is None:
-            return
-        seq_text, _, stamp_text = msg.subject[len(self.prefix) :].partition("-")
-        data = msg.data
-        if not data and msg.headers and msg.headers.get("Status") == "503":
-            ledger.on_error(NO_RESPONDERS)
-        elif b'"error"' in data:
-            ledger.on_error(_api_error(data))
-        else:
-            ledger.on_ack(int(seq_text), int(stamp_text), now)
-        self._check_done()
-
-    def _check_done(self) -> None:
-        if not self.sending and self.ledger is not None and self.ledger.unresolved <= 0:
-            self.all_answered.set()
-
-
-class _Window:
-    """At most `size` messages in flight, for the one task that sends them: a counter and one
-    waiter (asyncio.Semaphore.locked() scans its waiters on every call: ~7% of a producer)."""
-
-    def __init__(self, size: int) -> None:
-        self.free = size
-        self._waiter: asyncio.Future[None] | None = None
-
-    async def opened(self) -> None:
-        """Returns once a slot is free."""
-        while not self.free:
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-
-    def release(self) -> None:
-        self.free += 1
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-
-async def _watch_stalls(
-    tasks: list[asyncio.Task[None]], producers: list[_Producer], timeout: float
-) -> None:
-    """Wait for the producer tasks; fail them if one waited `timeout` for its window without a
-    single answer coming back (the broker stopped answering)."""
-    limit = round(timeout * NS_PER_S)
-    pending: set[asyncio.Task[None]] = set(tasks)
-    while pending:
-        done, pending = await asyncio.wait(
-            pending, timeout=WATCH_INTERVAL_S, return_when=asyncio.FIRST_EXCEPTION
-        )
-        for task in done:
-            task.result()  # re-raise a producer's error
-        now = now_ns()
-        for producer in producers:
-            since = producer.blocked_since
-            if since is not None and now - max(since, producer.last_answer_ns) > limit:
-                raise PublishStalled(
-                    f"publishing stalled: the in-flight window was full and no JetStream answer "
-                    f"came for {timeout:g}s"
-                )
 
 
 class _PublisherProcess:
@@ -585,15 +498,6 @@ async def _receive(conn: Connection, peer: str) -> Any:
         return conn.recv()
     except (EOFError, OSError):
         raise DriverError(f"{peer} ended without an answer") from None
-
-
-def _api_error(data: bytes) -> str:
-    """The reason of a JetStream error answer, e.g. 'maximum messages exceeded'."""
-    try:
-        error = json.loads(data)["error"]
-        return str(error.get("description") or f"error code {error.get('err_code')}")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return "unreadable JetStream answer"
 
 
 def _why(error: BaseException) -> str:

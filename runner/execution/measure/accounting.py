@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from runner.execution.measure.latency import LatencyRecorder, percentile_ms, summarise
@@ -191,6 +192,11 @@ class Subscription:
         acked = self.accounting.acked_bits(self.topic)
         return _count(acked & ~int.from_bytes(self._received, "little"))
 
+    def received_of(self, seqs: Iterable[int]) -> set[int]:
+        """Those of `seqs` this subscription received."""
+        flags = self._received
+        return {seq for seq in seqs if seq < len(flags) and flags[seq]}
+
     def all_latency(self) -> dict[int, int]:
         """Latency counts of every message received, the ramp's included (for the windows)."""
         counts = dict(self.latency.counts)
@@ -352,6 +358,10 @@ class Accounting:
         metrics.duplicated = sum(f.duplicated for f in figures)
         metrics.success_rate = min(f.success_rate for f in figures)
         metrics.publish_errors = dict(sorted(errors.items()))
+        failed = [seq for ledger in self.ledgers for seq in ledger.failed_seqs]
+        metrics.publish_failed = len(failed)
+        metrics.publish_unknown = sum(ledger.unknown for ledger in self.ledgers)
+        metrics.failed_delivered = len(set().union(*(s.received_of(failed) for s in subscriptions)))
         first_sends = [ledger.first_send_ns for ledger in self.ledgers if ledger.first_send_ns]
         start = self.measure_from_ns or (min(first_sends) if first_sends else None)
         last_acks = [ledger.last_ack_ns for ledger in self.ledgers if ledger.last_ack_ns]

@@ -79,30 +79,48 @@ def longest_silence(counts: Sequence[int], until: int | None = None) -> Silence 
     return Silence(best_length * BUCKET_NS / 1e9, best_start * BUCKET_NS / 1e9)
 
 
-def recovery_s(counts: Sequence[int], fault: int, measured_from: int = 0) -> float | None:
+@dataclass(frozen=True)
+class Recovery:
+    """How long acked throughput took to come back after a fault, or why it cannot be said."""
+
+    seconds: float | None
+    why_not: str | None = None
+
+
+def recovery(
+    counts: Sequence[int], fault: int, measured_from: int = 0, end: int | None = None
+) -> Recovery:
     """Seconds from the fault's bucket until acked throughput is back to 90% of its median
-    before the fault; None without a full window before it, or if it never comes back.
+    before the fault; `end` is the bucket where publishing ended, if after the last ack.
 
     Back means: the second from that moment carries 90% of the usual acks, and so does its
     first tenth (a window that opens on a silence and holds the catch-up burst after it is
-    not back yet: the moment the acks resumed is).
+    not back yet: the moment the acks resumed is). No bucket counts for more than the busiest
+    one before the fault, so a burst of retried messages cannot make up for a second that is
+    not back.
     """
+    starts = range(measured_from, fault - WINDOW_BUCKETS + 1, BASELINE_STEP)
+    before_fault = counts[measured_from:fault]
+    ceiling = max(before_fault, default=0)
+    clipped = [min(count, ceiling) for count in counts]
     prefix = [0]
-    for count in counts:
+    for count in clipped:
         prefix.append(prefix[-1] + count)
 
     def acked(start: int, length: int) -> int:
-        return prefix[min(start + length, len(counts))] - prefix[min(start, len(counts))]
+        return prefix[min(start + length, len(clipped))] - prefix[min(start, len(clipped))]
 
-    starts = range(measured_from, fault - WINDOW_BUCKETS + 1, BASELINE_STEP)
     before = [acked(start, WINDOW_BUCKETS) for start in starts]
     if not before:
-        return None
+        return Recovery(None, "no full second of publishing before the fault to compare with")
     target = RECOVERED_SHARE * statistics.median(before)
     if target <= 0:
-        return None
+        why = "no acked throughput to compare with: most seconds before the fault had none"
+        return Recovery(None, why)
     tenth = WINDOW_BUCKETS // 10
-    for start in range(fault, len(counts) - WINDOW_BUCKETS + 1):
+    for start in range(fault, len(clipped) - WINDOW_BUCKETS + 1):
         if acked(start, WINDOW_BUCKETS) >= target and acked(start, tenth) * 10 >= target:
-            return (start - fault) * BUCKET_NS / 1e9
-    return None
+            return Recovery((start - fault) * BUCKET_NS / 1e9)
+    last = max(len(counts), end or 0)
+    span = max(0, last - fault) * BUCKET_NS / 1e9
+    return Recovery(None, f"not recovered within {span:.1f} s of the fault (publishing ended)")

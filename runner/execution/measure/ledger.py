@@ -3,10 +3,14 @@
 Each producer has its own ledger and only ever touches its own sequence numbers, so a producer
 running on its own thread (Kafka) needs no lock. The acked flags are the trial's (shared by
 every ledger); a ledger kept in another process has its own and is absorbed when it is done.
+
+A message the producer gave up on is either failed (the broker refused every try: it was not
+stored, so it must never be delivered) or unknown (a try went unanswered: it may be stored).
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ class ProducerMark:
     at_ns: int
     sent: int
     acked: int
-    failed: int
+    given_up: int
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,10 @@ class LedgerState:
     sent: int
     acked_count: int
     errors: dict[str, int]
+    failed_seqs: bytes  # array "q" of the refused messages' sequence numbers
+    unknown: int
+    retries: int
+    duplicate_acks: int
     latency: dict[int, int]  # LatencyRecorder.counts, of messages sent after the ramp
     ramp_latency: dict[int, int]
     sent_measured: int
@@ -55,7 +63,11 @@ class ProducerLedger:
         self._grow = grow or self._grow_own
         self.sent = 0
         self.acked = 0
-        self.errors: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()  # given up, by the last try's reason
+        self.failed_seqs = array("q")  # refused by the broker: never stored
+        self.unknown = 0  # given up with a try unanswered: may be stored
+        self.retries = 0  # tries beyond the first (when exprun retries)
+        self.duplicate_acks = 0  # retries the broker recognised as already stored
         self.measure_from_ns = 0  # sent before this: the ramp's, out of the figures
         self.latency = LatencyRecorder()
         self.ramp_latency = LatencyRecorder()
@@ -93,28 +105,42 @@ class ProducerLedger:
         if self.timeline is not None:
             self.timeline.add(now_ns)
 
-    def on_error(self, reason: str) -> None:
+    def on_failed(self, seq: int, reason: str) -> None:
+        """The broker refused message `seq` (every try): it was not stored."""
         if not self.closed:
             self.errors[reason] += 1
+            self.failed_seqs.append(seq)
+
+    def on_unknown(self, reason: str) -> None:
+        """Given up on a message without knowing whether the broker stored it."""
+        if not self.closed:
+            self.errors[reason] += 1
+            self.unknown += 1
 
     @property
     def failed(self) -> int:
-        return sum(self.errors.values())
+        return len(self.failed_seqs)
+
+    @property
+    def given_up(self) -> int:
+        """Failed or unknown: settled without an ack."""
+        return self.failed + self.unknown
 
     @property
     def unresolved(self) -> int:
-        """Sent but neither acked nor failed yet."""
-        return self.sent - self.acked - self.failed
+        """Sent but neither acked nor given up yet."""
+        return self.sent - self.acked - self.given_up
 
     def mark(self, tick: int, at_ns: int) -> None:
         """Note the running totals at a tick."""
-        self.marks[tick] = ProducerMark(at_ns, self.sent, self.acked, self.failed)
+        self.marks[tick] = ProducerMark(at_ns, self.sent, self.acked, self.given_up)
 
     def close(self, reason: str = TIMEOUT) -> None:
-        """Count what is still unanswered as failed; ignore any later answer."""
+        """Count what is still unanswered as unknown; ignore any later answer."""
         if not self.closed:
             if self.unresolved > 0:
                 self.errors[reason] += self.unresolved
+                self.unknown += self.unresolved
             self.closed = True
 
     def state(self) -> LedgerState:
@@ -124,6 +150,10 @@ class ProducerLedger:
             sent=self.sent,
             acked_count=self.acked,
             errors=dict(self.errors),
+            failed_seqs=self.failed_seqs.tobytes(),
+            unknown=self.unknown,
+            retries=self.retries,
+            duplicate_acks=self.duplicate_acks,
             latency=dict(self.latency.counts),
             ramp_latency=dict(self.ramp_latency.counts),
             sent_measured=self.sent_measured,
@@ -145,6 +175,10 @@ class ProducerLedger:
         self.sent += state.sent
         self.acked += state.acked_count
         self.errors.update(state.errors)
+        self.failed_seqs.frombytes(state.failed_seqs)
+        self.unknown += state.unknown
+        self.retries += state.retries
+        self.duplicate_acks += state.duplicate_acks
         self.latency.add_counts(state.latency)
         self.ramp_latency.add_counts(state.ramp_latency)
         self.sent_measured += state.sent_measured
@@ -165,14 +199,14 @@ class ProducerLedger:
 
 
 def summed_marks(ledgers: Iterable[ProducerLedger]) -> dict[int, tuple[int, int, int]]:
-    """(sent, acked, failed) over all producers at each tick every one of them marked."""
+    """(sent, acked, given up) over all producers at each tick every one of them marked."""
     ledgers = list(ledgers)
     ticks = set.intersection(*(set(ledger.marks) for ledger in ledgers)) if ledgers else set()
     return {
         tick: (
             sum(ledger.marks[tick].sent for ledger in ledgers),
             sum(ledger.marks[tick].acked for ledger in ledgers),
-            sum(ledger.marks[tick].failed for ledger in ledgers),
+            sum(ledger.marks[tick].given_up for ledger in ledgers),
         )
         for tick in ticks
     }

@@ -63,7 +63,7 @@ def time_series(schedule: Schedule, end_ns: int, accounting: Accounting) -> Time
     final = (
         sum(ledger.sent for ledger in accounting.ledgers),
         sum(ledger.acked for ledger in accounting.ledgers),
-        sum(ledger.failed for ledger in accounting.ledgers),
+        sum(ledger.given_up for ledger in accounting.ledgers),
     )
     times = [schedule.start_ns, *(accounting.marks[t].at_ns for t in ticks), end_ns]
     received = [0, *(accounting.marks[t].received for t in ticks), accounting.received]
@@ -83,5 +83,5 @@ def time_series(schedule: Schedule, end_ns: int, accounting: Accounting) -> Time
         received=[received[i + 1] - received[i] for i in windows],
         latency_p50_ms=p50,
         latency_p99_ms=p99,
-        in_flight=[max(0, sent - acked - failed) for sent, acked, failed in books[1:]],
+        in_flight=[max(0, sent - acked - given_up) for sent, acked, given_up in books[1:]],
     )

@@ -335,6 +335,7 @@ class _Trial:
             faults=self.phase.fault_figures if self.phase is not None else None,
             broker_nodes=nodes,
             load_generators=shared.load_generators if shared is not None else None,
+            publish_policy=self.driver.publish_policy() if self.driver is not None else None,
         )
 
     async def cleanup(self) -> None:

@@ -14,7 +14,7 @@ from multiprocessing.connection import Connection
 from typing import Protocol
 
 from runner.execution.measure.accounting import Accounting, Spike
-from runner.execution.measure.availability import AckTimeline, longest_silence, recovery_s
+from runner.execution.measure.availability import AckTimeline, longest_silence, recovery
 from runner.execution.measure.latency import summarise
 from runner.execution.measure.messages import NS_PER_S, now_ns
 from runner.execution.trial.request import FAULT_ORDER, FaultDone, FaultOrder
@@ -156,8 +156,9 @@ class FaultPlan:
             if answer is not None and answer.done_ns is not None:
                 fault_bucket = acks.bucket_of(answer.done_ns)
                 figure.at_s = round((answer.done_ns - self.start_ns) / NS_PER_S, 3)
-                recovered = recovery_s(acks.counts, fault_bucket, measured_from)
-                figure.recovery_s = round(recovered, 3) if recovered is not None else None
+                back = recovery(acks.counts, fault_bucket, measured_from, until)
+                figure.recovery_s = round(back.seconds, 3) if back.seconds is not None else None
+                figure.not_recovered = back.why_not
             if record.spike is not None:
                 spike = summarise([record.spike.latency])
                 figure.latency_p99_ms, figure.latency_max_ms = spike.p99, spike.max

@@ -190,6 +190,9 @@ class MeasuredPhase:
         work, accounting, outcome = self.work, self.accounting, self.outcome
         schedule = outcome.schedule
         accounting.fill(metrics, last_handled_ns=last_handled_ns)
+        if self.driver.counts_retries:
+            metrics.publish_retries = sum(ledger.retries for ledger in accounting.ledgers)
+            metrics.duplicate_acks = sum(ledger.duplicate_acks for ledger in accounting.ledgers)
         if schedule is None:
             return None
         if work.rate is not None:

@@ -19,6 +19,7 @@ from schemas.results import (
     LoadGeneratorFigures,
     Metrics,
     NodeFigures,
+    PublishPolicy,
     SubscriptionFigures,
     TimeSeries,
     TrialResult,
@@ -127,6 +128,7 @@ class TrialRequest(BaseModel):
         faults: list[FaultFigures] | None = None,
         broker_nodes: list[NodeFigures] | None = None,
         load_generators: list[LoadGeneratorFigures] | None = None,
+        publish_policy: PublishPolicy | None = None,
     ) -> TrialResult:
         """This trial's result record, with whatever was measured."""
         return TrialResult(
@@ -144,6 +146,7 @@ class TrialRequest(BaseModel):
                 "broker": self.broker_config.model_dump(mode="json"),
                 "workload": self.workload.model_dump(mode="json"),
             },
+            publish_policy=publish_policy,
             metrics=metrics or Metrics(),
             notes=notes or [],
             series=series,

@@ -53,7 +53,7 @@ from runner.execution.trial.request import (
     TrialRequest,
 )
 from runner.process import forked_body, readable, reap
-from schemas.results import LoadGeneratorFigures
+from schemas.results import LoadGeneratorFigures, PublishPolicy
 
 FLUSH_S = 0.01  # how often a share sends what its handlers received
 FLUSH_BYTES = 1 << 16
@@ -394,6 +394,13 @@ class SharedDriver(Driver):
 
     def helper_pids(self) -> Sequence[int]:
         return tuple(s.pid for s in self.shares if s.pid is not None and not s.reaped)
+
+    def publish_policy(self) -> PublishPolicy | None:
+        return self.admin.publish_policy()
+
+    @property
+    def counts_retries(self) -> bool:
+        return self.admin.counts_retries
 
     async def create_destination(self) -> None:
         await self.admin.create_destination()

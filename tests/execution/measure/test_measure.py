@@ -18,6 +18,7 @@ from runner.execution.measure.latency import (
     LatencyRecorder,
     percentile_ms,
 )
+from runner.execution.measure.ledger import TIMEOUT, ProducerLedger
 from runner.execution.measure.messages import HEADER, NS_PER_S, KeyPlan, MessageCodec, decode
 from runner.execution.measure.self_test import SelfTest
 from runner.execution.measure.series import Schedule, time_series
@@ -163,3 +164,35 @@ def test_keys_derive_from_the_sequence_number() -> None:
     assert KeyPlan("random").key(42) == KeyPlan("random").key(42)  # any process agrees
     assert [KeyPlan("round_robin").partition(seq, 3) for seq in range(6)] == [0, 1, 2, 0, 1, 2]
     assert KeyPlan(10).partition(5, 3) is None
+
+
+def test_given_up_publishes_are_failed_or_unknown_and_travel_between_processes() -> None:
+    accounting = Accounting(6, SelfTest())
+    ledger = accounting.ledger()
+    [books] = accounting.subscriptions
+    for seq in range(6):
+        ledger.on_send(seq, 1000)
+    ledger.on_ack(0, 1000, 2000)
+    ledger.on_failed(1, "no responders")
+    ledger.on_failed(2, "no responders")
+    ledger.on_unknown("timeout")
+    ledger.retries, ledger.duplicate_acks = 7, 2
+    assert (ledger.failed, ledger.unknown, ledger.given_up, ledger.unresolved) == (2, 1, 3, 2)
+    # A publisher process keeps books of its own; the trial takes them over whole.
+    elsewhere = ProducerLedger(bytearray(6))
+    elsewhere.absorb(pickle.loads(pickle.dumps(ledger.state())))
+    assert list(elsewhere.failed_seqs) == [1, 2] and elsewhere.unknown == 1
+    assert (elsewhere.retries, elsewhere.duplicate_acks) == (7, 2)
+    ledger.close()  # two still unanswered: their outcome is unknown
+    assert ledger.unknown == 3 and ledger.errors == {"no responders": 2, TIMEOUT: 3}
+    ledger.on_failed(5, "late")  # after close: ignored
+    assert ledger.failed == 2
+    # The broker refused 2, yet it reached a consumer: that must not pass unseen.
+    assert books.on_delivery(payload(0, 1000), 3000)
+    assert books.on_delivery(payload(2, 1000), 3000)
+    accounting.publishing_done()
+    metrics = Metrics()
+    accounting.fill(metrics, last_handled_ns=None)
+    assert (metrics.publish_failed, metrics.publish_unknown, metrics.failed_delivered) == (2, 3, 1)
+    assert metrics.publish_errors == {"no responders": 2, TIMEOUT: 3}
+    assert metrics.lost == 0 and metrics.received == 2

@@ -211,6 +211,9 @@ def test_jetstream_max_msgs_discard_new_reports_publish_errors(nats_broker: Runn
     assert m.sent == m.acked + sum(m.publish_errors.values())
     assert (m.received, m.lost) == (500, 0)
     assert m.success_rate == 25.0
+    # A refusal for good is not retried: each counts as failed, and none arrived.
+    assert (m.publish_failed, m.publish_unknown, m.publish_retries) == (1500, 0, 0)
+    assert m.failed_delivered == 0
 
 
 def test_leaked_thread_is_a_leak(nats_broker: RunningBroker) -> None:
