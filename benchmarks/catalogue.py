@@ -177,6 +177,44 @@ ENTRIES: dict[str, Entry] = {
         "acked after its handler) released onto a stored backlog; natscli (Go): fetch (batch "
         "100, explicit acks) of a stream it filled first. Both share 2 cores with the server.",
     ),
+    "history_record": Entry(
+        "Results store: recording a worker_pool_256 run",
+        "s",
+        "budget",
+        "<= 1.0",
+        "The committed worker_pool_256 run folder's report recorded into a fresh SQLite store "
+        "(every cell x metric with its trial values), its analysis done beforehand.",
+    ),
+    "history_series_query": Entry(
+        "Results store: one series read",
+        "s",
+        "budget",
+        "<= 1.0",
+        "The newest 100 points of one series of a store of RUNS runs x 100 cells x 20 metrics "
+        "(details), as `exprun history` reads them.",
+    ),
+    "history_changes": Entry(
+        "Results store: change points of a whole spec",
+        "s",
+        "budget",
+        "<= 1.0",
+        "`--changes` over every series of the spec in that store (2,000 series, their newest "
+        "100 runs each): read, and segmented.",
+    ),
+    "history_trend_page": Entry(
+        "Results store: the trend page of a spec",
+        "s",
+        "budget",
+        "<= 1.0",
+        "`--html` for the spec's headline metrics (200 charts of 100 runs): read and rendered.",
+    ),
+    "history_trend_page_size": Entry(
+        "Results store: the trend page's size",
+        "MB",
+        "budget",
+        "<= 1.0",
+        "The same page's size in MB against a 10 MB budget.",
+    ),
     "matrix_wall": Entry(
         "worker_pool_256 matrix wall time",
         "s",

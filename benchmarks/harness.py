@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchmarks import exprun_side, machine, native
+from benchmarks import exprun_side, history_store, machine, native
 from benchmarks.catalogue import KEYS, new_comparison
 from benchmarks.exprun_side import (
     MAX_PENDING,
@@ -60,6 +60,11 @@ NATS_CLUSTER_BUDGET_S = 5.0
 KAFKA_CLUSTER_BUDGET_S = 30.0
 CLUSTER_NODES = 3
 FIXED_COST_BUDGET_S = 1.0
+HISTORY_RECORD_BUDGET_S = 1.0
+HISTORY_QUERY_BUDGET_S = 0.5
+HISTORY_CHANGES_BUDGET_S = 10.0
+HISTORY_PAGE_BUDGET_S = 5.0
+HISTORY_PAGE_BUDGET_MB = 10.0
 # Kafka producer settings both sides share: acks and linger.ms as in worker_pool_256.yaml,
 # batch.size librdkafka's default (Java's own default is 16 KiB).
 KAFKA_PRODUCER: dict[str, str | int] = {"acks": "all", "linger.ms": 5, "batch.size": 1_000_000}
@@ -96,6 +101,7 @@ class Settings:
     rate_seconds: float  # length of the paced trial behind the rate accuracy
     capacity: bool  # run experiments/capacity.yaml (minutes)
     kafka_cluster: bool  # start a 3-node Kafka cluster (~3 GB, half a minute)
+    history_runs: int  # runs in the results store read back (x 100 cells x 20 metrics)
 
 
 FULL = Settings(
@@ -114,6 +120,7 @@ FULL = Settings(
     rate_seconds=20.0,
     capacity=True,
     kafka_cluster=True,
+    history_runs=10_000,
 )
 QUICK = Settings(
     repetitions=1,
@@ -131,6 +138,7 @@ QUICK = Settings(
     rate_seconds=2.0,
     capacity=False,
     kafka_cluster=False,
+    history_runs=200,
 )
 
 
@@ -618,6 +626,19 @@ class Bench:
         for name, seconds in run.broker_start_s.items():
             self.ready.setdefault(name, []).append(seconds)
 
+    def history(self) -> None:
+        """The results store: recording a run, and a store of many runs read back."""
+        figures = history_store.measure(self.settings.history_runs, cells=100, metrics=20)
+        for key, seconds, budget in (
+            ("history_record", figures.record_s, HISTORY_RECORD_BUDGET_S),
+            ("history_series_query", figures.series_query_s, HISTORY_QUERY_BUDGET_S),
+            ("history_changes", figures.changes_s, HISTORY_CHANGES_BUDGET_S),
+            ("history_trend_page", figures.page_s, HISTORY_PAGE_BUDGET_S),
+            ("history_trend_page_size", figures.page_mb, HISTORY_PAGE_BUDGET_MB),
+        ):
+            self[key].details = dict(figures.details)
+            self.add(key, 0, exprun=seconds, reference=budget)
+
     def readiness(self) -> None:
         for name, budget in (("nats", NATS_READY_BUDGET_S), ("kafka", KAFKA_READY_BUDGET_S)):
             comparison = self[f"{name}_ready"]
@@ -775,6 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     _section("capacity.yaml", bench.capacity)
     _section("3-node clusters", bench.clusters)
     _section("load-generator processes", bench.scaling)
+    _section("results store", bench.history)
     bench.readiness()
     bench.explain_misses()
     comparisons = [bench[key] for key in KEYS]

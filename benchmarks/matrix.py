@@ -5,6 +5,7 @@ its wall time goes: broker start, per-trial set-up and tear-down, measured phase
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -90,6 +91,8 @@ def run_matrix(extra_args: list[str], spec: Path = SPEC) -> MatrixRun:
         out = Path(tmp) / "run"
         argv = [sys.executable, "-m", "runner.cli", "run", str(spec)]
         argv += ["--out", str(out), *extra_args]
+        # Recorded as a user's run is, but not into their results store.
+        env = {**os.environ, "EXPRUN_STORE": str(Path(tmp) / "store.sqlite")}
         started = time.monotonic()
         try:
             done = subprocess.run(
@@ -98,6 +101,7 @@ def run_matrix(extra_args: list[str], spec: Path = SPEC) -> MatrixRun:
                 text=True,
                 timeout=MATRIX_TIMEOUT_S,
                 cwd=spec.parent.parent,
+                env=env,
             )
         except subprocess.TimeoutExpired:
             wall = time.monotonic() - started

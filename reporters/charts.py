@@ -57,6 +57,28 @@ def _tick_label(value: float) -> str:
     return f"{value:g}"
 
 
+def _frame(title: str, unit: str, ticks: Sequence[float], y: Callable[[float], float]) -> list[str]:
+    """An SVG chart's opening, title, horizontal grid with its labels, and the y axis' unit."""
+    plot_h = HEIGHT - TOP - BOTTOM
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
+        f'role="img" aria-label="{escape(title)}">',
+        f'<text class="title" x="{LEFT}" y="22">{escape(title)}</text>',
+    ]
+    for tick in ticks:
+        ty = y(tick)
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{ty:.1f}" y2="{ty:.1f}"/>'
+            f'<text class="tick" x="{LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">'
+            f"{_tick_label(tick)}</text>"
+        )
+    parts.append(
+        f'<text class="axis" transform="translate(16 {TOP + plot_h / 2:.1f}) rotate(-90)" '
+        f'text-anchor="middle">{escape(unit)}</text>'
+    )
+    return parts
+
+
 def line_chart(title: str, unit: str, categories: Sequence[str], series: Sequence[Series]) -> str:
     """An SVG element (inline in HTML5, so no namespace attribute is needed)."""
     values = [
@@ -79,22 +101,7 @@ def line_chart(title: str, unit: str, categories: Sequence[str], series: Sequenc
     def y(value: float) -> float:
         return TOP + plot_h - (value / top) * plot_h
 
-    parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
-        f'role="img" aria-label="{escape(title)}">',
-        f'<text class="title" x="{LEFT}" y="22">{escape(title)}</text>',
-    ]
-    for tick in ticks:
-        ty = y(tick)
-        parts.append(
-            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{ty:.1f}" y2="{ty:.1f}"/>'
-            f'<text class="tick" x="{LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">'
-            f"{_tick_label(tick)}</text>"
-        )
-    parts.append(
-        f'<text class="axis" transform="translate(16 {TOP + plot_h / 2:.1f}) rotate(-90)" '
-        f'text-anchor="middle">{escape(unit)}</text>'
-    )
+    parts = _frame(title, unit, ticks, y)
     for i, name in enumerate(categories):
         parts.append(
             f'<text class="tick" x="{x(i, (len(series) - 1) // 2):.1f}" y="{TOP + plot_h + 18}" '
@@ -197,25 +204,13 @@ def xy_chart(
     def y(value: float) -> float:
         return TOP + plot_h - value / y_ticks[-1] * plot_h
 
-    parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
-        f'role="img" aria-label="{escape(title)}">',
-        f'<text class="title" x="{LEFT}" y="22">{escape(title)}</text>',
-    ]
-    for tick in y_ticks:
-        parts.append(
-            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(tick):.1f}" '
-            f'y2="{y(tick):.1f}"/><text class="tick" x="{LEFT - 6}" y="{y(tick) + 4:.1f}" '
-            f'text-anchor="end">{_tick_label(tick)}</text>'
-        )
+    parts = _frame(title, y_unit, y_ticks, y)
     for tick in x_ticks:
         parts.append(
             f'<text class="tick" x="{x(tick):.1f}" y="{TOP + plot_h + 18}" '
             f'text-anchor="middle">{_tick_label(tick)}</text>'
         )
     parts.append(
-        f'<text class="axis" transform="translate(16 {TOP + plot_h / 2:.1f}) rotate(-90)" '
-        f'text-anchor="middle">{escape(y_unit)}</text>'
         f'<text class="axis" x="{LEFT + plot_w / 2:.1f}" y="{TOP + plot_h + 34}" '
         f'text-anchor="middle">{escape(x_unit)}</text>'
     )
@@ -263,3 +258,57 @@ def _xy_legend(series: Sequence[XYSeries], top: float) -> str:
         )
         left += 30 + 8 * len(s.name)
     return "".join(out)
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    """One run in a trend chart: its value, what hovering shows, and where a click goes."""
+
+    value: float
+    tip: str
+    href: str | None = None
+    edited: bool = False  # the cell's settings changed at this run: drawn hollow
+
+
+def trend_chart(
+    title: str, unit: str, points: Sequence[TrendPoint], changes: Sequence[tuple[int, str, bool]]
+) -> str:
+    """A series over runs (oldest left): a line through its medians, each point hoverable and
+    linked to its run, each change point a vertical line (red: a regression) before its run."""
+    ticks = nice_ticks(max((p.value for p in points), default=1.0))
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    count = max(len(points), 1)
+
+    def x(index: float) -> float:
+        return LEFT + plot_w * (index + 0.5) / count
+
+    def y(value: float) -> float:
+        return TOP + plot_h - value / ticks[-1] * plot_h
+
+    parts = _frame(title, unit, ticks, y)
+    parts.append(
+        f'<text class="axis" x="{LEFT + plot_w / 2:.1f}" y="{TOP + plot_h + 22}" '
+        f'text-anchor="middle">runs, oldest first ({len(points)})</text>'
+    )
+    for index, tip, regression in changes:
+        color = "#b3261e" if regression else "#0a7a34"
+        parts.append(
+            f'<line class="change" stroke="{color}" stroke-width="2" stroke-dasharray="5 3" '
+            f'x1="{x(index - 0.5):.1f}" x2="{x(index - 0.5):.1f}" y1="{TOP}" '
+            f'y2="{TOP + plot_h}"><title>{escape(tip)}</title></line>'
+        )
+    color = PALETTE[0]
+    if len(points) > 1:
+        path = " ".join(f"{x(i):.1f},{y(p.value):.1f}" for i, p in enumerate(points))
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{path}"/>')
+    for index, point in enumerate(points):
+        fill = "#fff" if point.edited else color
+        circle = (
+            f'<circle class="point" cx="{x(index):.1f}" cy="{y(point.value):.1f}" r="3" '
+            f'fill="{fill}" stroke="{color}"><title>{escape(point.tip)}</title></circle>'
+        )
+        if point.href is not None:
+            circle = f'<a href="{escape(point.href)}">{circle}</a>'
+        parts.append(circle)
+    parts.append("</svg>")
+    return "".join(parts)

@@ -26,6 +26,10 @@ BROKER_MAINS = ("kafka.Kafka", "kafka.tools.StorageTool")
 SUITE_TMP = tempfile.mkdtemp(prefix="exprun-suite-")
 os.environ["TMPDIR"] = SUITE_TMP
 tempfile.tempdir = None
+# Runs record into the default results store, in the user's data folder: the suite's is its
+# own, and a store named in the caller's environment is not the suite's either.
+os.environ["XDG_DATA_HOME"] = os.path.join(SUITE_TMP, "data")
+os.environ.pop("EXPRUN_STORE", None)
 
 
 def broker_processes() -> list[psutil.Process]:

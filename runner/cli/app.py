@@ -11,6 +11,7 @@ from types import FrameType
 import click
 
 from runner.cli.authoring import new, schema, validate
+from runner.cli.history import history
 from runner.cli.reports import diff_command, report_command
 from runner.cli.run import plan, run
 from runner.errors import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, ExprunError, SpecError
@@ -41,7 +42,7 @@ def cli() -> None:
     """
 
 
-for command in (run, plan, validate, schema, new, report_command, diff_command):
+for command in (run, plan, validate, schema, new, report_command, diff_command, history):
     cli.add_command(command)
 
 

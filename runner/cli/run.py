@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from runner.cli.history import store_option
 from runner.errors import (
     EXIT_CODES_HELP,
     EXIT_INTERRUPTED,
@@ -28,7 +29,7 @@ from runner.execution.plan import Plan, make_plan, plan_warnings, render_placeme
 from runner.execution.run import RunOutcome, execute, new_run, open_for_resume
 from runner.redaction import redact
 from runner.reporting import markdown_summary, write_reports
-from runner.run_folder import RunFolder, RunInfo, default_run_dir
+from runner.run_folder import RunFolder, RunInfo, default_run_dir, utc_now
 from runner.spec.loader import LoadedSpec, load_spec
 from schemas.report import Report
 from schemas.results import TrialResult
@@ -70,6 +71,16 @@ def _filters(command: Callable[..., Any]) -> Callable[..., Any]:
     help="continue this run folder: run only the trials it has not recorded",
 )
 @click.option("--check-targets", is_flag=True, help="exit 1 when any target of the spec is not met")
+@store_option
+@click.option("--no-store", is_flag=True, help="do not record the run in a results store")
+@click.option("--label", default=None, help="a label for the run in the store (e.g. a PR)")
+@click.option(
+    "--commit",
+    metavar="REV",
+    default=None,
+    help="the revision of the system under test, when it is not the spec's repository",
+)
+@click.option("--testbed", default=None, help="the store's name for this machine")
 @click.option(
     "--scheduler",
     metavar="ADDR",
@@ -84,6 +95,11 @@ def run(
     out: Path | None,
     resume: Path | None,
     check_targets: bool,
+    store: str | None,
+    no_store: bool,
+    label: str | None,
+    commit: str | None,
+    testbed: str | None,
     scheduler: str | None,
     **filters: Any,
 ) -> None:
@@ -92,11 +108,14 @@ def run(
     if dry_run and resume is None:
         click.echo(_shown(make_plan(loaded.spec, loaded.cells, **filters)))
         return
+    if no_store and store is not None:
+        raise BadInputError("--store and --no-store: choose one")
+    remember = None if no_store else Remember(store, label, commit, testbed)
     _check_scheduler(loaded.spec.execution, scheduler)
     # The scheduler is reached before the run folder exists: a dead one leaves nothing behind.
     embedded = any(broker.embedded for broker in loaded.spec.brokers.values())
     with load_hosts(loaded.spec.execution, scheduler, embedded) as hosts:
-        _run(loaded, out, resume, check_targets, filters, hosts)
+        _run(loaded, out, resume, check_targets, filters, hosts, remember)
 
 
 def _check_scheduler(execution: ExecutionSettings, scheduler: str | None) -> None:
@@ -115,6 +134,7 @@ def _run(
     check_targets: bool,
     filters: dict[str, Any],
     hosts: LoadHosts | None,
+    remember: Remember | None = None,
 ) -> None:
     plan, folder, info, done = _prepare(loaded, out, resume, filters)
     for warning in plan_warnings(plan):
@@ -149,6 +169,8 @@ def _run(
         raise ExprunError(f"cannot write the reports in {folder.path}: {error}") from None
     click.echo(markdown_summary(report))
     click.echo(f"run folder: {folder.path}", err=True)
+    if remember is not None and not outcome.interrupted:
+        remember.record(report, folder.path)
     _exit_for(outcome, report, len(plan.trials), check_targets)
 
 
@@ -167,6 +189,44 @@ def _prepare(
     folder, info, done = open_for_resume(loaded, resume)
     plan = make_plan(loaded.spec, loaded.cells, seed=info.seed, **info.filters)
     return plan, folder, info, done
+
+
+class Remember:
+    """Where and how a finished run is recorded in a results store."""
+
+    def __init__(
+        self, store: str | None, label: str | None, commit: str | None, testbed: str | None
+    ) -> None:
+        # runner.history loads SQLAlchemy: not before a run needs it. A store named wrongly
+        # is bad input before anything runs; reaching it waits for the run's end.
+        from runner.history.location import store_location
+
+        self.location = store_location(store)
+        self.label, self.commit, self.testbed = label, commit, testbed
+
+    def record(self, report: Report, run_dir: Path) -> None:
+        """Record the run (its folder is already written); a store the user did not name
+        that fails is a warning, one they named is an error (exit 3)."""
+        from runner.history.record import run_record
+        from runner.history.store import StoreError, record_run
+
+        record = run_record(
+            report,
+            str(run_dir.resolve()),
+            label=self.label,
+            commit=self.commit,
+            testbed=self.testbed,
+            recorded_at=utc_now(),
+        )
+        try:
+            added = record_run(self.location, record)
+        except StoreError as error:
+            if self.location.explicit:
+                raise
+            click.echo(f"exprun: warning: the run was not recorded: {error}", err=True)
+            return
+        verb = "recorded in" if added else "already in"
+        click.echo(f"{verb} the store {self.location.shown}", err=True)
 
 
 def _shown(plan: Plan) -> str:

@@ -51,6 +51,11 @@ COMPARISONS = {
     "kafka_processes_2_vs_1",
     "nats_dask_vs_local",
     "kafka_dask_vs_local",
+    "history_record",
+    "history_series_query",
+    "history_changes",
+    "history_trend_page",
+    "history_trend_page_size",
 }
 
 
