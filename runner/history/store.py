@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -44,6 +45,7 @@ from schemas.history import Point, RecordedRun
 SCHEMA_VERSION = 1
 CONNECT_TIMEOUT_S = 5  # a PostgreSQL that does not answer: the error within 10 s
 SQLITE_BUSY_TIMEOUT_S = 60  # another run recording into the same file: wait for it
+EVERY_POINT = 2**31 - 1  # a limit no series reaches
 
 metadata = MetaData()
 meta = Table(
@@ -100,6 +102,27 @@ points = Table(
     Index("exprun_points_by_series_time", "series_pk", "started_at"),
 )
 SERIES_KEY = ("spec_name", "testbed", "broker", "variant", "scenario", "metric")
+_newest = (
+    select(points)
+    .where(points.c.series_pk == bindparam("pk"))
+    .order_by(points.c.started_at.desc(), points.c.run_pk.desc())
+    .limit(bindparam("last"))
+    .subquery()
+)
+NEWEST_POINTS = select(
+    runs.c.run_key,
+    runs.c.spec_commit,
+    runs.c.commit,
+    runs.c.label,
+    runs.c.run_folder,
+    _newest.c.started_at,
+    _newest.c.median,
+    _newest.c.ci_low,
+    _newest.c.ci_high,
+    _newest.c.n,
+    _newest.c.trials,
+    _newest.c.settings,
+).join(runs, runs.c.pk == _newest.c.run_pk)
 # Migrations from each older schema version to the next, in order (none yet: version 1).
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
 
@@ -116,6 +139,7 @@ class SeriesKey:
     variant: str
     scenario: str
     metric: str
+    pk: int = field(default=0, compare=False)  # the store's own number for it
 
 
 class Store:
@@ -170,7 +194,7 @@ class Store:
         """The series of these keys, created where missing (another writer may race us)."""
         if not keys:
             return {}
-        rows = [key.__dict__ for key in keys]
+        rows = [{name: getattr(key, name) for name in SERIES_KEY} for key in keys]
         insert = (postgresql if self.dialect == "postgresql" else sqlite).insert(series)
         conn.execute(insert.on_conflict_do_nothing(index_elements=list(SERIES_KEY)), rows)
         spec_names = {key.spec_name for key in keys}
@@ -213,44 +237,25 @@ class Store:
 
     def series_keys(self, **equal: str | None) -> list[SeriesKey]:
         """The series whose key fields equal the given values (None: any)."""
-        query = select(*(series.c[name] for name in SERIES_KEY))
+        query = select(*(series.c[name] for name in SERIES_KEY), series.c.pk)
         for name, value in equal.items():
             if value is not None:
                 query = query.where(series.c[name] == value)
         with self._transaction("reading the series") as conn:
-            return [SeriesKey(*row) for row in conn.execute(query.order_by(series.c.pk))]
+            found = conn.execute(query.order_by(series.c.pk)).mappings()
+            return [SeriesKey(**row) for row in found]
 
     def points(self, key: SeriesKey, last: int | None = None) -> list[Point]:
         """The series' points, oldest first (the newest `last` of them)."""
-        wanted = (
-            select(series.c.pk)
-            .where(*(series.c[name] == getattr(key, name) for name in SERIES_KEY))
-            .scalar_subquery()
-        )
-        newest = (
-            select(points)
-            .where(points.c.series_pk == wanted)
-            .order_by(points.c.started_at.desc(), points.c.run_pk.desc())
-        )
-        if last is not None:
-            newest = newest.limit(last)
-        chosen = newest.subquery()
-        query = select(
-            runs.c.run_key,
-            runs.c.spec_commit,
-            runs.c.commit,
-            runs.c.label,
-            runs.c.run_folder,
-            chosen.c.started_at,
-            chosen.c.median,
-            chosen.c.ci_low,
-            chosen.c.ci_high,
-            chosen.c.n,
-            chosen.c.trials,
-            chosen.c.settings,
-        ).join(runs, runs.c.pk == chosen.c.run_pk)
         with self._transaction("reading a series") as conn:
-            rows = sorted(conn.execute(query).mappings(), key=_in_time)
+            pk = key.pk or conn.scalar(
+                select(series.c.pk).where(
+                    *(series.c[name] == getattr(key, name) for name in SERIES_KEY)
+                )
+            )
+            # One statement for every series (a spec's --changes reads thousands of them).
+            newest = conn.execute(NEWEST_POINTS, {"pk": pk, "last": last or EVERY_POINT})
+            rows = sorted(newest.mappings(), key=_in_time)
         found: list[Point] = []
         previous: str | None = None
         for row in rows:
