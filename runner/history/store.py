@@ -161,12 +161,15 @@ class Store:
     def record(self, record: RunRecord) -> bool:
         """Record a run with its points; False if the store already has it (nothing done)."""
         run = record.run
+        row = run.model_dump()
+        row["environment"] = json.dumps(record.environment, sort_keys=True)
+        # A writer recording the same run at the same moment makes this one a no-op (the
+        # database decides which, on the run's unique key), never a failure.
+        insert = self._insert(runs).values(**row).on_conflict_do_nothing(index_elements=["run_key"])
         with self._transaction(f"recording run {run.run_key}") as conn:
-            if conn.scalar(select(runs.c.pk).where(runs.c.run_key == run.run_key)) is not None:
+            run_pk = conn.execute(insert.returning(runs.c.pk)).scalar_one_or_none()
+            if run_pk is None:
                 return False
-            row = run.model_dump()
-            row["environment"] = json.dumps(record.environment, sort_keys=True)
-            run_pk = conn.execute(runs.insert().values(**row).returning(runs.c.pk)).scalar_one()
             keys = [
                 SeriesKey(run.spec_name, run.testbed, f.broker, f.variant, f.scenario, f.metric)
                 for f in record.figures
@@ -190,13 +193,20 @@ class Store:
                 conn.execute(points.insert(), rows)
         return True
 
+    def _insert(self, table: Table) -> Any:
+        """An INSERT that can do nothing on a conflict, in this store's dialect."""
+        return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
+
     def _series_pks(self, conn: Connection, keys: set[SeriesKey]) -> dict[SeriesKey, int]:
         """The series of these keys, created where missing (another writer may race us)."""
         if not keys:
             return {}
-        rows = [{name: getattr(key, name) for name in SERIES_KEY} for key in keys]
-        insert = (postgresql if self.dialect == "postgresql" else sqlite).insert(series)
-        conn.execute(insert.on_conflict_do_nothing(index_elements=list(SERIES_KEY)), rows)
+        # In one order for every writer: two creating the same series never wait on each other
+        # in a circle (PostgreSQL's deadlock).
+        ordered = sorted(keys, key=lambda key: tuple(getattr(key, name) for name in SERIES_KEY))
+        rows = [{name: getattr(key, name) for name in SERIES_KEY} for key in ordered]
+        insert = self._insert(series).on_conflict_do_nothing(index_elements=list(SERIES_KEY))
+        conn.execute(insert, rows)
         spec_names = {key.spec_name for key in keys}
         found = conn.execute(
             select(series.c.pk, *(series.c[name] for name in SERIES_KEY)).where(
