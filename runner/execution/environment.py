@@ -33,7 +33,8 @@ def _cpu_model() -> str:
 
 
 def spec_git(spec_path: Path) -> dict[str, Any] | None:
-    """The commit the spec file was at, and whether it had uncommitted changes."""
+    """The commit and branch of the spec's repository, whether the spec file had uncommitted
+    changes, and whether the repository had any (dirty)."""
     folder = spec_path.resolve().parent
 
     def git(*args: str) -> str | None:
@@ -49,7 +50,13 @@ def spec_git(spec_path: Path) -> dict[str, Any] | None:
     if commit is None:
         return None
     status = git("status", "--porcelain", "--", str(spec_path.resolve()))
-    return {"commit": commit, "spec_modified": bool(status)}
+    branch = git("rev-parse", "--abbrev-ref", "HEAD")
+    return {
+        "commit": commit,
+        "branch": branch if branch and branch != "HEAD" else None,  # HEAD: a detached one
+        "spec_modified": bool(status),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
 
 
 def host_facts() -> dict[str, Any]:
