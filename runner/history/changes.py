@@ -30,12 +30,15 @@ SEED = 20_260_101
 
 @dataclass(frozen=True)
 class Step:
-    """A change point: the first run after it, and its significance."""
+    """A change point: the first run after it, its significance, and the runs it was tested
+    between (start to end, the step at index)."""
 
     index: int
     p_value: float
     before: float  # mean of the runs' levels on each side (the series' own scale)
     after: float
+    start: int
+    end: int
 
 
 def run_levels(trials_per_run: Sequence[Sequence[float]]) -> tuple[np.ndarray, bool]:
@@ -68,7 +71,7 @@ def _segment(
     if step is None or step.p_value >= alpha:
         return
     index = start + step.index
-    found.append(Step(index, step.p_value, step.before, step.after))
+    found.append(Step(index, step.p_value, step.before, step.after, start, end))
     _segment(levels, start, index, alpha, min_size, logged, found)
     _segment(levels, index, end, alpha, min_size, logged, found)
 
@@ -94,7 +97,7 @@ def recent_step(
     found = best_split(tail, min_size, logged, first=max(min_size, len(tail) - window))
     if found is None:
         return None
-    return Step(since + found.index, found.p_value, found.before, found.after)
+    return Step(since + found.index, found.p_value, found.before, found.after, since, n)
 
 
 def best_split(
@@ -119,7 +122,7 @@ def best_split(
     before, after = float(levels[:index].mean()), float(levels[index:].mean())
     if logged:
         before, after = math.exp(before), math.exp(after)
-    return Step(index, p_value, before, after)
+    return Step(index, p_value, before, after, 0, n)
 
 
 def _split_t(x: np.ndarray, lowest: int, highest: int) -> np.ndarray:

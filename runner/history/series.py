@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from runner.analysis.statistics import adjust_p_values
 from runner.errors import BadInputError
@@ -69,9 +69,15 @@ def load_history(
     series = []
     for key in keys:
         points = store.points(key, last)
-        found = change_points(_trials(points), alpha=alpha)
+        trials = _trials(points)
+        found = change_points(trials, alpha=alpha)
+        # Each step shown between its neighbours: the segments the series falls into.
+        edges = [0, *(step.index for step in found), len(trials)]
         shown = _series(key, points, [])
-        changes = [_change_of(shown, step, step.p_value) for step in found]
+        changes = [
+            _change_of(shown, replace(step, start=edges[i], end=edges[i + 2]), step.p_value)
+            for i, step in enumerate(found)
+        ]
         series.append(shown.model_copy(update={"changes": changes}))
     return History(store=store.location.shown, series=series)
 
@@ -135,8 +141,9 @@ def _change_of(series: Series, step: Step, p_adjusted: float) -> ChangePoint:
     """A step as the report shows it: the runs around it, medians and direction."""
     usable = [p for p in series.points if p.trials or p.median is not None]
     before, after = usable[step.index - 1], usable[step.index]
-    medians_before = [p.median for p in usable[: step.index] if p.median is not None]
-    medians_after = [p.median for p in usable[step.index :] if p.median is not None]
+    # The medians on either side, between the steps next to this one.
+    medians_before = [p.median for p in usable[step.start : step.index] if p.median is not None]
+    medians_after = [p.median for p in usable[step.index : step.end] if p.median is not None]
     median_before = _median(medians_before) if medians_before else step.before
     median_after = _median(medians_after) if medians_after else step.after
     change = (median_after / median_before - 1) * 100 if median_before else None

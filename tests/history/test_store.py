@@ -77,6 +77,23 @@ def test_a_planted_step_is_found_and_gates_while_a_flat_series_does_not(store_ur
 SHA_SUFFIX = "#" + "ab" * 8
 
 
+def test_each_step_is_measured_between_its_neighbours(store_url: str) -> None:
+    store = opened(store_url)
+    try:
+        for record in synthetic_records([1000.0] * 10 + [800.0] * 10 + [1200.0] * 10):
+            store.record(record)
+        keys = matching_series(store, SeriesFilter(metrics=("throughput",)))
+        [series] = load_history(store, keys).series
+        first, second = series.changes
+        assert (first.index, second.index) == (10, 20)
+        assert first.median_before == pytest.approx(1000, rel=0.02)
+        assert first.median_after == pytest.approx(800, rel=0.02)  # not mixed with the 1,200s
+        assert second.median_before == pytest.approx(800, rel=0.02)
+        assert second.change_pct == pytest.approx(50, abs=3) and not second.regression
+    finally:
+        store.close()
+
+
 def test_an_edited_spec_is_marked_on_the_series(store_url: str) -> None:
     store = opened(store_url)
     try:
