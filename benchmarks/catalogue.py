@@ -137,6 +137,25 @@ ENTRIES: dict[str, Entry] = {
         "End-to-end msg/s of the same unpaced trial with its per-second time series kept "
         f"(the default) and with {SERIES_ENV}=off; both run by benchmarks.probe.",
     ),
+    "nats_telemetry_cost": Entry(
+        "JetStream e2e with broker telemetry vs without",
+        "msg/s",
+        "telemetry off",
+        ">= 0.99",
+        "End-to-end msg/s of the same unpaced trial with the broker read every second "
+        "(/varz and /jsz, by the run's process) and not read, rounds interleaved. The details "
+        "hold exprun's own U test of the two (goal: no significant difference) and the "
+        "sampler's CPU in ms per second of trial.",
+    ),
+    "kafka_telemetry_cost": Entry(
+        "Kafka e2e with broker telemetry vs without",
+        "msg/s",
+        "telemetry off",
+        ">= 0.99",
+        "End-to-end msg/s of the same unpaced trial on a Kafka running the JMX exporter agent "
+        "and read every second, and on one without the agent, rounds interleaved. The details "
+        "hold exprun's own U test (goal: no significant difference) and the sampler's CPU.",
+    ),
     "kafka_series_overhead": Entry(
         "Kafka e2e with time series vs without",
         "msg/s",

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchmarks import exprun_side, history_store, machine, native
+from benchmarks import exprun_side, history_store, machine, native, telemetry_cost
 from benchmarks.catalogue import KEYS, new_comparison
 from benchmarks.exprun_side import (
     MAX_PENDING,
@@ -102,6 +102,8 @@ class Settings:
     capacity: bool  # run experiments/capacity.yaml (minutes)
     kafka_cluster: bool  # start a 3-node Kafka cluster (~3 GB, half a minute)
     history_runs: int  # runs in the results store read back (x 100 cells x 20 metrics)
+    telemetry_rounds: int  # rounds of one trial read and one not, per broker
+    telemetry_seconds: float  # each of those trials, unpaced
 
 
 FULL = Settings(
@@ -121,6 +123,8 @@ FULL = Settings(
     capacity=True,
     kafka_cluster=True,
     history_runs=10_000,
+    telemetry_rounds=10,
+    telemetry_seconds=5.0,
 )
 QUICK = Settings(
     repetitions=1,
@@ -139,6 +143,8 @@ QUICK = Settings(
     capacity=False,
     kafka_cluster=False,
     history_runs=200,
+    telemetry_rounds=1,
+    telemetry_seconds=1.0,
 )
 
 
@@ -639,6 +645,25 @@ class Bench:
             self[key].details = dict(figures.details)
             self.add(key, 0, exprun=seconds, reference=budget)
 
+    def telemetry(self) -> None:
+        """Broker telemetry on vs off, same trials interleaved, on each embedded broker."""
+        settings = self.settings
+        for kind in ("nats", "kafka"):
+            key = f"{kind}_telemetry_cost"
+            if kind == "kafka" and self.kafka_skipped:
+                self[key].fail("Kafka did not run above")
+                continue
+            try:
+                cost = telemetry_cost.measure(
+                    kind, settings.telemetry_rounds, settings.telemetry_seconds
+                )
+            except MEASURED as error:
+                self[key].fail(str(error))
+                continue
+            self[key].details = cost.details()
+            for on, off in zip(cost.on, cost.off, strict=True):
+                self.add(key, 0, exprun=on, reference=off)
+
     def readiness(self) -> None:
         for name, budget in (("nats", NATS_READY_BUDGET_S), ("kafka", KAFKA_READY_BUDGET_S)):
             comparison = self[f"{name}_ready"]
@@ -797,6 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     _section("3-node clusters", bench.clusters)
     _section("load-generator processes", bench.scaling)
     _section("results store", bench.history)
+    _section("broker telemetry", bench.telemetry)
     bench.readiness()
     bench.explain_misses()
     comparisons = [bench[key] for key in KEYS]

@@ -175,11 +175,13 @@ class XYSeries:
 
 @dataclass(frozen=True)
 class Mark:
-    """A vertical line at `x` in the colour of series `series` (e.g. a capacity found)."""
+    """A vertical line at `x` in the colour of series `series` (e.g. a capacity found), or in
+    a colour of its own (e.g. a fault)."""
 
     x: float
     series: int
     label: str
+    color: str | None = None
 
 
 def xy_chart(
@@ -189,10 +191,13 @@ def xy_chart(
     series: Sequence[XYSeries],
     marks: Sequence[Mark] = (),
     limit: float | None = None,
+    x_max: float | None = None,
 ) -> str:
     """An SVG chart with numeric axes: lines per series, optional vertical marks, and an
-    optional horizontal line at `limit` (e.g. a search's latency budget)."""
+    optional horizontal line at `limit` (e.g. a search's latency budget); charts given the same
+    `x_max` share their x axis."""
     xs = [x for s in series for x, _ in s.points] + [m.x for m in marks]
+    xs += [x_max] if x_max is not None else []
     ys = [y for s in series for _, y in s.points] + ([limit] if limit is not None else [])
     x_ticks = nice_ticks(max(xs) if xs else 1.0)
     y_ticks = nice_ticks(max(ys) if ys else 1.0)
@@ -236,7 +241,7 @@ def xy_chart(
         out.append("</g>")
         parts.append("".join(out))
     for mark in marks:
-        color = PALETTE[mark.series % len(PALETTE)]
+        color = mark.color or PALETTE[mark.series % len(PALETTE)]
         parts.append(
             f'<line stroke="{color}" stroke-width="1.5" stroke-dasharray="5 3" '
             f'x1="{x(mark.x):.1f}" x2="{x(mark.x):.1f}" y1="{TOP}" y2="{TOP + plot_h}">'

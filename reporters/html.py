@@ -6,15 +6,14 @@ offline, as a CI artifact, or attached to a mail.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from html import escape
 
 from reporters import document as doc
 from reporters.base import Files
 from reporters.charts import Mark, Point, Series, XYSeries, line_chart, xy_chart
+from reporters.timelines import broker_panels, cell_trials, timeline_charts
 from schemas.goals import parse_condition
 from schemas.report import Report, format_number
-from schemas.results import TimeSeries, TrialResult
 
 FILE_NAME = "report.html"
 CHART_METRICS = ("throughput", "latency_p99_ms")
@@ -120,66 +119,6 @@ def charts(report: Report) -> list[str]:
     return svgs
 
 
-MIN_SERIES_WINDOWS = 3  # shorter trials have no course over time worth a chart
-
-
-def median_trial(trials: Sequence[TrialResult]) -> TrialResult | None:
-    """The trial of median throughput among those that kept a time series."""
-    kept = sorted(
-        (t for t in trials if t.series is not None and t.metrics.throughput is not None),
-        key=lambda t: t.metrics.throughput or 0.0,
-    )
-    return kept[len(kept) // 2] if kept else None
-
-
-def _cell_trials(report: Report, broker: str, variant: str, scenario: str) -> list[TrialResult]:
-    """Every trial of the cell that ran to its end (search steps included)."""
-    return [
-        t
-        for t in report.trials
-        if (t.broker, t.variant, t.scenario) == (broker, variant, scenario)
-        and not t.warmup
-        and t.status == "ok"
-    ]
-
-
-def _over_time(series: TimeSeries) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """(received per second, p99) at the middle of each window."""
-    throughput, p99 = [], []
-    for start, seconds, received, latency in zip(
-        series.start_s, series.seconds, series.received, series.latency_p99_ms, strict=True
-    ):
-        middle = start + seconds / 2
-        if seconds > 0:
-            throughput.append((middle, received / seconds))
-        if latency is not None:
-            p99.append((middle, latency))
-    return throughput, p99
-
-
-def timeline_charts(report: Report) -> list[str]:
-    """Per broker and scenario: throughput and p99 over time, the median trial per variant."""
-    svgs = []
-    for scenario in report.scenarios:
-        for broker in report.brokers:
-            throughput, p99 = [], []
-            for variant in report.variants:
-                trials = _cell_trials(report, broker.name, variant, scenario.name)
-                chosen = median_trial([t for t in trials if not t.search_step])
-                if chosen is None or chosen.series is None:
-                    continue
-                if len(chosen.series.start_s) < MIN_SERIES_WINDOWS:
-                    continue
-                rates, latencies = _over_time(chosen.series)
-                throughput.append(XYSeries(variant, rates))
-                p99.append(XYSeries(variant, latencies))
-            if throughput:
-                where = f"{broker.name}/{scenario.name}, median trial"
-                svgs.append(xy_chart(f"Received per second: {where}", "s", "msg/s", throughput))
-                svgs.append(xy_chart(f"p99 latency over time: {where}", "s", "ms", p99))
-    return svgs
-
-
 def capacity_charts(report: Report) -> list[str]:
     """Per broker and capacity scenario: the searched metric against the offered rate, every
     step of every repetition, with each variant's median capacity marked."""
@@ -194,7 +133,7 @@ def capacity_charts(report: Report) -> list[str]:
             marks: list[Mark] = []
             for variant in report.variants:
                 points = []
-                for trial in _cell_trials(report, broker.name, variant, scenario.name):
+                for trial in cell_trials(report, broker.name, variant, scenario.name):
                     value = trial.metrics.flat().get(condition.metric)
                     rate = trial.search.rate if trial.search is not None else None
                     if trial.search_step and rate is not None and value is not None:
@@ -226,6 +165,10 @@ def render_html(report: Report) -> str:
     if svgs:
         # Right after the overview: the pictures are what a reader looks at next.
         rendered.insert(1, ("charts", "Charts", [f'<div class="charts">{"".join(svgs)}</div>']))
+    panels = broker_panels(report)
+    if panels:
+        title = "Clients and broker over time"
+        rendered.insert(2 if svgs else 1, ("over-time", title, panels))
     nav = "".join(f'<a href="#{id_}">{escape(title)}</a>' for id_, title, _ in rendered)
     body = [f"<h1>{escape(document.title)}</h1>", f"<nav>{nav}</nav>"]
     body += [render_block(b) for b in document.intro]

@@ -107,6 +107,26 @@ _ALL: tuple[MetricInfo, ...] = (
     _m("leaked_tasks", "tasks", "lower", "Leaked tasks"),
     _m("broker_rss_mb", "MB", "lower", "Broker RSS"),
     _m("broker_cpu_percent", "%", "lower", "Broker CPU"),
+    # The broker's own figures (telemetry), over the windows after the ramp.
+    _m("broker_gc_pause_ms", "ms", "lower", "Broker GC pause (sum)"),
+    _m("broker_gc_pause_max_ms", "ms", "lower", "Broker GC pause (worst second)"),
+    _m("broker_handler_idle_min_pct", "%", "higher", "Request handler idle (lowest)"),
+    _m("broker_network_idle_min_pct", "%", "higher", "Network processor idle (lowest)"),
+    _m("broker_produce_p99_ms", "ms", "lower", "Produce p99, broker side"),
+    _m("broker_fetch_p99_ms", "ms", "lower", "Fetch p99, broker side"),
+    _m("broker_request_queue_p99_ms", "ms", "lower", "Request queue p99"),
+    _m("broker_heap_peak_mb", "MB", "lower", "Broker heap peak"),
+    _m("broker_cpu_peak_pct", "%", "lower", "Broker CPU peak (its own figure)"),
+    _m("under_replicated_peak", "count", "lower", "Under-replicated peak"),
+    _m("offline_partitions_peak", "count", "lower", "Offline partitions peak"),
+    _m("isr_shrinks", "count", "lower", "ISR shrinks"),
+    # A backlog scenario builds pending on purpose: how much is the scenario's, not a verdict.
+    _m("consumer_pending_peak", "msg", None, "Consumer pending peak"),
+    _m("broker_ack_pending_peak", "msg", None, "Ack pending peak (broker)"),
+    _m("replica_lag_peak", "msg", "lower", "Replica lag peak"),
+    _m("slow_consumers", "count", "lower", "Slow consumers"),
+    # A failover makes leader changes on purpose.
+    _m("leader_changes", "count", None, "Leader changes"),
     # Why a paced trial fell short of its rate: the broker pushing back, or exprun's own CPU.
     _m("publish_blocked_pct", "%", None, "Publish blocked"),
     _m("loadgen_cpu_percent", "%", None, "Load generator CPU"),

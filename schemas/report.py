@@ -40,6 +40,8 @@ AnomalyKind = Literal[
     "client_versions",
     "failed_delivered",
     "unlike_policies",
+    "broker_in_fault",
+    "telemetry_missing",
 ]
 
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.telemetry import BrokerTelemetry
 from schemas.units import format_duration
 
 RESULTS_SCHEMA_VERSION: Literal[1] = 1
@@ -137,6 +138,51 @@ class Metrics(BaseModel):
     leaked_tasks: int | None = None
     broker_rss_mb: float | None = Field(None, description="local brokers only")
     broker_cpu_percent: float | None = Field(None, description="local brokers only")
+    # The broker's own figures over the measured windows (telemetry): absent where the broker
+    # has no such figure or nothing was read.
+    broker_gc_pause_ms: float | None = Field(None, description="GC pause time, all nodes, sum")
+    broker_gc_pause_max_ms: float | None = Field(
+        None, description="GC pause time of one node in its worst second"
+    )
+    broker_handler_idle_min_pct: float | None = Field(
+        None, description="request handlers' idle share, lowest second of any node"
+    )
+    broker_network_idle_min_pct: float | None = Field(
+        None, description="network processors' idle share, lowest second of any node"
+    )
+    broker_produce_p99_ms: float | None = Field(
+        None, description="produce request time p99 as the broker measures it, highest second"
+    )
+    broker_fetch_p99_ms: float | None = Field(
+        None, description="consumer fetch request time p99 (broker side), highest second"
+    )
+    broker_request_queue_p99_ms: float | None = Field(
+        None, description="produce requests' queue time p99, highest second"
+    )
+    broker_heap_peak_mb: float | None = Field(None, description="JVM heap used, highest node")
+    broker_cpu_peak_pct: float | None = Field(
+        None, description="the broker's own CPU figure, busiest node's highest second"
+    )
+    under_replicated_peak: int | None = Field(
+        None, description="under-replicated partitions, the cluster's highest second"
+    )
+    offline_partitions_peak: int | None = None
+    isr_shrinks: int | None = Field(None, description="in-sync replica sets shrunk, all nodes")
+    consumer_pending_peak: int | None = Field(
+        None, description="messages the trial's consumers had still to get, highest second"
+    )
+    broker_ack_pending_peak: int | None = Field(
+        None, description="deliveries awaiting an ack as the broker counts them, highest second"
+    )
+    replica_lag_peak: int | None = Field(
+        None, description="messages a stream replica was behind its leader, highest second"
+    )
+    slow_consumers: int | None = Field(
+        None, description="clients the server marked slow consumers during the phase"
+    )
+    leader_changes: int | None = Field(
+        None, description="times the trial's stream / partition 0 got a new leader"
+    )
     publish_blocked_pct: float | None = Field(
         None, description="share of the publishing time producers waited for the broker, %"
     )
@@ -356,6 +402,13 @@ class TrialResult(BaseModel):
         default_factory=list,
         description="trials spread over load-generator processes (execution.processes > 1): "
         "each process's own figures (the trial's resource metrics sum them)",
+    )
+    telemetry: BrokerTelemetry | None = Field(
+        None, description="the broker's own signals, per node, on the windows of `series`"
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what went wrong beside the trial without costing its figures",
     )
 
     @property

@@ -240,6 +240,48 @@ class JvmSettings(StrictModel):
         return options
 
 
+def _telemetry_switch(value: Any) -> Any:
+    """`telemetry: off` (YAML reads it as false) and `on` are switches; a mapping says where."""
+    if value is False or value == "off":
+        return {"enabled": False}
+    if value is True or value == "on":
+        return {}
+    return value
+
+
+def _url_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+TelemetryUrls = Annotated[list[str], BeforeValidator(_url_list)]
+
+
+class TelemetrySettings(StrictModel):
+    """Where the broker's own figures are read during each trial (sampled every second)."""
+
+    enabled: bool = Field(True, description="false (or `telemetry: off`): sample nothing")
+    url: TelemetryUrls = Field(
+        default_factory=list,
+        description="an external NATS's monitoring URL, one per node, e.g. http://host:8222",
+    )
+    prometheus: TelemetryUrls = Field(
+        default_factory=list,
+        description="an external Kafka's Prometheus (JMX exporter) URL, one per node, e.g. "
+        "http://host:7071/metrics",
+    )
+
+    @field_validator("url", "prometheus")
+    @classmethod
+    def _http(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not re.fullmatch(r"https?://[^\s/:]+(:\d{1,5})?(/\S*)?", url):
+                raise ValueError(f"{url!r} is not an http:// URL")
+        return [url.rstrip("/") for url in urls]
+
+
+Telemetry = Annotated[TelemetrySettings, BeforeValidator(_telemetry_switch)]
+
+
 class _BrokerBase(StrictModel):
     endpoint: str = Field(
         EMBEDDED,
@@ -257,6 +299,11 @@ class _BrokerBase(StrictModel):
         description="embedded: nodes of the cluster exprun starts on this machine (1: a single "
         "broker)",
     )
+    telemetry: Telemetry = Field(
+        default_factory=TelemetrySettings,
+        description="the broker's own figures, every second of each trial: on for embedded "
+        "brokers, `off` to skip; an external broker says where (url / prometheus)",
+    )
 
     @property
     def embedded(self) -> bool:
@@ -271,6 +318,11 @@ class _BrokerBase(StrictModel):
                     f"{', '.join(owned)}: exprun configures only the brokers it starts "
                     "(endpoint: embedded); an external broker is configured by whoever runs it"
                 )
+        elif self.telemetry.url or self.telemetry.prometheus:
+            raise ValueError(
+                "telemetry: exprun reads an embedded broker's figures itself; `url` and "
+                "`prometheus` say where an external broker's are"
+            )
         elif replicas > self.nodes:
             raise ValueError(
                 f"{replicas_key} {replicas} needs at least {replicas} nodes, but this embedded "
@@ -330,6 +382,11 @@ class KafkaBroker(_BrokerBase):
     @model_validator(mode="after")
     def _cluster(self) -> KafkaBroker:
         self._owned_settings(self.topic.replication_factor, "topic.replication_factor")
+        if self.telemetry.url:
+            raise ValueError(
+                "telemetry.url is a NATS monitoring port; a Kafka's figures come from "
+                "`telemetry.prometheus` (a JMX exporter's /metrics)"
+            )
         return self
 
     @property
@@ -404,6 +461,11 @@ class NatsBroker(_BrokerBase):
     @model_validator(mode="after")
     def _cluster(self) -> NatsBroker:
         self._owned_settings(self.stream.replicas, "stream.replicas")
+        if self.telemetry.prometheus:
+            raise ValueError(
+                "telemetry.prometheus is for Kafka's JMX exporter; a NATS's figures come from "
+                "its monitoring port: `telemetry.url`"
+            )
         return self
 
     @model_validator(mode="after")

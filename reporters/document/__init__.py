@@ -2,8 +2,8 @@
 
 Markdown and HTML render the same document, so both carry the same content. Everything
 here is pure formatting of a computed Report; no statistics are computed. One module per
-part: blocks, formatting, and one per section (overview, comparisons, trends, targets,
-anomalies, method).
+part: blocks, formatting, and one per section (overview, comparisons, trends, faults,
+the broker's view, targets, anomalies, method).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from reporters.document.formatting import (
 from reporters.document.method import environment_section, method_section
 from reporters.document.overview import intro, overview
 from reporters.document.targets import target_actual, targets_section
+from reporters.document.telemetry import telemetry_section
 from reporters.document.trends import trend_section
 from schemas.report import Report
 
@@ -47,6 +48,7 @@ def build(report: Report) -> Document:
         trend_section(report),
         broker_section(report),
         faults_section(report),
+        telemetry_section(report),
         targets_section(report),
         anomalies_section(report),
         environment_section(report),

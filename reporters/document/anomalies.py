@@ -36,6 +36,8 @@ KIND_TITLES = {
     "rebalance": "Consumer group rebalances while measuring",
     "redelivered": "Redeliveries (acks too late)",
     "ack_pending_limit": "max_ack_pending reached",
+    "broker_in_fault": "What the broker did through the faults",
+    "telemetry_missing": "Broker telemetry not read",
 }
 
 

@@ -7,8 +7,8 @@ import statistics
 from collections.abc import Iterable, Sequence
 
 from reporters.document.blocks import Block, Heading, Section, Table, Text, numeric_columns
-from reporters.document.formatting import fmt
-from schemas.report import CellStats, ClientPolicy, Report
+from reporters.document.formatting import fmt, spread
+from schemas.report import ClientPolicy, Report
 from schemas.results import FaultFigures, TrialResult
 from schemas.units import format_duration
 
@@ -39,7 +39,7 @@ def faults_section(report: Report) -> Section | None:
         stats = report.cell(*key)
         trials = [t for t in measured if (t.broker, t.variant, t.scenario) == key]
         ok = sum(t.status == "ok" for t in trials)
-        figures = [_spread(stats, m) for m, _ in COST_METRICS]
+        figures = [spread(stats, m) for m, _ in COST_METRICS]
         if figures[1] == "-" and any(f.not_recovered for t in trials for f in t.faults):
             figures[1] = "not recovered"  # each fault's row below says why
         rows.append([*key, *figures, f"{ok}/{len(trials)}"])
@@ -123,15 +123,6 @@ def _alike(policies: Sequence[ClientPolicy], trials: Sequence[TrialResult]) -> s
             else "."
         )
     )
-
-
-def _spread(stats: CellStats | None, metric: str) -> str:
-    figures = stats.metrics.get(metric) if stats is not None else None
-    if figures is None or figures.median is None:
-        return "-"
-    if figures.min is None or figures.max is None or figures.min == figures.max:
-        return fmt(figures.median)
-    return f"{fmt(figures.median)} ({fmt(figures.min)}-{fmt(figures.max)})"
 
 
 def _each_fault(cells: Sequence[tuple[str, str, str]], trials: Sequence[TrialResult]) -> Table:

@@ -126,6 +126,16 @@ def trend_word(values: Sequence[float]) -> str:
     return "mixed"
 
 
+def spread(stats: CellStats | None, metric: str) -> str:
+    """The cell's median of `metric`, with its range over the trials when they differ."""
+    figures = stats.metrics.get(metric) if stats is not None else None
+    if figures is None or figures.median is None:
+        return "-"
+    if figures.min is None or figures.max is None or figures.min == figures.max:
+        return fmt(figures.median)
+    return f"{fmt(figures.median)} ({fmt(figures.min)}-{fmt(figures.max)})"
+
+
 def median_of(cell: CellStats | None, metric: str) -> float | None:
     if cell is None or metric not in cell.metrics:
         return None

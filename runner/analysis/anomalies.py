@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from runner.analysis import statistics as st
+from runner.analysis.broker_evidence import broker_evidence
 from runner.analysis.cells import CellTuple, cell_key, measured
 from runner.analysis.context import AnalysisContext
 from runner.analysis.shortfall import SHORTFALL, falls_short, shortfall_cause
@@ -64,6 +65,8 @@ def find_anomalies(ctx: AnalysisContext) -> list[Anomaly]:
         found += _clock_anomalies(ctx, key)
         found += _timeline_anomalies(ctx, key)
         found += _consumer_anomalies(ctx, key)
+        found += _fault_broker_anomalies(ctx, key)
+        found += _telemetry_anomalies(ctx, key)
     return found
 
 
@@ -486,6 +489,7 @@ def _timeline_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
                     f"{num(sag.lowest)} msg/s, under half its median window "
                     f"{num(sag.median)} msg/s, from {sag.start_s:g}s to {sag.end_s:g}s; "
                     f"seen in {seen} of {len(judged)} trials"
+                    + _the_broker(median_trial, sag.start_s, sag.end_s)
                 ),
                 advice="look at the broker's log and the time-series chart at that window "
                 "(compaction, a GC pause, a full in-flight window, a leader change)",
@@ -506,12 +510,71 @@ def _timeline_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
                     f"{num(climb.first_ms)} ms to {num(climb.last_ms)} ms between "
                     f"{climb.start_s:g}s and {climb.end_s:g}s (rank correlation "
                     f"{climb.correlation:.2f}); seen in {seen} of {len(judged)} trials"
+                    + _the_broker(median_trial, climb.start_s, climb.end_s)
                 ),
                 advice="a queue grows somewhere: the broker or the consumers do not keep up "
                 "with this rate, so a longer trial would show a higher p99",
             )
         )
     return out
+
+
+def _the_broker(trial: TrialResult, start_s: float, end_s: float) -> str:
+    """ "; the broker: ..." with its side of those seconds, when its telemetry shows any."""
+    if trial.series is None:
+        return ""
+    seen = broker_evidence(trial.telemetry, trial.series, start_s, end_s)
+    return f"; the broker: {'; '.join(seen)}" if seen else ""
+
+
+FAULT_WINDOW_S = 5.0  # after a fault with no recovery measured, the seconds looked at
+
+
+def _fault_broker_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
+    """The broker's side of each fault of the cell's median trial (leader moves, replicas)."""
+    trials = [t for t in _ok_trials(ctx, key) if t.faults and t.telemetry is not None]
+    if not trials:
+        return []
+    trials.sort(key=lambda t: t.metrics.throughput or 0.0)
+    trial = trials[len(trials) // 2]
+    lines = []
+    for fault in trial.faults:
+        if fault.at_s is None or trial.series is None:
+            continue
+        until = fault.at_s + (fault.recovery_s or FAULT_WINDOW_S)
+        seen = broker_evidence(trial.telemetry, trial.series, fault.at_s, until)
+        told = "; ".join(seen) if seen else "no leader change or replica trouble seen"
+        lines.append(f"{fault.action} at {num(fault.at_s)} s: {told}")
+    if not lines:
+        return []
+    return [
+        Anomaly(
+            kind="broker_in_fault",
+            severity="info",
+            cell=cell_key(key),
+            message=f"the broker's side of the faults of {'/'.join(key)}",
+            evidence=f"median trial (repetition {trial.repetition}): " + " | ".join(lines),
+        )
+    ]
+
+
+def _telemetry_anomalies(ctx: AnalysisContext, key: CellTuple) -> list[Anomaly]:
+    """Telemetry that was asked for and not read: the figures stand, the broker's view is gone."""
+    warnings = sorted(
+        {w for t in _ok_trials(ctx, key) for w in t.warnings if w.startswith("telemetry")}
+    )
+    if not warnings:
+        return []
+    return [
+        Anomaly(
+            kind="telemetry_missing",
+            severity="warning",
+            cell=cell_key(key),
+            message=f"the broker's telemetry was not (fully) read in {'/'.join(key)}",
+            evidence="; ".join(warnings),
+            advice="check the telemetry URL; the trial's own figures are unaffected",
+        )
+    ]
 
 
 DEFAULT_MAX_ACK_PENDING = 1000  # nats-server's, for a consumer that acks

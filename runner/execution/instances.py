@@ -153,6 +153,7 @@ def start_instance(instance: Instance, others: Sequence[str] = ()) -> RunningBro
                 overrides=kafka_server_properties(config.server),
                 heap=config.jvm.heap,
                 jvm_opts=config.jvm.options,
+                telemetry=config.telemetry.enabled,
             )
         return start_nats(nodes=config.nodes, overrides=config.server)
     except BrokerStartError as error:

@@ -25,6 +25,8 @@ from runner.execution.load_hosts import HostsUnavailable, LoadHosts, TrialShares
 from runner.execution.plan import Plan, PlannedTrial
 from runner.execution.progress import Progress
 from runner.execution.search import Search, result_record, step_record
+from runner.execution.telemetry.sampler import TelemetrySampler
+from runner.execution.telemetry.sources import telemetry_sources
 from runner.execution.trial.parent import TrialProcess, prestart, start_trial
 from runner.execution.trial.request import TrialRequest
 from runner.redaction import redact_data
@@ -267,6 +269,7 @@ class _Trials:
         self.processes = processes  # load-generator processes of each trial
         self.hosts, self.environment = hosts, environment
         self.remote: dict[int, TrialShares] = {}  # by trial index: shares on other hosts
+        self.telemetry: dict[int, TelemetrySampler] = {}  # by trial index: its broker's readings
         self.run_id = secrets.token_hex(3)
         self.settling: list[TrialProcess] = []
         # Steps of searches an interrupted run recorded (resume): they are not run again.
@@ -341,13 +344,18 @@ class _Trials:
             processes=self.processes,
         )
         on_fault = FaultExecutor(broker, workload.faults) if workload.faults else None
+        sources = telemetry_sources(broker, planned.config.broker)
+        watcher = None
+        if sources and unavailable is None:
+            watcher = TelemetrySampler(sources, request.topic, faults=bool(workload.faults))
+            self.telemetry[request.index] = watcher
         if self.hosts is None or unavailable is not None:
-            return start_trial(request, unavailable=unavailable, on_fault=on_fault)
+            return start_trial(request, unavailable=unavailable, on_fault=on_fault, watcher=watcher)
         request, shares = self.hosts.launch(request)
         self.remote[request.index] = shares
         if self.environment is not None:
             self.environment.update()
-        return start_trial(request, on_fault=on_fault, listener=shares.listener)
+        return start_trial(request, on_fault=on_fault, listener=shares.listener, watcher=watcher)
 
     def _result(self, trial: TrialProcess) -> TrialResult:
         """A trial's result, once its shares on other hosts (if any) are accounted for."""
@@ -355,7 +363,8 @@ class _Trials:
         shares = self.remote.pop(trial.request.index, None)
         if shares is not None and self.hosts is not None:
             result = self.hosts.finish(shares, result)
-        return result
+        watcher = self.telemetry.pop(trial.request.index, None)
+        return watcher.attach(result) if watcher is not None else result
 
 
 def _redacted(result: TrialResult, secrets: frozenset[str]) -> TrialResult:

@@ -9,6 +9,7 @@ from synthetic_runs import make_trial, small_spec
 from runner.analysis.analyse import analyse
 from runner.analysis.timeline import find_climb, find_sag, judged_windows
 from schemas.results import TimeSeries, TrialResult
+from schemas.telemetry import BrokerTelemetry, NodeTelemetry, TelemetryEvent
 
 
 def series(received: list[int], p99: list[float], ramp_windows: int = 0) -> TimeSeries:
@@ -93,3 +94,20 @@ def test_a_sag_in_the_median_trial_is_a_finding() -> None:
     found = [a for a in report.anomalies if a.kind == "throughput_sag"]
     assert len(found) == 2  # before and after
     assert "from 3s to 6s" in found[0].evidence and "seen in 5 of 5 trials" in found[0].evidence
+
+
+def test_a_sag_cites_what_the_broker_did_in_those_seconds() -> None:
+    sagging = [1000, 1000, 1000, 300, 200, 250, 1000, 1000, 1000, 1000]
+    idle = [80.0, 80.0, 80.0, 4.0, 3.0, 5.0, 80.0, 80.0, 80.0, 80.0]
+    telemetry = BrokerTelemetry(
+        source="prometheus",
+        nodes=[NodeTelemetry(node=2, signals={"handler_idle_ns": idle})],
+        events=[TelemetryEvent(at_s=3.1, kind="leader", text="partition 0 leader moved")],
+    )
+    update = {"series": series(sagging, FLAT), "telemetry": telemetry}
+    report = analyse(small_spec(), [t.model_copy(update=update) for t in trials()])
+    [sag, *_] = [a for a in report.anomalies if a.kind == "throughput_sag"]
+    assert sag.evidence.endswith(
+        "; the broker: request handler idle 3% on node 2 from 3 s to 6 s; "
+        "partition 0 leader moved at 3.1 s"
+    ), sag.evidence

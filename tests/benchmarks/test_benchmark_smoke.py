@@ -35,6 +35,8 @@ COMPARISONS = {
     "kafka_rate_accuracy",
     "nats_series_overhead",
     "kafka_series_overhead",
+    "nats_telemetry_cost",
+    "kafka_telemetry_cost",
     "capacity_wall",
     "kafka_group_vs_assign",
     "nats_pull_explicit_vs_ordered",

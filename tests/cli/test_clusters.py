@@ -122,6 +122,15 @@ def test_nats_cluster_pause_kill_and_a_server_setting_per_variant(tmp_path: Path
             assert 1.9 <= faults[0]["at_s"] <= 2.5 and 11.9 <= faults[1]["at_s"] <= 12.5
             assert faults[0]["recovery_s"] is not None and faults[0]["recovery_s"] < 10
             assert trial["publish_policy"]["retried_by"] == "exprun"
+            # The broker's side: the run read every node each second; the killed one did not
+            # answer while it was down, and the stream's leadership left it.
+            telemetry = trial["telemetry"]
+            assert [n["node"] for n in telemetry["nodes"]] == [1, 2, 3]
+            assert telemetry["failures"] > 0 and trial["warnings"] == []
+            moved = telemetry["events"][0]
+            assert moved["text"].startswith(f"stream leader moved from node {faults[0]['node']} ")
+            assert faults[0]["at_s"] <= moved["at_s"] <= faults[0]["at_s"] + 10
+            assert m["leader_changes"] >= 1 and m["replica_lag_peak"] is not None
     environment = json.loads((tmp_path / "run" / "environment.json").read_text())
     instances = environment["brokers"]
     assert set(instances) == {"nats[deadline-5s]", "nats[deadline-7s]"}
@@ -269,6 +278,25 @@ def test_kafka_cluster_leader_kill_acks_all_loses_nothing(tmp_path: Path) -> Non
         assert restart["action"] == "restart" and restart["error"] is None
         assert 0.4 * 6000 / 1500 - 0.1 <= kill["at_s"] <= 0.4 * 6000 / 1500 + 0.6
         assert any(node["exited"] for node in trial["broker_nodes"]), trial["broker_nodes"]
+        # The broker's side: every node read each second, the killed one failing while down.
+        telemetry = trial["telemetry"]
+        assert [n["node"] for n in telemetry["nodes"]] == [1, 2, 3], telemetry["nodes"]
+        assert telemetry["failures"] > 0 and trial["warnings"] == []
+        print(
+            trial["variant"],
+            telemetry["events"],
+            {
+                k: v
+                for k, v in trial["metrics"].items()
+                if k
+                in (
+                    "under_replicated_peak",
+                    "isr_shrinks",
+                    "leader_changes",
+                    "offline_partitions_peak",
+                )
+            },
+        )
     safe = by_variant["acks-all"]["metrics"]
     assert safe["lost"] == 0 and safe["duplicated"] == 0, safe
     environment = json.loads((tmp_path / "run" / "environment.json").read_text())

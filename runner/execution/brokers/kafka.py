@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
+import dataclasses
+import functools
 import hashlib
 import importlib.resources
 import os
@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,17 @@ from runner.execution.brokers.base import (
     start_embedded,
     tcp_open,
 )
+from runner.execution.brokers.cache import (
+    COMPLETE_MARKER,
+    MVN_TIMEOUT,
+    cache_root,
+    fill_once,
+    find_mvn,
+    mvn_failure,
+)
 from runner.execution.brokers.errors import BrokerStartError, LeaderUnknown
-from runner.execution.brokers.logs import start_error, tail_files
+from runner.execution.brokers.jmx_agent import exporter_config, jmx_agent_jar
+from runner.execution.brokers.logs import start_error
 from runner.execution.brokers.node import (
     BrokerNode,
     NotFormed,
@@ -44,11 +53,8 @@ KAFKA_VERSION_ENV = "EXPRUN_KAFKA_VERSION"
 # A directory of Kafka jars (e.g. a Kafka distribution's libs/) to use instead of Maven.
 KAFKA_LIBS_ENV = "EXPRUN_KAFKA_LIBS"
 MIN_JAVA = 17  # Kafka 4.x brokers need Java 17+
-MVN_TIMEOUT = 900.0
 JAVA_HINT = "apt-get install openjdk-17-jre-headless"
-MVN_HINT = "apt-get install maven"
 POM_NAME = "kafka-pom.xml"
-COMPLETE_MARKER = ".exprun-complete"
 
 BROKER_HEAP = ("-Xms512m", "-Xmx1g")
 HEAP_SIZE = re.compile(r"\d+[kKmMgG]?")  # what -Xms / -Xmx take
@@ -67,6 +73,7 @@ BROKER_JVM_OPTS = (
 )
 # The storage formatter is short-lived: optimise its JVM for start-up, not throughput.
 FORMAT_JVM_OPTS = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+JMX_EXPORTER_CONFIG = "jmx-exporter.yaml"
 # Server-wide message size raised (default ~1 MB) so the broker never fails an experiment by
 # itself; topic-level limits a spec declares still apply.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -122,28 +129,12 @@ def java_major_version(java: Path) -> int:
     return int(match.group(2) or 0) if major == 1 else major
 
 
-def find_mvn() -> Path:
-    """`mvn` from MAVEN_HOME or PATH; BrokerStartError with an install hint otherwise."""
-    maven_home = os.environ.get("MAVEN_HOME")
-    if maven_home and os.access(Path(maven_home) / "bin" / "mvn", os.X_OK):
-        return Path(maven_home) / "bin" / "mvn"
-    on_path = shutil.which("mvn")
-    if on_path is None:
-        raise BrokerStartError(
-            "Maven (`mvn`) not found: exprun fetches the Kafka broker jars from Maven Central "
-            f"with it once (then caches them). Install it, e.g. `{MVN_HINT}`, or set "
-            f"{KAFKA_LIBS_ENV} to a directory of Kafka jars (a Kafka distribution's libs/)."
-        )
-    return Path(on_path)
-
-
 # --- jars ------------------------------------------------------------------------------------
 
 
 def cache_dir(version: str) -> Path:
     """${XDG_CACHE_HOME:-~/.cache}/exprun/kafka-<version>."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "exprun" / f"kafka-{version}"
+    return cache_root() / f"kafka-{version}"
 
 
 def _pom_bytes() -> bytes:
@@ -168,28 +159,6 @@ def _jars(libs: Path) -> list[Path]:
     return sorted(p for p in libs.glob("*.jar") if p.is_file())
 
 
-def _cached_jars(libs: Path, key: str) -> list[Path] | None:
-    marker = libs / COMPLETE_MARKER
-    try:
-        if marker.read_text().strip() != key:
-            return None
-    except OSError:
-        return None
-    return _jars(libs) or None
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock, so concurrent exprun processes resolve the jars only once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def kafka_classpath(version: str | None = None) -> list[Path]:
     """Jars of the Kafka broker and kafka-tools; resolved with Maven once, then cached."""
     libs_override = os.environ.get(KAFKA_LIBS_ENV)
@@ -199,43 +168,35 @@ def kafka_classpath(version: str | None = None) -> list[Path]:
             raise BrokerStartError(f"{KAFKA_LIBS_ENV}={libs_override} contains no .jar files")
         return jars
     version = version or kafka_version()
-    base, key = cache_dir(version), _cache_key(version)
-    cached = _cached_jars(base / "libs", key)
-    if cached:
-        return cached
-    with _file_lock(base / ".lock"):
-        # Another process may have finished while we waited for the lock.
-        cached = _cached_jars(base / "libs", key)
-        if cached:
-            return cached
-        _resolve_jars(version, base, key)
-    return _jars(base / "libs")
+    libs, key = cache_dir(version) / "libs", _cache_key(version)
+    fetch = functools.partial(_resolve_jars, version)
+    jars = _jars(fill_once(libs, key, fetch))
+    if not jars:
+        # Emptied by hand after it was complete: fetch again rather than start without jars.
+        (libs / COMPLETE_MARKER).unlink(missing_ok=True)
+        jars = _jars(fill_once(libs, key, fetch))
+    return jars
 
 
-def _resolve_jars(version: str, base: Path, key: str) -> None:
-    """mvn dependency:copy-dependencies into a scratch dir, then swap it in as libs/."""
-    mvn = find_mvn()
-    scratch = base / f"libs.tmp-{os.getpid()}"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
+def _resolve_jars(version: str, into: Path) -> None:
+    """mvn dependency:copy-dependencies into the dir `into`."""
+    mvn = find_mvn(
+        "the Kafka broker jars",
+        f"set {KAFKA_LIBS_ENV} to a directory of Kafka jars (a Kafka distribution's libs/)",
+    )
+    base = into.parent
     # Run on a copy next to the cache: the installed package dir may be read-only.
     pom = base / POM_NAME
     pom.write_bytes(_pom_bytes())
     log = base / "mvn.log"
     log.write_bytes(b"")
     argv = [str(mvn), "-q", "-B", "-f", str(pom), f"-Dkafka.version={version}"]
-    argv += ["dependency:copy-dependencies", f"-DoutputDirectory={scratch}"]
+    argv += ["dependency:copy-dependencies", f"-DoutputDirectory={into}"]
     code = run_tool(argv, log_path=log, cwd=base, timeout=MVN_TIMEOUT)
-    if code != 0 or not _jars(scratch):
-        shutil.rmtree(scratch, ignore_errors=True)
-        why = "timed out" if code is None else f"failed (exit {code})"
+    if code != 0 or not _jars(into):
         raise BrokerStartError(
-            f"Resolving Apache Kafka {version} jars with Maven {why}: {' '.join(argv)}\n"
-            f"--- mvn output (last 20 lines, full log {log}) ---\n{tail_files([log], 20)}"
+            f"Resolving Apache Kafka {version} jars: {mvn_failure(argv, code, log)}"
         )
-    (scratch / COMPLETE_MARKER).write_text(key + "\n")
-    shutil.rmtree(base / "libs", ignore_errors=True)
-    scratch.rename(base / "libs")
 
 
 # --- config ----------------------------------------------------------------------------------
@@ -432,6 +393,7 @@ def _partition_leader(admin: Any, nodes: Sequence[BrokerNode], topic: str) -> Br
 class _Ports:
     client: int
     controller: int
+    metrics: int | None = None  # the JMX exporter agent's HTTP port, with telemetry on
 
 
 @dataclass
@@ -448,6 +410,8 @@ class _KafkaLauncher:
     jvm_opts: Sequence[str]
     default_timeout: float
     heap: tuple[str, ...] = BROKER_HEAP
+    # The JMX exporter agent's jar, with telemetry on: every node runs it.
+    jmx_agent: Path | None = None
     ports: list[_Ports] | None = None
     endpoints: dict[str, str] = field(default_factory=dict)
     # Kept between leader lookups: a fresh client's bootstrap costs a fault ~0.4 s of delay.
@@ -503,6 +467,8 @@ class _KafkaLauncher:
             client=",".join(n.address for n in nodes),
             controller=",".join(n.endpoints["controller"] for n in nodes),
         )
+        if self.jmx_agent is not None:
+            self.endpoints["metrics"] = ",".join(n.endpoints["metrics"] for n in nodes)
         return nodes
 
     def wait_formed(self, nodes: Sequence[BrokerNode], timeout: float | None) -> None:
@@ -541,10 +507,14 @@ class _KafkaLauncher:
 
     def _prepare_fresh(self, deadline: float) -> None:
         """New ports, empty data dirs, config files, formatted storage."""
-        picked = iter(free_ports(2 * self.node_count))
-        self.ports = [_Ports(next(picked), next(picked)) for _ in self._numbers]
+        telemetry = self.jmx_agent is not None
+        picked = iter(free_ports((3 if telemetry else 2) * self.node_count))
+        self.ports = [
+            _Ports(next(picked), next(picked), next(picked) if telemetry else None)
+            for _ in self._numbers
+        ]
         if self.fixed_port is not None:
-            self.ports[0] = _Ports(self.fixed_port, self.ports[0].controller)
+            self.ports[0] = dataclasses.replace(self.ports[0], client=self.fixed_port)
         voters = [p.controller for p in self.ports] if self.node_count > 1 else []
         for number, ports in zip(self._numbers, self.ports, strict=True):
             node_dir = self._node_dir(number)
@@ -562,6 +532,8 @@ class _KafkaLauncher:
                 voters=voters,
             )
             (node_dir / "server.properties").write_text(properties)
+            if self.jmx_agent is not None:
+                (node_dir / JMX_EXPORTER_CONFIG).write_text(exporter_config())
         self._format(deadline)
 
     def _format(self, deadline: float) -> None:
@@ -604,13 +576,18 @@ class _KafkaLauncher:
         assert self.ports is not None
         ports, node_dir = self.ports[number - 1], self._node_dir(number)
         opts = [*self.heap, *BROKER_JVM_OPTS, *self.jvm_opts]
-        argv = self._java(node_dir, opts, "kafka.Kafka", str(node_dir / "server.properties"))
         address = f"127.0.0.1:{ports.client}"
+        endpoints = {"client": address, "controller": f"127.0.0.1:{ports.controller}"}
+        if self.jmx_agent is not None:
+            config = node_dir / JMX_EXPORTER_CONFIG
+            opts.append(f"-javaagent:{self.jmx_agent}=127.0.0.1:{ports.metrics}:{config}")
+            endpoints["metrics"] = f"http://127.0.0.1:{ports.metrics}/metrics"
+        argv = self._java(node_dir, opts, "kafka.Kafka", str(node_dir / "server.properties"))
         return BrokerNode(
             number=number,
             cluster_size=self.node_count,
             address=address,
-            endpoints={"client": address, "controller": f"127.0.0.1:{ports.controller}"},
+            endpoints=endpoints,
             log_files=self._node_logs(number),
             workdir=node_dir,
             argv=argv,
@@ -628,13 +605,15 @@ def start_kafka(
     heap: str | None = None,
     jvm_opts: Sequence[str] = (),
     workdir_parent: Path | None = None,
+    telemetry: bool = False,
 ) -> RunningBroker:
     """Start a KRaft Kafka of combined broker+controller nodes on free loopback ports.
 
     timeout bounds format + start-up until formed (default 90 s, plus 30 s per extra node; a
     first-time jar download is not counted); port pins the first node's client port; overrides
     are server.properties entries for every node; heap ("1G", "512m") sets -Xms and -Xmx;
-    jvm_opts are appended to the JVM's.
+    jvm_opts are appended to the JVM's. telemetry runs the Prometheus JMX exporter agent in
+    every node: endpoints["metrics"] lists their /metrics URLs.
     """
     if nodes < 1:
         raise BrokerStartError(f"a Kafka broker needs at least one node, not {nodes}")
@@ -650,6 +629,7 @@ def start_kafka(
             f"Install a newer one (e.g. `{JAVA_HINT}`) and put it on PATH or in JAVA_HOME."
         )
     classpath = kafka_classpath(version)
+    jmx_agent = jmx_agent_jar() if telemetry else None
     # With $EXPRUN_KAFKA_LIBS the jars, not the requested version, say what runs.
     version = jars_version(classpath) or version
     workdir = make_workdir("kafka", workdir_parent)
@@ -664,5 +644,6 @@ def start_kafka(
         jvm_opts=tuple(jvm_opts),
         default_timeout=timeout,
         heap=heap_opts,
+        jmx_agent=jmx_agent,
     )
     return start_embedded("kafka", launcher, workdir, timeout)

@@ -32,7 +32,13 @@ from runner.execution.measure.resources import ResourceSampler, Usage
 from runner.execution.measure.self_test import start_leaked_threads, start_lingering_thread
 from runner.execution.trial.fault_points import FaultLink, FaultPlan, PipeLink
 from runner.execution.trial.phase import MeasuredPhase
-from runner.execution.trial.request import SETTLING, SETUP_TIMEOUT_S, TrialRequest
+from runner.execution.trial.request import (
+    PHASE_STARTED,
+    SETTLING,
+    SETUP_TIMEOUT_S,
+    PhaseStarted,
+    TrialRequest,
+)
 from runner.execution.trial.shares import SharedDriver, driver_for
 from runner.process import die_with_parent
 from schemas.results import Metrics, NodeFigures, TrialResult
@@ -73,7 +79,12 @@ def child_main(
     def settling() -> None:
         conn.send_bytes(SETTLING)
 
-    result = asyncio.run(run_trial_here(request, spawn_s, settling, link, listener))
+    def phase_started(started: PhaseStarted) -> None:
+        conn.send_bytes(PHASE_STARTED + started.model_dump_json().encode())
+
+    result = asyncio.run(
+        run_trial_here(request, spawn_s, settling, link, listener, phase_started=phase_started)
+    )
     conn.send_bytes(result.model_dump_json().encode())
     conn.close()
     sys.stdout.flush()
@@ -116,11 +127,14 @@ async def run_trial_here(
     settling: Callable[[], None] = lambda: None,
     fault_link: FaultLink | None = None,
     listener: socket.socket | None = None,
+    *,
+    phase_started: Callable[[PhaseStarted], None] = lambda started: None,
 ) -> TrialResult:
     """One trial on the running event loop, as the trial process runs it (also in-process, for
     tests and profiles); `settling` is called once the trial no longer uses the broker,
-    `fault_link` has the run do the trial's faults, and `listener` takes remote shares."""
-    trial = _Trial(request, spawn_s, settling, fault_link, listener)
+    `fault_link` has the run do the trial's faults, `listener` takes remote shares, and
+    `phase_started` hears the measured phase's clock."""
+    trial = _Trial(request, spawn_s, settling, fault_link, listener, phase_started)
     main = asyncio.current_task()
     assert main is not None
     # The parent sends SIGTERM when the trial overruns its timeout: report what was measured.
@@ -149,10 +163,12 @@ class _Trial:
         settling: Callable[[], None],
         fault_link: FaultLink | None,
         listener: socket.socket | None = None,
+        phase_started: Callable[[PhaseStarted], None] = lambda started: None,
     ) -> None:
         self.request = request
         self.listener = listener
         self.settling = settling
+        self.phase_started = phase_started
         self.fault_link = fault_link
         self.started_at = datetime.now(UTC).isoformat()
         self.t0 = now_ns()
@@ -241,7 +257,7 @@ class _Trial:
         if work.faults:
             faults = FaultPlan(work, self.fault_link, self.accounting, driver.destinations[0])
         phase = self.phase = MeasuredPhase(
-            work, driver, self.accounting, self.handlers, self.sampler, faults
+            work, driver, self.accounting, self.handlers, self.sampler, faults, self.phase_started
         )
         await phase.run()
 

@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
@@ -41,9 +41,11 @@ from runner.execution.brokers.logs import tail_file
 from runner.execution.measure.messages import now_ns
 from runner.execution.trial.request import (
     FAULT_ORDER,
+    PHASE_STARTED,
     SETTLING,
     FaultDone,
     FaultOrder,
+    PhaseStarted,
     TrialRequest,
     trial_timeout,
 )
@@ -130,6 +132,16 @@ def _trial_process(*args: Any) -> None:
 FaultHandler = Callable[[FaultOrder], FaultDone]
 
 
+class PhaseWatcher(Protocol):
+    """Follows a trial's measured phase from the run's side (e.g. reads the broker meanwhile)."""
+
+    def begin(self, started: PhaseStarted) -> None: ...
+
+    def end(self) -> None:
+        """The trial is done with the broker (or over): idempotent."""
+        ...
+
+
 class TrialProcess:
     """A started trial; `wait_settling()` returns once it is done with the broker."""
 
@@ -140,9 +152,11 @@ class TrialProcess:
         unavailable: str | None = None,
         on_fault: FaultHandler | None = None,
         listener: socket.socket | None = None,
+        watcher: PhaseWatcher | None = None,
     ) -> None:
         self.request = request
         self.on_fault = on_fault
+        self.watcher = watcher
         self.started_at = datetime.now(UTC).isoformat()
         self.limit = trial_timeout(request) if timeout is None else timeout
         self.deadline = time.monotonic() + self.limit
@@ -207,6 +221,8 @@ class TrialProcess:
         """Kill the trial process if it still runs; idempotent."""
         # On every way out, KeyboardInterrupt included: the trial process must not survive.
         _kill(self.process)
+        if self.watcher is not None:
+            self.watcher.end()
         self.reader.close()
         if self.answers is not None:
             self.answers.close()
@@ -218,8 +234,13 @@ class TrialProcess:
         payload, reason = _collect(self.process, self.reader, remaining, self.limit)
         if payload is not None and payload.startswith(FAULT_ORDER) and reason is None:
             self._do_fault(FaultOrder.model_validate_json(payload[len(FAULT_ORDER) :]))
+        elif payload is not None and payload.startswith(PHASE_STARTED) and reason is None:
+            if self.watcher is not None:
+                self.watcher.begin(PhaseStarted.model_validate_json(payload[len(PHASE_STARTED) :]))
         elif payload == SETTLING and reason is None:
             self._settling = True
+            if self.watcher is not None:
+                self.watcher.end()
         elif payload is not None and payload != SETTLING:
             result = TrialResult.model_validate_json(payload)
             if reason is not None:
@@ -250,14 +271,16 @@ def start_trial(
     unavailable: str | None = None,
     on_fault: FaultHandler | None = None,
     listener: socket.socket | None = None,
+    watcher: PhaseWatcher | None = None,
 ) -> TrialProcess:
     """Start one trial in a fresh child process; its result never raises for trial failures.
 
     `unavailable` (why the broker cannot be used) fails the trial at once without a process;
     `on_fault` does the trial's faults when it asks; `listener` is handed over to the trial
-    process, for its load-generator processes on other hosts to connect to.
+    process, for its load-generator processes on other hosts to connect to; `watcher` follows
+    its measured phase.
     """
-    return TrialProcess(request, timeout, unavailable, on_fault, listener)
+    return TrialProcess(request, timeout, unavailable, on_fault, listener, watcher)
 
 
 def run_trial(request: TrialRequest, *, timeout: float | None = None) -> TrialResult:
@@ -286,7 +309,7 @@ def _collect(
     while wait([reader], timeout=max(0.0, deadline - time.monotonic())):
         with contextlib.suppress(EOFError, OSError):
             payload = reader.recv_bytes()
-            if payload != SETTLING and not payload.startswith(FAULT_ORDER):
+            if payload != SETTLING and not payload.startswith((FAULT_ORDER, PHASE_STARTED)):
                 return payload, reason
             continue
         break

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from runner.execution.measure.messages import NS_PER_S, KeyPlan, MessageCodec, n
 from runner.execution.measure.resources import ResourceSampler
 from runner.execution.measure.series import Schedule, series_enabled, tick, time_series
 from runner.execution.trial.fault_points import FaultPlan
+from runner.execution.trial.request import PhaseStarted
 from schemas.resolve import TrialSettings
 from schemas.results import FaultFigures, Metrics, TimeSeries
 from schemas.spec import NatsConsumer
@@ -62,8 +63,10 @@ class MeasuredPhase:
         handlers: Handlers,
         sampler: ResourceSampler,
         faults: FaultPlan | None = None,
+        started: Callable[[PhaseStarted], None] = lambda started: None,
     ) -> None:
         self.work, self.driver, self.accounting = work, driver, accounting
+        self.started = started  # told the phase's clock as it begins
         self.handlers, self.sampler, self.faults = handlers, sampler, faults
         self.fault_figures: list[FaultFigures] = []
         self._stored_last = 0
@@ -99,6 +102,7 @@ class MeasuredPhase:
                 ledger.timeline = AckTimeline(start)
         self.sampler.start_phase()
         self.driver.phase_started()
+        self.started(PhaseStarted(start_ns=schedule.start_ns, ramp_end_ns=schedule.ramp_end_ns))
         ticks = tick(schedule, self._mark) if self.series else asyncio.Event().wait()
         ticker = asyncio.create_task(ticks, name="exprun-ticks")
         publishing = asyncio.create_task(

@@ -1,9 +1,10 @@
 """The contract of a trial process: what the parent sends (a TrialRequest) and what comes back.
 
-Both sides import this module; neither imports the other. The child sends SETTLING once it no
-longer uses the broker, then the TrialResult as JSON. A trial with faults also sends a
-FaultOrder (FAULT_ORDER + JSON) at each fault's point and waits for the run's FaultDone on a
-second pipe: the run owns the broker's processes, so it is the run that does the fault.
+Both sides import this module; neither imports the other. The child sends PHASE_STARTED (+ JSON)
+when its measured phase begins, SETTLING once it no longer uses the broker, then the
+TrialResult as JSON. A trial with faults also sends a FaultOrder (FAULT_ORDER + JSON) at each
+fault's point and waits for the run's FaultDone on a second pipe: the run owns the broker's
+processes, so it is the run that does the fault.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ FIXED_COST_S = 60.0  # bound on setup + teardown steps (each bounded in the tria
 SLOWEST_UNPACED_RATE = 1000.0  # msg/s assumed for the timeout of an unpaced trial
 SETTLING = b"settling"  # sent by the trial process once it no longer uses the broker
 FAULT_ORDER = b"fault "  # followed by a FaultOrder as JSON
+PHASE_STARTED = b"phase "  # followed by a PhaseStarted as JSON
 
 
 class FaultOrder(BaseModel):
@@ -40,6 +42,16 @@ class FaultOrder(BaseModel):
 
     fault: int  # index into the workload's faults
     destination: str  # the topic / stream whose leader a *_leader fault targets
+
+
+class PhaseStarted(BaseModel):
+    """The measured phase's clock (monotonic ns): its start, and where the ramp ends (tick 0
+    of its per-second windows), so the run can read the broker on the same ticks."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start_ns: int
+    ramp_end_ns: int
 
 
 class FaultDone(BaseModel):
