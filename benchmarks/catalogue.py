@@ -156,6 +156,23 @@ ENTRIES: dict[str, Entry] = {
         "and read every second, and on one without the agent, rounds interleaved. The details "
         "hold exprun's own U test (goal: no significant difference) and the sampler's CPU.",
     ),
+    "nats_memory_growth": Entry(
+        "JetStream load generator memory growth",
+        "MB per million messages",
+        "budget 0.5 MB",
+        "<= 1.0",
+        "Peak RSS of the trial process (its publisher process's own memory included) of a long "
+        "and a short paced trial of 256 B messages at the same rate, per million messages "
+        "more, against the 0.5 MB budget (about half a byte a message).",
+    ),
+    "kafka_memory_growth": Entry(
+        "Kafka load generator memory growth",
+        "MB per million messages",
+        "budget 0.5 MB",
+        "<= 1.0",
+        "As for JetStream: the trial process's peak RSS, long vs short trial, per million "
+        "messages more, against the 0.5 MB budget.",
+    ),
     "kafka_series_overhead": Entry(
         "Kafka e2e with time series vs without",
         "msg/s",

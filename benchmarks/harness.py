@@ -24,7 +24,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchmarks import exprun_side, history_store, machine, native, telemetry_cost
+from benchmarks import (
+    book_memory,
+    exprun_side,
+    history_store,
+    machine,
+    native,
+    telemetry_cost,
+)
 from benchmarks.catalogue import KEYS, new_comparison
 from benchmarks.exprun_side import (
     MAX_PENDING,
@@ -65,6 +72,7 @@ HISTORY_QUERY_BUDGET_S = 0.5
 HISTORY_CHANGES_BUDGET_S = 10.0
 HISTORY_PAGE_BUDGET_S = 5.0
 HISTORY_PAGE_BUDGET_MB = 10.0
+MEMORY_BUDGET_MB = 0.5  # load-generator RSS growth per million messages
 # Kafka producer settings both sides share: acks and linger.ms as in worker_pool_256.yaml,
 # batch.size librdkafka's default (Java's own default is 16 KiB).
 KAFKA_PRODUCER: dict[str, str | int] = {"acks": "all", "linger.ms": 5, "batch.size": 1_000_000}
@@ -102,6 +110,7 @@ class Settings:
     capacity: bool  # run experiments/capacity.yaml (minutes)
     kafka_cluster: bool  # start a 3-node Kafka cluster (~3 GB, half a minute)
     history_runs: int  # runs in the results store read back (x 100 cells x 20 metrics)
+    memory_trials: tuple[float, float, float]  # rate, short and long trial seconds
     telemetry_rounds: int  # rounds of one trial read and one not, per broker
     telemetry_seconds: float  # each of those trials, unpaced
 
@@ -123,6 +132,7 @@ FULL = Settings(
     capacity=True,
     kafka_cluster=True,
     history_runs=10_000,
+    memory_trials=(20_000.0, 60.0, 240.0),
     telemetry_rounds=10,
     telemetry_seconds=5.0,
 )
@@ -143,6 +153,7 @@ QUICK = Settings(
     capacity=False,
     kafka_cluster=False,
     history_runs=200,
+    memory_trials=(5_000.0, 1.0, 2.0),
     telemetry_rounds=1,
     telemetry_seconds=1.0,
 )
@@ -645,6 +656,22 @@ class Bench:
             self[key].details = dict(figures.details)
             self.add(key, 0, exprun=seconds, reference=budget)
 
+    def memory(self) -> None:
+        """The load generator's memory growth per million messages, on each broker."""
+        rate, short_s, long_s = self.settings.memory_trials
+        for kind in ("nats", "kafka"):
+            key = f"{kind}_memory_growth"
+            if kind == "kafka" and self.kafka_skipped:
+                self[key].fail("Kafka did not run above")
+                continue
+            try:
+                growth = book_memory.measure(kind, rate, short_s, long_s)
+            except MEASURED as error:
+                self[key].fail(str(error))
+                continue
+            self[key].details = growth.details()
+            self.add(key, 0, exprun=max(0.0, growth.mb_per_million), reference=MEMORY_BUDGET_MB)
+
     def telemetry(self) -> None:
         """Broker telemetry on vs off, same trials interleaved, on each embedded broker."""
         settings = self.settings
@@ -823,6 +850,7 @@ def main(argv: list[str] | None = None) -> int:
     _section("load-generator processes", bench.scaling)
     _section("results store", bench.history)
     _section("broker telemetry", bench.telemetry)
+    _section("soak memory", bench.memory)
     bench.readiness()
     bench.explain_misses()
     comparisons = [bench[key] for key in KEYS]

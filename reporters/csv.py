@@ -1,4 +1,5 @@
-"""Tidy CSV: `trials.csv` (one row per trial and metric), `cells.csv`, `comparisons.csv`.
+"""Tidy CSV: `trials.csv` (one row per trial and metric), `cells.csv`, `comparisons.csv`,
+and, when brokers were read, `telemetry.csv` (one row per trial, node, window and signal).
 
 Plain comma-separated text with a header row and empty fields for missing values, so
 `pandas.read_csv(path)` loads each without arguments.
@@ -12,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 from reporters.base import Files
 from schemas.report import Report
+from schemas.telemetry import signal_info
 
 TRIALS_COLUMNS = (
     "broker",
@@ -44,6 +46,19 @@ CELLS_COLUMNS = (
     "ci_level",
     "warmup_excluded",
     "failed_excluded",
+)
+TELEMETRY_COLUMNS = (
+    "broker",
+    "variant",
+    "scenario",
+    "repetition",
+    "warmup",
+    "node",
+    "start_s",
+    "seconds",
+    "signal",
+    "value",
+    "unit",
 )
 COMPARISON_COLUMNS = (
     "kind",
@@ -173,12 +188,34 @@ def comparisons_csv(report: Report) -> str:
     return to_csv(COMPARISON_COLUMNS, rows)
 
 
+def telemetry_csv(report: Report) -> str | None:
+    """The brokers' signals of every trial that read them, window by window; None if none."""
+    rows = []
+    for trial in report.trials:
+        telemetry, series = trial.telemetry, trial.series
+        if telemetry is None or series is None:
+            continue
+        lead = (trial.broker, trial.variant, trial.scenario, trial.repetition, trial.warmup)
+        for node in telemetry.nodes:
+            for signal, values in node.signals.items():
+                unit = signal_info(signal).unit
+                for start, seconds, value in zip(
+                    series.start_s, series.seconds, values, strict=True
+                ):
+                    rows.append((*lead, node.node, start, seconds, signal, value, unit))
+    return to_csv(TELEMETRY_COLUMNS, rows) if rows else None
+
+
 class CsvReporter:
     name = "csv"
 
     def render(self, report: Report) -> Files:
-        return {
+        files: Files = {
             "trials.csv": trials_csv(report),
             "cells.csv": cells_csv(report),
             "comparisons.csv": comparisons_csv(report),
         }
+        telemetry = telemetry_csv(report)
+        if telemetry is not None:
+            files["telemetry.csv"] = telemetry
+        return files

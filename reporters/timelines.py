@@ -3,7 +3,8 @@ broker's own signals on the same axis, with the faults and leader changes marked
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import statistics
+from collections.abc import Callable, Sequence
 from html import escape
 
 from reporters.charts import Mark, XYSeries, xy_chart
@@ -35,7 +36,7 @@ def cell_trials(report: Report, broker: str, variant: str, scenario: str) -> lis
 
 
 def over_time(series: TimeSeries) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """(received per second, p99) at the middle of each window."""
+    """(received per second, p99) at the middle of each window, thinned for a long trial."""
     throughput, p99 = [], []
     for start, seconds, received, latency in zip(
         series.start_s, series.seconds, series.received, series.latency_p99_ms, strict=True
@@ -45,7 +46,27 @@ def over_time(series: TimeSeries) -> tuple[list[tuple[float, float]], list[tuple
             throughput.append((middle, received / seconds))
         if latency is not None:
             p99.append((middle, latency))
-    return throughput, p99
+    return thinned(throughput, statistics.fmean), thinned(p99, max)
+
+
+MAX_POINTS = 600  # per line: an hour of seconds becomes 6 s a point, a day 144 s
+
+
+def thinned(
+    points: Sequence[tuple[float, float]],
+    combine: Callable[[Sequence[float]], float],
+    limit: int = MAX_POINTS,
+) -> list[tuple[float, float]]:
+    """At most `limit` points: runs of consecutive ones combined (a rate averaged, a peak kept
+    by `max`), each at its run's middle. The record keeps every window."""
+    step = -(-len(points) // limit)
+    if step <= 1:
+        return list(points)
+    out = []
+    for first in range(0, len(points), step):
+        run = points[first : first + step]
+        out.append((statistics.fmean(x for x, _ in run), combine([y for _, y in run])))
+    return out
 
 
 def timeline_charts(report: Report) -> list[str]:
@@ -146,7 +167,7 @@ def _panel(trial: TrialResult, series: TimeSeries, telemetry: BrokerTelemetry) -
                 continue
             points = [(x, v) for x, v in zip(middles, values, strict=False) if v is not None]
             if points:
-                lines.append(XYSeries(f"node {node.node}", points))
+                lines.append(XYSeries(f"node {node.node}", thinned(points, max)))
         if not any(v for line in lines for _, v in line.points):
             continue  # never read, or zero throughout: nothing to see
         info = signal_info(name)

@@ -68,6 +68,15 @@ class TrialSettings(Workload):
         return None
 
     @property
+    def phase_seconds(self) -> float | None:
+        """How long the publishing lasts, when known up front (a duration, or count / rate)."""
+        if self.duration is not None:
+            return self.duration
+        if self.messages is not None and self.rate is not None:
+            return self.messages / self.rate
+        return None
+
+    @property
     def backlog_messages(self) -> int | None:
         return self.backlog.in_messages(self.message_size) if self.backlog else None
 

@@ -18,13 +18,13 @@ SIZE_UNITS: dict[str, int] = {
     "MiB": 1024**2,
     "GiB": 1024**3,
 }
-DURATION_UNITS: dict[str, float] = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+DURATION_UNITS: dict[str, float] = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 # Sub-second units divide by an exact integer, so that 100us is exactly 0.0001.
 _PER_SECOND = {"us": 1_000_000, "ms": 1_000}
 
 _QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*([A-Za-z]+)?\s*$")
 SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$"
-DURATION_PATTERN = r"^\s*\d+(\.\d+)?(e[+-]?\d+)?\s*(us|ms|s|m)\s*$"
+DURATION_PATTERN = r"^\s*\d+(\.\d+)?(e[+-]?\d+)?\s*(us|ms|s|m|h)\s*$"
 
 
 def _split(text: str, what: str, units: dict[str, Any]) -> tuple[float, str | None]:
@@ -65,7 +65,7 @@ def parse_duration(value: object) -> float:
         if value == 0:
             return 0.0
         raise ValueError(
-            f"{value!r} has no unit; write e.g. {value}ms or {value}s (units: us, ms, s, m)"
+            f"{value!r} has no unit; write e.g. {value}ms or {value}s (units: us, ms, s, m, h)"
         )
     if not isinstance(value, str):
         raise ValueError("a duration must be a string like 250ms or 2s")
@@ -125,7 +125,7 @@ def format_duration(seconds: float) -> str:
     """The most readable spelling that parses back to exactly `seconds` (0.25 -> '250ms')."""
     if seconds == 0:
         return "0s"
-    for unit in ("m", "s", "ms", "us"):
+    for unit in ("h", "m", "s", "ms", "us"):
         scale = DURATION_UNITS[unit]
         if seconds >= scale:
             text = f"{_in_unit(seconds, unit):g}{unit}"
@@ -136,7 +136,9 @@ def format_duration(seconds: float) -> str:
 
 
 def _in_unit(seconds: float, unit: str) -> float:
-    return seconds / DURATION_UNITS[unit] if unit in ("m", "s") else seconds * _PER_SECOND[unit]
+    if unit in ("h", "m", "s"):
+        return seconds / DURATION_UNITS[unit]
+    return seconds * _PER_SECOND[unit]
 
 
 def format_rate(rate: float | None) -> str:

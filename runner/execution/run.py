@@ -28,7 +28,7 @@ from runner.execution.search import Search, result_record, step_record
 from runner.execution.telemetry.sampler import TelemetrySampler
 from runner.execution.telemetry.sources import telemetry_sources
 from runner.execution.trial.parent import TrialProcess, prestart, start_trial
-from runner.execution.trial.request import TrialRequest
+from runner.execution.trial.request import PhaseWindow, TrialRequest
 from runner.redaction import redact_data
 from runner.run_folder import (
     ENVIRONMENT_FILE,
@@ -236,6 +236,7 @@ class _Recorder:
 def _run_trials(plan: Plan, pending: list[tuple[int, PlannedTrial]], trials: _Trials) -> None:
     """Each pending trial in plan order; every trial process is gone when this returns."""
     progress = Progress(plan)
+    trials.on_window = progress.phase_window
     try:
         for position, planned in pending:
             progress.trial_started(position, planned)
@@ -270,6 +271,7 @@ class _Trials:
         self.hosts, self.environment = hosts, environment
         self.remote: dict[int, TrialShares] = {}  # by trial index: shares on other hosts
         self.telemetry: dict[int, TelemetrySampler] = {}  # by trial index: its broker's readings
+        self.on_window: Callable[[PhaseWindow], None] | None = None  # each window of a phase
         self.run_id = secrets.token_hex(3)
         self.settling: list[TrialProcess] = []
         # Steps of searches an interrupted run recorded (resume): they are not run again.
@@ -355,7 +357,13 @@ class _Trials:
         self.remote[request.index] = shares
         if self.environment is not None:
             self.environment.update()
-        return start_trial(request, on_fault=on_fault, listener=shares.listener, watcher=watcher)
+        return start_trial(
+            request,
+            on_fault=on_fault,
+            listener=shares.listener,
+            watcher=watcher,
+            on_window=self.on_window,
+        )
 
     def _result(self, trial: TrialProcess) -> TrialResult:
         """A trial's result, once its shares on other hosts (if any) are accounted for."""

@@ -37,6 +37,8 @@ COMPARISONS = {
     "kafka_series_overhead",
     "nats_telemetry_cost",
     "kafka_telemetry_cost",
+    "nats_memory_growth",
+    "kafka_memory_growth",
     "capacity_wall",
     "kafka_group_vs_assign",
     "nats_pull_explicit_vs_ordered",

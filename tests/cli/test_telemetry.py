@@ -4,6 +4,7 @@ the trial nothing but a warning."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ variants:
 baseline: "on"
 repetitions: 1
 warmup: 0
-reports: [markdown, json, html]
+reports: [markdown, json, html, csv]
 """
 
 KAFKA_SPEC = """\
@@ -137,6 +138,14 @@ def test_nats_signals_on_the_clients_windows_and_off_leaves_no_trace(tmp_path: P
     assert "## The broker's view" in report and "Consumer pending peak" in report
     html = (out / "report.html").read_text()
     assert "Clients and broker over time" in html and "Broker: Consumer pending" in html
+    # The CSV carries every signal of every window: the backlog's peak is there too.
+    with (out / "telemetry.csv").open() as rows:
+        pending = [
+            float(row["value"])
+            for row in csv.DictReader(rows)
+            if row["scenario"] == "Backlog" and row["signal"] == "consumer_pending" and row["value"]
+        ]
+    assert max(pending) == backlog["metrics"]["consumer_pending_peak"]
 
 
 @pytest.mark.timeout(300)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
 
 from runner.errors import BadInputError
 from runner.execution.plan import Plan, make_plan, render_placement
+from runner.execution.progress import Progress
+from runner.execution.trial.request import PhaseWindow
 from schemas.resolve import resolve_cells
 from schemas.spec import Experiment
 
@@ -99,3 +102,23 @@ def test_placement_over_local_processes_and_in_process() -> None:
     shown = render_placement(plan_of(execution={"processes": 2}))
     assert shown.splitlines()[0] == "load generators: 2 processes per trial"
     assert "    process 1: no producer; consumers s0/0" in shown.splitlines()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_long_phase_shows_its_time_rate_p99_and_in_flight_on_the_progress_line() -> None:
+    plan = plan_of(scenarios={"Soak": {"duration": "1h", "rate": "20000/s"}}, warmup=0)
+    terminal = _Terminal()
+    progress = Progress(plan, terminal)
+    progress.trial_started(0, plan.trials[0])
+    window = PhaseWindow(at_s=754.2, received_per_s=19987.0, p99_ms=4.214, in_flight=312)
+    progress.phase_window(window)
+    line = terminal.getvalue().split("\r\x1b[2K")[-1]
+    assert line.startswith(f"[1/{len(plan.trials)}] ")
+    assert "phase 12:34/60:00  19,987 msg/s  p99 4.21 ms  in flight 312  elapsed " in line
+    silent = io.StringIO()  # not a terminal: nothing written
+    Progress(plan, silent).phase_window(window)
+    assert silent.getvalue() == ""

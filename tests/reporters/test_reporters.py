@@ -28,6 +28,7 @@ from reporters.csv import CELLS_COLUMNS, TRIALS_COLUMNS, CsvReporter
 from reporters.html import HtmlReporter
 from reporters.json import JsonReporter
 from reporters.markdown import MarkdownReporter, render_markdown
+from reporters.timelines import MAX_POINTS, thinned
 from runner.analysis.analyse import analyse
 from runner.cli.reports import report_command
 from runner.errors import BadInputError
@@ -336,3 +337,13 @@ def test_report_command_on_a_missing_folder_is_bad_input(tmp_path: Path) -> None
     result = CliRunner().invoke(report_command, [str(tmp_path / "nope")])
     assert isinstance(result.exception, BadInputError)
     assert result.exception.exit_code == 2
+
+
+def test_a_day_of_seconds_is_charted_in_a_few_hundred_points() -> None:
+    day = [(float(second), 1000.0 + (second % 7)) for second in range(86_400)]
+    day[50_000] = (50_000.0, 9_999.0)  # one bad second: a peak must survive the thinning
+    peaks = thinned(day, max)
+    assert len(peaks) <= MAX_POINTS and max(y for _, y in peaks) == 9_999.0
+    assert peaks[0][0] < peaks[-1][0] < 86_400
+    short = [(0.5, 1.0), (1.5, 2.0)]
+    assert thinned(short, max) == short

@@ -26,7 +26,7 @@ def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["2", 2, "2h", "fast", "-1s", True, [1]])
+@pytest.mark.parametrize("bad", ["2", 2, "2d", "fast", "-1s", True, [1]])
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)
@@ -63,3 +63,8 @@ def test_settings_survive_json() -> None:
     dumped = settings.model_dump_json()
     assert '"processing_time":"5ms"' in dumped
     assert TrialSettings.model_validate_json(dumped) == settings
+
+
+def test_a_soak_is_written_in_hours() -> None:
+    assert parse_duration("1h") == 3600.0 and parse_duration("1.5h") == 5400.0
+    assert format_duration(3600.0) == "1h" and format_duration(60.0) == "1m"

@@ -114,9 +114,9 @@ def test_load_host_settings_are_checked(tmp_path: Path, execution: str, expected
 
 
 def test_unknown_unit(tmp_path: Path) -> None:
-    text = edit("drain_timeout: 30s", "drain_timeout: 30h")
+    text = edit("drain_timeout: 30s", "drain_timeout: 30d")
     [issue] = issues_of(tmp_path, text)
-    assert "defaults.drain_timeout: unknown duration unit 'h'" in issue
+    assert "defaults.drain_timeout: unknown duration unit 'd'" in issue
 
 
 def test_duration_without_unit(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ from runner.execution.measure.accounting import Layout
 from runner.execution.measure.availability import AckTimeline
 from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import NS_PER_S, now_ns
+from runner.execution.measure.seqsets import SeqSet
 from runner.execution.measure.series import series_enabled
 from runner.execution.measure.series import tick as ticks
 from runner.process import forked_body, readable, reap
@@ -452,7 +453,8 @@ async def _serve_publisher(conn: Connection, trial_driver: NatsDriver) -> None:
             return
         _, plan, resolve_timeout = request
         count = driver.layout.producers
-        ledgers = [ProducerLedger(bytearray(plan.messages or 1 << 16)) for _ in range(count)]
+        acked = SeqSet()
+        ledgers = [ProducerLedger(acked) for _ in range(count)]
         for ledger in ledgers:
             ledger.measure_from_ns = plan.schedule.ramp_end_ns if plan.schedule.has_ramp else 0
             if plan.acks_over_time:

@@ -1,11 +1,9 @@
-"""Exact per-message accounting: one flag per sequence number for acked, and per subscription
-for delivered and received.
+"""Exact per-message accounting: the set of sequence numbers acked, and per subscription the
+sets delivered and received (compressed, compacted each second: runner.execution.measure.seqsets).
 
 A trial publishes to `topics` topics; each topic has `subscriptions` subscriptions, every one
 of which must receive every message of its topic. A message is lost once for each
-subscription that misses it; `success_rate` is the worst subscription's. When how many
-messages a trial sends is not known up front (unpaced, for a duration), the flags grow with
-the highest sequence number sent.
+subscription that misses it; `success_rate` is the worst subscription's.
 
 Per-second windows cost nothing per message: a ticker (runner.execution.measure.series) marks
 the running totals once a second, and the windows are the differences between marks. A ramp
@@ -25,10 +23,10 @@ from runner.execution.measure.latency import LatencyRecorder, percentile_ms, sum
 from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import HEADER, NS_PER_S
 from runner.execution.measure.self_test import SelfTest
+from runner.execution.measure.seqsets import SeqSet, compact, strided
 from schemas.results import Metrics, SubscriptionFigures
 
 unpack_header = HEADER.unpack_from  # (seq, send_ns); one call less per message than decode()
-INITIAL_FLAGS = 1 << 16  # flags per sequence number before they grow, when the count is unknown
 
 
 @dataclass
@@ -55,15 +53,13 @@ class Layout:
     def topic_of_producer(self, producer: int) -> int:
         return producer // self.producers_per_topic
 
-    def mask(self, topic: int, length: int) -> int | None:
-        """One bit per sequence number of `topic` (as flags are counted); None: every one."""
+    def of_topic(self, seqs: SeqSet, topic: int) -> SeqSet:
+        """Those of `seqs` that belong to `topic`."""
         if self.topics == 1:
-            return None
-        period = bytes(
-            1 if self.topic_of_producer(i) == topic else 0 for i in range(self.producers)
-        )
-        repeated = (period * (length // len(period) + 1))[:length]
-        return int.from_bytes(repeated, "little")
+            return seqs
+        producers = [i for i in range(self.producers) if self.topic_of_producer(i) == topic]
+        limit = (seqs.max() + 1) if seqs else 0
+        return seqs & strided(producers, self.producers, limit)
 
 
 @dataclass(frozen=True)
@@ -92,9 +88,11 @@ class Subscription:
 
     def __init__(self, accounting: Accounting, topic: int, index: int) -> None:
         self.accounting, self.topic, self.index = accounting, topic, index
-        size = len(accounting.acked_flags)
-        self._delivered = bytearray(size)  # reached a handler, before any fault applies
-        self._received = bytearray(size)  # accounted as received
+        self._delivered = SeqSet()  # reached a handler, before any fault applies
+        self._received = SeqSet()  # accounted as received
+        # KeyError if the number was there already: one call per message.
+        self._add_delivered = self._delivered.add_checked
+        self._add_received = self._received.add_checked
         self_test = accounting.self_test
         applies = self_test.subscription is None or self_test.subscription == index
         self._self_test = self_test if applies and self_test.alters_deliveries else None
@@ -115,10 +113,9 @@ class Subscription:
         self.catch_up: CatchUp | None = None
         self._watching: CatchUp | None = None  # until the consumers caught up
 
-    def grow(self, size: int) -> None:
-        for flags in (self._delivered, self._received):
-            if size > len(flags):
-                flags.extend(bytes(size - len(flags)))
+    def compact(self) -> None:
+        compact(self._delivered)
+        compact(self._received)
 
     def on_delivery(self, payload: bytes, now_ns: int, redelivered: bool = False) -> bool:
         """Account one delivered payload; False if a fault discarded it (or it is foreign)."""
@@ -127,14 +124,16 @@ class Subscription:
         except struct.error:
             self.foreign += 1
             return False
-        if seq >= len(self._delivered):
-            if self.accounting.planned is not None:
-                self.foreign += 1
-                return False
-            self.accounting.grow(seq)  # a publisher in another process got here first
-        if not self._delivered[seq]:
-            self._delivered[seq] = 1
-            if self._awaiting is not None and self.accounting.acked_flags[seq]:
+        planned = self.accounting.planned
+        if planned is not None and seq >= planned:
+            self.foreign += 1
+            return False
+        try:
+            self._add_delivered(seq)
+        except KeyError:
+            pass  # delivered before
+        else:
+            if self._awaiting is not None and seq in self.accounting.acked_seqs:
                 self._awaiting -= 1
                 if self._awaiting == 0:
                     self.drained.set()
@@ -153,13 +152,14 @@ class Subscription:
         return True
 
     def _account(self, seq: int, send_ns: int, now_ns: int, redelivered: bool) -> None:
-        if self._received[seq]:
+        try:
+            self._add_received(seq)
+        except KeyError:
             if redelivered:
                 self.redelivered += 1
             else:
                 self.duplicated += 1
             return
-        self._received[seq] = 1
         self.received += 1
         if send_ns >= self.accounting.measure_from_ns:
             self.received_measured += 1
@@ -178,8 +178,8 @@ class Subscription:
 
     def publishing_done(self) -> None:
         """From now on `drained` is set once each acked message of the topic arrived."""
-        acked = self.accounting.acked_bits(self.topic)
-        self._awaiting = _count(acked & ~int.from_bytes(self._delivered, "little"))
+        acked = self.accounting.acked_of(self.topic)
+        self._awaiting = acked.difference_cardinality(self._delivered)
         if self._awaiting == 0:
             self.drained.set()
 
@@ -189,13 +189,12 @@ class Subscription:
 
     @property
     def lost(self) -> int:
-        acked = self.accounting.acked_bits(self.topic)
-        return _count(acked & ~int.from_bytes(self._received, "little"))
+        return self.accounting.acked_of(self.topic).difference_cardinality(self._received)
 
     def received_of(self, seqs: Iterable[int]) -> set[int]:
         """Those of `seqs` this subscription received."""
-        flags = self._received
-        return {seq for seq in seqs if seq < len(flags) and flags[seq]}
+        received = self._received
+        return {seq for seq in seqs if seq in received}
 
     def all_latency(self) -> dict[int, int]:
         """Latency counts of every message received, the ramp's included (for the windows)."""
@@ -220,8 +219,8 @@ class Subscription:
 class Accounting:
     """What happened to every sequence number of one trial, for every subscription.
 
-    `planned` is the number of messages when known; otherwise the flags grow with the highest
-    sequence number sent, and only a payload that does not parse counts as foreign.
+    `planned` is the number of messages when known (a higher sequence number is foreign);
+    otherwise only a payload that does not parse counts as foreign.
     """
 
     def __init__(
@@ -234,7 +233,7 @@ class Accounting:
         self.planned = planned
         self.self_test = self_test
         self.layout = layout or Layout()
-        self.acked_flags = bytearray(planned if planned is not None else INITIAL_FLAGS)
+        self.acked_seqs = SeqSet()
         self.ledgers: list[ProducerLedger] = []
         self.measure_from_ns = 0  # sent before this: the ramp's, out of the figures
         self.subscriptions = [
@@ -253,7 +252,7 @@ class Accounting:
         return spike
 
     def ledger(self) -> ProducerLedger:
-        ledger = ProducerLedger(self.acked_flags, self.grow)
+        ledger = ProducerLedger(self.acked_seqs)
         self.ledgers.append(ledger)
         return ledger
 
@@ -263,18 +262,14 @@ class Accounting:
         for ledger in self.ledgers:
             ledger.measure_from_ns = ramp_end_ns
 
-    def grow(self, seq: int) -> None:
-        """Room for sequence number `seq` (and as many again) in every flag array."""
-        size = max(seq + 1, 2 * len(self.acked_flags))
-        if size > len(self.acked_flags):
-            self.acked_flags.extend(bytes(size - len(self.acked_flags)))
+    def compact(self) -> None:
+        """Store every set's settled stretches as runs (once a second, and after publishing)."""
+        compact(self.acked_seqs)
         for subscription in self.subscriptions:
-            subscription.grow(size)
+            subscription.compact()
 
-    def acked_bits(self, topic: int) -> int:
-        acked = int.from_bytes(self.acked_flags, "little")
-        mask = self.layout.mask(topic, len(self.acked_flags))
-        return acked if mask is None else acked & mask
+    def acked_of(self, topic: int) -> SeqSet:
+        return self.layout.of_topic(self.acked_seqs, topic)
 
     async def drained(self) -> None:
         """Returns once every subscription received every acked message of its topic."""
@@ -282,6 +277,7 @@ class Accounting:
 
     def publishing_done(self) -> None:
         """Every ledger is closed: the subscriptions now count what they still await."""
+        self.compact()
         for subscription in self.subscriptions:
             subscription.publishing_done()
 
@@ -306,10 +302,11 @@ class Accounting:
 
     @property
     def acked(self) -> int:
-        return _count(self.acked_flags)
+        return len(self.acked_seqs)
 
     def mark(self, tick: int, at_ns: int) -> None:
         """Note the received total and the latency of the window ending at this tick."""
+        self.compact()
         counts = self._all_latency()
         p50, p99 = self.latency_since_mark(counts)
         self.marks[tick] = ConsumerMark(at_ns, self.received, p50, p99)
@@ -400,11 +397,6 @@ def _since_counts(counts: dict[int, int], before: dict[int, int]) -> dict[int, i
         for value, count in counts.items()
         if count > before.get(value, 0)
     }
-
-
-def _count(flags: bytearray | int) -> int:
-    value = flags if isinstance(flags, int) else int.from_bytes(flags, "little")
-    return value.bit_count()
 
 
 def _rate(count: int, elapsed_ns: int) -> float | None:

@@ -1,8 +1,9 @@
 """One producer's books: what it sent, the broker's answers, and its publish latency.
 
-Each producer has its own ledger and only ever touches its own sequence numbers, so a producer
-running on its own thread (Kafka) needs no lock. The acked flags are the trial's (shared by
-every ledger); a ledger kept in another process has its own and is absorbed when it is done.
+Each producer has its own ledger and only ever touches its own sequence numbers; a producer
+running on its own thread (Kafka) needs no lock: every change of the set of acked sequence
+numbers is one call that holds the GIL. That set is the trial's (shared by every ledger); a
+ledger kept in another process has its own and is absorbed when it is done.
 
 A message the producer gave up on is either failed (the broker refused every try: it was not
 stored, so it must never be delivered) or unknown (a try went unanswered: it may be stored).
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from runner.execution.measure.availability import AckTimeline
 from runner.execution.measure.latency import LatencyRecorder
+from runner.execution.measure.seqsets import SeqSet, compact, from_bytes, to_bytes
 
 TIMEOUT = "timeout"  # publish error reason: no broker answer within the drain timeout
 
@@ -35,7 +37,7 @@ class ProducerMark:
 class LedgerState:
     """A producer's books, as a publisher process sends them to the trial process."""
 
-    acked: bytes  # one 0/1 flag per sequence number of the trial
+    acked: bytes  # the sequence numbers acked (seqsets.to_bytes)
     sent: int
     acked_count: int
     errors: dict[str, int]
@@ -58,9 +60,9 @@ class LedgerState:
 class ProducerLedger:
     """One producer's publishes: sent, broker acks, errors by reason, publish latency."""
 
-    def __init__(self, acked: bytearray, grow: Callable[[int], None] | None = None) -> None:
+    def __init__(self, acked: SeqSet) -> None:
         self._acked = acked
-        self._grow = grow or self._grow_own
+        self._add_acked = acked.add_checked  # KeyError if it was there: one call per ack
         self.sent = 0
         self.acked = 0
         self.errors: Counter[str] = Counter()  # given up, by the last try's reason
@@ -82,8 +84,6 @@ class ProducerLedger:
         self.closed = False
 
     def on_send(self, seq: int, send_ns: int) -> None:
-        if seq >= len(self._acked):
-            self._grow(seq)
         self.sent += 1
         if send_ns >= self.measure_from_ns:
             self.sent_measured += 1
@@ -92,9 +92,12 @@ class ProducerLedger:
 
     def on_ack(self, seq: int, send_ns: int, now_ns: int) -> None:
         # Answers after close() were already counted as timeouts: the books stay balanced.
-        if self.closed or self._acked[seq]:
+        if self.closed:
             return
-        self._acked[seq] = 1
+        try:
+            self._add_acked(seq)
+        except KeyError:
+            return  # acked before
         self.acked += 1
         if send_ns >= self.measure_from_ns:
             self.acked_measured += 1
@@ -132,8 +135,9 @@ class ProducerLedger:
         return self.sent - self.acked - self.given_up
 
     def mark(self, tick: int, at_ns: int) -> None:
-        """Note the running totals at a tick."""
+        """Note the running totals at a tick, and compact what was acked since the last."""
         self.marks[tick] = ProducerMark(at_ns, self.sent, self.acked, self.given_up)
+        compact(self._acked)
 
     def close(self, reason: str = TIMEOUT) -> None:
         """Count what is still unanswered as unknown; ignore any later answer."""
@@ -146,7 +150,7 @@ class ProducerLedger:
     def state(self) -> LedgerState:
         """This (closed) ledger's books, to send to another process."""
         return LedgerState(
-            acked=bytes(self._acked),
+            acked=to_bytes(self._acked),
             sent=self.sent,
             acked_count=self.acked,
             errors=dict(self.errors),
@@ -168,10 +172,7 @@ class ProducerLedger:
 
     def absorb(self, state: LedgerState) -> None:
         """Take over the books the same producer kept in another process, and close."""
-        if len(state.acked) > len(self._acked):
-            self._grow(len(state.acked) - 1)
-        flags = int.from_bytes(self._acked, "little") | int.from_bytes(state.acked, "little")
-        self._acked[:] = flags.to_bytes(len(self._acked), "little")
+        self._acked |= from_bytes(state.acked)
         self.sent += state.sent
         self.acked += state.acked_count
         self.errors.update(state.errors)
@@ -193,9 +194,6 @@ class ProducerLedger:
         if self.timeline is not None and state.ack_counts is not None:
             self.timeline.merge(AckTimeline.of_bytes(state.ack_counts).counts)
         self.closed = True
-
-    def _grow_own(self, seq: int) -> None:
-        self._acked.extend(bytes(max(seq + 1, 2 * len(self._acked)) - len(self._acked)))
 
 
 def summed_marks(ledgers: Iterable[ProducerLedger]) -> dict[int, tuple[int, int, int]]:

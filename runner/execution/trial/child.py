@@ -31,12 +31,14 @@ from runner.execution.measure.messages import NS_PER_S, now_ns
 from runner.execution.measure.resources import ResourceSampler, Usage
 from runner.execution.measure.self_test import start_leaked_threads, start_lingering_thread
 from runner.execution.trial.fault_points import FaultLink, FaultPlan, PipeLink
-from runner.execution.trial.phase import MeasuredPhase
+from runner.execution.trial.phase import MeasuredPhase, PhaseListener
 from runner.execution.trial.request import (
     PHASE_STARTED,
+    PHASE_WINDOW,
     SETTLING,
     SETUP_TIMEOUT_S,
     PhaseStarted,
+    PhaseWindow,
     TrialRequest,
 )
 from runner.execution.trial.shares import SharedDriver, driver_for
@@ -79,11 +81,8 @@ def child_main(
     def settling() -> None:
         conn.send_bytes(SETTLING)
 
-    def phase_started(started: PhaseStarted) -> None:
-        conn.send_bytes(PHASE_STARTED + started.model_dump_json().encode())
-
     result = asyncio.run(
-        run_trial_here(request, spawn_s, settling, link, listener, phase_started=phase_started)
+        run_trial_here(request, spawn_s, settling, link, listener, phase=_PipeListener(conn))
     )
     conn.send_bytes(result.model_dump_json().encode())
     conn.close()
@@ -91,6 +90,19 @@ def child_main(
     sys.stderr.flush()
     # Exit now: a client library's leftover non-daemon thread must not keep the process alive.
     os._exit(0)
+
+
+class _PipeListener:
+    """Tells the run, over the trial's pipe, the phase's clock and each window as it closes."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def started(self, started: PhaseStarted) -> None:
+        self.conn.send_bytes(PHASE_STARTED + started.model_dump_json().encode())
+
+    def window(self, window: PhaseWindow) -> None:
+        self.conn.send_bytes(PHASE_WINDOW + window.model_dump_json().encode())
 
 
 def _isolate() -> None:
@@ -128,13 +140,13 @@ async def run_trial_here(
     fault_link: FaultLink | None = None,
     listener: socket.socket | None = None,
     *,
-    phase_started: Callable[[PhaseStarted], None] = lambda started: None,
+    phase: PhaseListener | None = None,
 ) -> TrialResult:
     """One trial on the running event loop, as the trial process runs it (also in-process, for
     tests and profiles); `settling` is called once the trial no longer uses the broker,
     `fault_link` has the run do the trial's faults, `listener` takes remote shares, and
-    `phase_started` hears the measured phase's clock."""
-    trial = _Trial(request, spawn_s, settling, fault_link, listener, phase_started)
+    `phase` hears the measured phase's clock and windows."""
+    trial = _Trial(request, spawn_s, settling, fault_link, listener, phase)
     main = asyncio.current_task()
     assert main is not None
     # The parent sends SIGTERM when the trial overruns its timeout: report what was measured.
@@ -163,12 +175,12 @@ class _Trial:
         settling: Callable[[], None],
         fault_link: FaultLink | None,
         listener: socket.socket | None = None,
-        phase_started: Callable[[PhaseStarted], None] = lambda started: None,
+        phase_listener: PhaseListener | None = None,
     ) -> None:
         self.request = request
         self.listener = listener
         self.settling = settling
-        self.phase_started = phase_started
+        self.phase_listener = phase_listener
         self.fault_link = fault_link
         self.started_at = datetime.now(UTC).isoformat()
         self.t0 = now_ns()
@@ -257,7 +269,7 @@ class _Trial:
         if work.faults:
             faults = FaultPlan(work, self.fault_link, self.accounting, driver.destinations[0])
         phase = self.phase = MeasuredPhase(
-            work, driver, self.accounting, self.handlers, self.sampler, faults, self.phase_started
+            work, driver, self.accounting, self.handlers, self.sampler, faults, self.phase_listener
         )
         await phase.run()
 

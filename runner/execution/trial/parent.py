@@ -42,10 +42,12 @@ from runner.execution.measure.messages import now_ns
 from runner.execution.trial.request import (
     FAULT_ORDER,
     PHASE_STARTED,
+    PHASE_WINDOW,
     SETTLING,
     FaultDone,
     FaultOrder,
     PhaseStarted,
+    PhaseWindow,
     TrialRequest,
     trial_timeout,
 )
@@ -153,10 +155,12 @@ class TrialProcess:
         on_fault: FaultHandler | None = None,
         listener: socket.socket | None = None,
         watcher: PhaseWatcher | None = None,
+        on_window: Callable[[PhaseWindow], None] | None = None,
     ) -> None:
         self.request = request
         self.on_fault = on_fault
         self.watcher = watcher
+        self.on_window = on_window
         self.started_at = datetime.now(UTC).isoformat()
         self.limit = trial_timeout(request) if timeout is None else timeout
         self.deadline = time.monotonic() + self.limit
@@ -237,6 +241,9 @@ class TrialProcess:
         elif payload is not None and payload.startswith(PHASE_STARTED) and reason is None:
             if self.watcher is not None:
                 self.watcher.begin(PhaseStarted.model_validate_json(payload[len(PHASE_STARTED) :]))
+        elif payload is not None and payload.startswith(PHASE_WINDOW) and reason is None:
+            if self.on_window is not None:
+                self.on_window(PhaseWindow.model_validate_json(payload[len(PHASE_WINDOW) :]))
         elif payload == SETTLING and reason is None:
             self._settling = True
             if self.watcher is not None:
@@ -272,15 +279,16 @@ def start_trial(
     on_fault: FaultHandler | None = None,
     listener: socket.socket | None = None,
     watcher: PhaseWatcher | None = None,
+    on_window: Callable[[PhaseWindow], None] | None = None,
 ) -> TrialProcess:
     """Start one trial in a fresh child process; its result never raises for trial failures.
 
     `unavailable` (why the broker cannot be used) fails the trial at once without a process;
     `on_fault` does the trial's faults when it asks; `listener` is handed over to the trial
     process, for its load-generator processes on other hosts to connect to; `watcher` follows
-    its measured phase.
+    its measured phase, and `on_window` hears each of its windows as it closes.
     """
-    return TrialProcess(request, timeout, unavailable, on_fault, listener, watcher)
+    return TrialProcess(request, timeout, unavailable, on_fault, listener, watcher, on_window)
 
 
 def run_trial(request: TrialRequest, *, timeout: float | None = None) -> TrialResult:
@@ -309,7 +317,9 @@ def _collect(
     while wait([reader], timeout=max(0.0, deadline - time.monotonic())):
         with contextlib.suppress(EOFError, OSError):
             payload = reader.recv_bytes()
-            if payload != SETTLING and not payload.startswith((FAULT_ORDER, PHASE_STARTED)):
+            if payload != SETTLING and not payload.startswith(
+                (FAULT_ORDER, PHASE_STARTED, PHASE_WINDOW)
+            ):
                 return payload, reason
             continue
         break

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from runner.analysis.shortfall import falls_short, shortfall_cause
 from runner.execution.drivers import Driver, PublishPlan
@@ -23,7 +23,7 @@ from runner.execution.measure.messages import NS_PER_S, KeyPlan, MessageCodec, n
 from runner.execution.measure.resources import ResourceSampler
 from runner.execution.measure.series import Schedule, series_enabled, tick, time_series
 from runner.execution.trial.fault_points import FaultPlan
-from runner.execution.trial.request import PhaseStarted
+from runner.execution.trial.request import PhaseStarted, PhaseWindow
 from schemas.resolve import TrialSettings
 from schemas.results import FaultFigures, Metrics, TimeSeries
 from schemas.spec import NatsConsumer
@@ -36,6 +36,14 @@ PROGRESS_TIMEOUT_S = 1.0
 # of that time).
 CATCH_UP_MIN_NS = 100_000_000
 CATCH_UP_SHARE = 0.05
+
+
+class PhaseListener(Protocol):
+    """Hears the phase's clock as it begins and each per-second window as it closes."""
+
+    def started(self, started: PhaseStarted) -> None: ...
+
+    def window(self, window: PhaseWindow) -> None: ...
 
 
 @dataclass
@@ -63,10 +71,10 @@ class MeasuredPhase:
         handlers: Handlers,
         sampler: ResourceSampler,
         faults: FaultPlan | None = None,
-        started: Callable[[PhaseStarted], None] = lambda started: None,
+        listener: PhaseListener | None = None,
     ) -> None:
         self.work, self.driver, self.accounting = work, driver, accounting
-        self.started = started  # told the phase's clock as it begins
+        self.listener = listener  # told the phase's clock as it begins, and each window
         self.handlers, self.sampler, self.faults = handlers, sampler, faults
         self.fault_figures: list[FaultFigures] = []
         self._stored_last = 0
@@ -102,7 +110,9 @@ class MeasuredPhase:
                 ledger.timeline = AckTimeline(start)
         self.sampler.start_phase()
         self.driver.phase_started()
-        self.started(PhaseStarted(start_ns=schedule.start_ns, ramp_end_ns=schedule.ramp_end_ns))
+        if self.listener is not None:
+            started = PhaseStarted(start_ns=schedule.start_ns, ramp_end_ns=schedule.ramp_end_ns)
+            self.listener.started(started)
         ticks = tick(schedule, self._mark) if self.series else asyncio.Event().wait()
         ticker = asyncio.create_task(ticks, name="exprun-ticks")
         publishing = asyncio.create_task(
@@ -134,10 +144,24 @@ class MeasuredPhase:
             outcome.failure = outcome.failure or self.faults.missed()
 
     def _mark(self, tick_number: int, at_ns: int) -> None:
-        self.accounting.mark(tick_number, at_ns)
+        accounting = self.accounting
+        before = accounting.marks.get(tick_number - 1)
+        accounting.mark(tick_number, at_ns)
         if not self.driver.marks_producers:
-            for ledger in self.accounting.ledgers:
+            for ledger in accounting.ledgers:
                 ledger.mark(tick_number, at_ns)
+        if self.listener is not None and before is not None:
+            mark = accounting.marks[tick_number]
+            seconds = (at_ns - before.at_ns) / NS_PER_S
+            in_flight = sum(ledger.unresolved for ledger in accounting.ledgers)
+            self.listener.window(
+                PhaseWindow(
+                    at_s=round((at_ns - self.outcome.start_ns) / NS_PER_S, 3),
+                    received_per_s=round((mark.received - before.received) / seconds, 1),
+                    p99_ms=mark.p99_ms,
+                    in_flight=max(0, in_flight),
+                )
+            )
 
     async def _release_onto_backlog(self, publishing: asyncio.Task[None], backlog: int) -> None:
         """Hold the consumers until `backlog` messages are stored, then let them catch up."""

@@ -1,10 +1,10 @@
 """The contract of a trial process: what the parent sends (a TrialRequest) and what comes back.
 
 Both sides import this module; neither imports the other. The child sends PHASE_STARTED (+ JSON)
-when its measured phase begins, SETTLING once it no longer uses the broker, then the
-TrialResult as JSON. A trial with faults also sends a FaultOrder (FAULT_ORDER + JSON) at each
-fault's point and waits for the run's FaultDone on a second pipe: the run owns the broker's
-processes, so it is the run that does the fault.
+when its measured phase begins, PHASE_WINDOW (+ JSON) as each of its windows closes, SETTLING
+once it no longer uses the broker, then the TrialResult as JSON. A trial with faults also sends
+a FaultOrder (FAULT_ORDER + JSON) at each fault's point and waits for the run's FaultDone on a
+second pipe: the run owns the broker's processes, so it is the run that does the fault.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ SLOWEST_UNPACED_RATE = 1000.0  # msg/s assumed for the timeout of an unpaced tri
 SETTLING = b"settling"  # sent by the trial process once it no longer uses the broker
 FAULT_ORDER = b"fault "  # followed by a FaultOrder as JSON
 PHASE_STARTED = b"phase "  # followed by a PhaseStarted as JSON
+PHASE_WINDOW = b"window "  # followed by a PhaseWindow as JSON, at every tick of the phase
 
 
 class FaultOrder(BaseModel):
@@ -52,6 +53,17 @@ class PhaseStarted(BaseModel):
 
     start_ns: int
     ramp_end_ns: int
+
+
+class PhaseWindow(BaseModel):
+    """The phase's last per-second window as it closes: what a long run shows while it runs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at_s: float  # seconds into the phase
+    received_per_s: float
+    p99_ms: float | None
+    in_flight: int  # published, not yet acked or given up
 
 
 class FaultDone(BaseModel):

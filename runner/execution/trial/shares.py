@@ -44,6 +44,7 @@ from runner.execution.measure.latency import LatencyRecorder
 from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import HEADER_SIZE, NS_PER_S, now_ns
 from runner.execution.measure.resources import ResourceSampler
+from runner.execution.measure.seqsets import SeqSet
 from runner.execution.measure.series import series_enabled, tick
 from runner.execution.trial.links import ClockReading, LinkError, accept, measure_clock
 from runner.execution.trial.request import (
@@ -245,8 +246,8 @@ class _Share:
 
     async def _publish(self, plan: PublishPlan, resolve_timeout: float) -> None:
         """The producers placed here; their books (only theirs) go back to the trial."""
-        flags = bytearray(plan.messages or 1 << 16)
-        ledgers = [ProducerLedger(flags) for _ in range(plan.producers)]
+        acked = SeqSet()
+        ledgers = [ProducerLedger(acked) for _ in range(plan.producers)]
         own = self.placement.producers(plan.producers)
         for index in own:
             ledger = ledgers[index]
