@@ -69,7 +69,7 @@ def time_series(schedule: Schedule, end_ns: int, accounting: Accounting) -> Time
     received = [0, *(accounting.marks[t].received for t in ticks), accounting.received]
     books = [(0, 0, 0)]
     for t in ticks:
-        books.append(producers.get(t, books[-1]))
+        books.append(producers.get(t) or _after_marks(accounting, books[-1], final, t))
     books.append(final)
     last_p50, last_p99 = accounting.latency_since_mark()
     p50 = [*(accounting.marks[t].p50_ms for t in ticks), last_p50]
@@ -85,3 +85,21 @@ def time_series(schedule: Schedule, end_ns: int, accounting: Accounting) -> Time
         latency_p99_ms=p99,
         in_flight=[max(0, sent - acked - given_up) for sent, acked, given_up in books[1:]],
     )
+
+
+def _after_marks(
+    accounting: Accounting,
+    last: tuple[int, int, int],
+    final: tuple[int, int, int],
+    tick_number: int,
+) -> tuple[int, int, int]:
+    """A tick the producers did not mark (their process stopped marking when they were done):
+    every send before it if they were all done sending by then, every ack if the last had come;
+    else what their last mark said, the rest going to the last window."""
+    at_ns = accounting.marks[tick_number].at_ns
+    ledgers = accounting.ledgers
+    done = [ledger.sending_done_ns for ledger in ledgers]
+    acks = [ledger.last_ack_ns or 0 for ledger in ledgers]
+    sent = final[0] if all(d is not None and d <= at_ns for d in done) else last[0]
+    acked = final[1] if sent == final[0] and max(acks, default=0) <= at_ns else last[1]
+    return sent, acked, last[2]

@@ -197,3 +197,30 @@ def test_given_up_publishes_are_failed_or_unknown_and_travel_between_processes()
     assert (metrics.publish_failed, metrics.publish_unknown, metrics.failed_delivered) == (2, 3, 1)
     assert metrics.publish_errors == {"no responders": 2, TIMEOUT: 3}
     assert metrics.lost == 0 and metrics.received == 2
+
+
+def test_a_producer_that_stopped_marking_when_done_still_has_its_last_second_in_place() -> None:
+    """The NATS publisher process marks ticks only while it publishes: the second it finished
+    in belongs to that window, not to the trial's last one."""
+    accounting = Accounting(None, SelfTest())
+    ledger = accounting.ledger()
+    [books] = accounting.subscriptions
+    schedule = Schedule(start_ns=0, ramp_end_ns=0)
+    seq = 0
+    for second in range(4):
+        for _ in range(10):
+            sent = second * NS_PER_S + seq * 1000
+            ledger.on_send(seq, sent)
+            ledger.on_ack(seq, sent, sent + MS)
+            books.on_delivery(payload(seq, sent), sent + 2 * MS)
+            seq += 1
+        tick = second + 1
+        if tick < 4:  # the producers' last mark is at 3 s; they were done at 3.9 s
+            ledger.mark(tick, schedule.tick_at(tick))
+        accounting.mark(tick, schedule.tick_at(tick))
+    ledger.sending_done_ns = 3 * NS_PER_S + 900 * MS
+    for tick in (5, 6):  # the consumers' side goes on ticking through the drain
+        accounting.mark(tick, schedule.tick_at(tick))
+    series = time_series(schedule, 6 * NS_PER_S + NS_PER_S // 2, accounting)
+    assert series.published == [10, 10, 10, 10, 0, 0, 0]
+    assert series.acked == [10, 10, 10, 10, 0, 0, 0]
