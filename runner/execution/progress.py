@@ -22,6 +22,7 @@ class Progress:
         self.started = time.monotonic()
         self.first: int | None = None  # a resumed run starts part-way through the plan
         self._line = ""  # the current trial's part
+        self._eta = ""  # the run's elapsed time and ETA as the current trial started
         self._phase_s: float | None = None  # the current trial's planned phase, when known
 
     def trial_started(self, position: int, trial: PlannedTrial) -> None:

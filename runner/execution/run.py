@@ -352,7 +352,13 @@ class _Trials:
             watcher = TelemetrySampler(sources, request.topic, faults=bool(workload.faults))
             self.telemetry[request.index] = watcher
         if self.hosts is None or unavailable is not None:
-            return start_trial(request, unavailable=unavailable, on_fault=on_fault, watcher=watcher)
+            return start_trial(
+                request,
+                unavailable=unavailable,
+                on_fault=on_fault,
+                watcher=watcher,
+                on_window=self.on_window,
+            )
         request, shares = self.hosts.launch(request)
         self.remote[request.index] = shares
         if self.environment is not None:

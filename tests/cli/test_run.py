@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from exprun_process import exprun, no_leftovers, read_jsonl
+from exprun_process import environment, exprun, no_leftovers, read_jsonl
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +92,52 @@ def test_starter_spec_runs_on_embedded_brokers(tmp_path: Path) -> None:
     report = (tmp_path / "run" / "report.md").read_text()
     assert "nothing lost" in report and "| pass" in report
     assert no_leftovers(tmp_path) == []
+
+
+PROGRESS_SPEC = """\
+version: 1
+name: progress
+brokers: {nats: {type: nats}}
+defaults: {message_size: 256B, settle_time: 100ms}
+scenarios:
+  Steady: {duration: 4s, rate: 2000/s}
+repetitions: 1
+warmup: 0
+reports: [json]
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_terminal_sees_the_phase_go_by_second_by_second(tmp_path: Path) -> None:
+    """On a terminal, each window of a running phase updates the progress line."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(PROGRESS_SPEC)
+    main, terminal = pty.openpty()
+    shown = b""
+    try:
+        running = subprocess.Popen(
+            [sys.executable, "-m", "runner.cli", "run", str(spec), "--out", "run", "--no-store"],
+            cwd=tmp_path,
+            env=environment(tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=terminal,
+        )
+        os.close(terminal)
+        # Read as it writes, so a full terminal buffer never holds the run up.
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the run closed its end: it has exited
+                break
+            if not chunk:
+                break
+            shown += chunk
+        returncode = running.wait(timeout=100)
+    finally:
+        os.close(main)
+    assert returncode == 0
+    lines = shown.decode(errors="replace").split("\r\x1b[2K")
+    phases = [line for line in lines if "phase 0:" in line]
+    assert phases and all("/0:04" in line and " msg/s  p99 " in line for line in phases), lines
+    no_leftovers(tmp_path)
