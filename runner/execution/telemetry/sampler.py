@@ -20,7 +20,7 @@ from runner.execution.telemetry.nats_reading import JSZ_QUERY, nats_reading
 from runner.execution.telemetry.samples import Sample, Source
 from runner.execution.telemetry.windows import broker_telemetry, telemetry_metrics
 from runner.execution.trial.request import PhaseStarted
-from schemas.results import TrialResult
+from schemas.results import Metrics, TrialResult
 
 READ_TIMEOUT_S = 0.5  # a paused node must not hold up the others' readings for long
 # Monitoring ports are on loopback or named hosts: never through a proxy from the environment.
@@ -104,7 +104,7 @@ class TelemetrySampler:
         telemetry = broker_telemetry(kind, self.samples, self.started.start_ns, result.series)
         ramp_s = (self.started.ramp_end_ns - self.started.start_ns) / NS_PER_S
         figures = telemetry_metrics(telemetry, result.series, ramp_s)
-        metrics = result.metrics.model_copy(update=figures)
+        metrics = Metrics.model_validate({**result.metrics.model_dump(), **figures})
         return result.model_copy(
             update={
                 "telemetry": telemetry,

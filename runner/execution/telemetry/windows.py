@@ -7,8 +7,10 @@ readings, not the window's nominal length.
 
 from __future__ import annotations
 
+import bisect
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 from runner.execution.telemetry.samples import Sample, SourceKind
 from schemas.results import TimeSeries
@@ -37,7 +39,8 @@ def broker_telemetry(
             ((s.at_ns, s.reading) for s in samples if s.node == node and s.reading is not None),
             key=lambda pair: pair[0],
         )
-        at_edges = [_nearest(readings, edge) for edge in edges]
+        times = [at_ns for at_ns, _ in readings]
+        at_edges = [_nearest(readings, times, edge) for edge in edges]
         names = sorted({name for _, reading in readings for name in reading})
         signals = {name: _windows(name, at_edges) for name in names}
         nodes.append(NodeTelemetry(node=node, signals=signals))
@@ -53,9 +56,12 @@ def broker_telemetry(
 Reading = tuple[int, dict[str, float]]
 
 
-def _nearest(readings: Sequence[Reading], edge: int) -> Reading | None:
-    best = min(readings, key=lambda pair: abs(pair[0] - edge), default=None)
-    return best if best is not None and abs(best[0] - edge) <= MATCH_NS else None
+def _nearest(readings: Sequence[Reading], times: Sequence[int], edge: int) -> Reading | None:
+    """The reading taken nearest the edge (readings in time order, `times` theirs)."""
+    after = bisect.bisect_left(times, edge)
+    near = [i for i in (after - 1, after) if 0 <= i < len(times)]
+    best = min(near, key=lambda i: abs(times[i] - edge), default=None)
+    return readings[best] if best is not None and abs(times[best] - edge) <= MATCH_NS else None
 
 
 def _windows(name: str, at_edges: Sequence[Reading | None]) -> list[float | None]:
@@ -116,71 +122,52 @@ def _leader_events(
 # --- trial metrics ---------------------------------------------------------------------------
 
 
+Summary = Callable[[list[float]], float]
+# (metric, signal, read per node or for the cluster (the nodes summed per window), summary)
+SUMMARIES: tuple[tuple[str, str, Literal["node", "cluster"], Summary], ...] = (
+    ("broker_gc_pause_ms", "gc_pause_ms", "node", sum),
+    ("broker_gc_pause_max_ms", "gc_pause_ms", "node", max),
+    ("broker_handler_idle_min_pct", "handler_idle_ns", "node", min),
+    ("broker_network_idle_min_pct", "network_idle_pct", "node", min),
+    ("broker_produce_p99_ms", "produce_p99_ms", "node", max),
+    ("broker_fetch_p99_ms", "fetch_p99_ms", "node", max),
+    ("broker_request_queue_p99_ms", "request_queue_p99_ms", "node", max),
+    ("broker_heap_peak_mb", "heap_used_mb", "node", max),
+    ("broker_cpu_peak_pct", "cpu_pct", "node", max),
+    ("under_replicated_peak", "under_replicated", "cluster", max),
+    ("offline_partitions_peak", "offline_partitions", "cluster", max),
+    ("isr_shrinks", "isr_shrinks", "node", sum),
+    ("consumer_pending_peak", "consumer_pending", "cluster", max),
+    ("broker_ack_pending_peak", "ack_pending", "cluster", max),
+    ("replica_lag_peak", "replica_lag", "node", max),
+    ("slow_consumers", "slow_consumers", "node", sum),
+)
+
+
 def telemetry_metrics(
     telemetry: BrokerTelemetry, series: TimeSeries, ramp_s: float
 ) -> dict[str, float | int]:
-    """The trial metrics the broker's signals give, over the windows after the ramp."""
-    judged = [i for i, start in enumerate(series.start_s) if start + 1e-6 >= ramp_s]
-
-    def values(name: str) -> list[float]:
-        return [
-            value
-            for node in telemetry.nodes
-            for i, value in enumerate(node.signals.get(name, ()))
-            if i in judged and value is not None
-        ]
-
-    def cluster(name: str) -> list[float]:
-        """Per window, the nodes' values summed (windows where no node was read: skipped)."""
-        out = []
-        for i in judged:
-            known = [
-                node.signals[name][i]
-                for node in telemetry.nodes
-                if name in node.signals and node.signals[name][i] is not None
-            ]
-            if known:
-                out.append(sum(v for v in known if v is not None))
-        return out
-
+    """The trial metrics the broker's signals give, over the windows after the ramp (counts
+    come out as floats: the Metrics model makes them ints)."""
+    first = next(
+        (i for i, start in enumerate(series.start_s) if start + 1e-6 >= ramp_s),
+        len(series.start_s),
+    )
     found: dict[str, float | int] = {}
-    rules: list[tuple[str, str, Callable[[str], list[float]], Callable[[Iterable[float]], float]]]
-    rules = [
-        ("broker_gc_pause_ms", "gc_pause_ms", values, sum),
-        ("broker_gc_pause_max_ms", "gc_pause_ms", values, max),
-        ("broker_handler_idle_min_pct", "handler_idle_ns", values, min),
-        ("broker_network_idle_min_pct", "network_idle_pct", values, min),
-        ("broker_produce_p99_ms", "produce_p99_ms", values, max),
-        ("broker_fetch_p99_ms", "fetch_p99_ms", values, max),
-        ("broker_request_queue_p99_ms", "request_queue_p99_ms", values, max),
-        ("broker_heap_peak_mb", "heap_used_mb", values, max),
-        ("broker_cpu_peak_pct", "cpu_pct", values, max),
-        ("under_replicated_peak", "under_replicated", cluster, max),
-        ("offline_partitions_peak", "offline_partitions", cluster, max),
-        ("isr_shrinks", "isr_shrinks", values, sum),
-        ("consumer_pending_peak", "consumer_pending", cluster, max),
-        ("broker_ack_pending_peak", "ack_pending", cluster, max),
-        ("replica_lag_peak", "replica_lag", values, max),
-        ("slow_consumers", "slow_consumers", values, sum),
-    ]
-    for metric, signal, gather, summary in rules:
-        seen = gather(signal)
+    for metric, signal, over, summary in SUMMARIES:
+        judged = [
+            node.signals[signal][first:] for node in telemetry.nodes if signal in node.signals
+        ]
+        if over == "node":
+            seen = [v for values in judged for v in values if v is not None]
+        else:  # a window where no node was read is skipped, not summed as zero
+            seen = [
+                sum(known)
+                for window in zip(*judged, strict=True)
+                if (known := [v for v in window if v is not None])
+            ]
         if seen:
             found[metric] = round(summary(seen), 3)
-    for metric in COUNTED:
-        if metric in found:
-            found[metric] = int(found[metric])
     if any("topic_leader" in node.signals for node in telemetry.nodes):
         found["leader_changes"] = sum(e.kind == "leader" for e in telemetry.events)
     return found
-
-
-COUNTED = (
-    "under_replicated_peak",
-    "offline_partitions_peak",
-    "isr_shrinks",
-    "consumer_pending_peak",
-    "broker_ack_pending_peak",
-    "replica_lag_peak",
-    "slow_consumers",
-)
