@@ -101,13 +101,13 @@ def fresh(request: TrialRequest) -> TrialRequest:
 
 def run(request: TrialRequest) -> TrialResult:
     """One trial as exprun runs it; TrialFailed unless it is "ok" and lost nothing."""
-    return _checked(run_trial(fresh(request)))
+    return checked(run_trial(fresh(request)))
 
 
 def run_on_hosts(hosts: LoadHosts, request: TrialRequest) -> TrialResult:
     """One trial with its clients on the Dask hosts (as many as `hosts` offers: processes 1)."""
     single = request.model_copy(update={"processes": 1})
-    return _checked(hosts.run_trial(fresh(single)))
+    return checked(hosts.run_trial(fresh(single)))
 
 
 @contextlib.contextmanager
@@ -146,10 +146,11 @@ def run_probe(request: TrialRequest, env: dict[str, str]) -> TrialResult:
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise TrialFailed(f"probe exit {done.returncode}: {last[:300]}")
-    return _checked(TrialResult.model_validate_json(done.stdout.strip().splitlines()[-1]))
+    return checked(TrialResult.model_validate_json(done.stdout.strip().splitlines()[-1]))
 
 
-def _checked(result: TrialResult) -> TrialResult:
+def checked(result: TrialResult) -> TrialResult:
+    """The result of a trial that was "ok" and exact; TrialFailed otherwise."""
     m = result.metrics
     if result.status != "ok":
         raise TrialFailed(result.error or "failed")

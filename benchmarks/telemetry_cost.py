@@ -18,7 +18,13 @@ from typing import Any
 
 import psutil
 
-from benchmarks.exprun_side import TrialFailed, kafka_config, nats_config, trial_request
+from benchmarks.exprun_side import (
+    TrialFailed,
+    checked,
+    kafka_config,
+    nats_config,
+    trial_request,
+)
 from runner.analysis.statistics import compare
 from runner.execution.brokers import RunningBroker, start_kafka, start_nats
 from runner.execution.telemetry.sampler import TelemetrySampler
@@ -97,9 +103,7 @@ def _trial(
     result = start_trial(request, watcher=sampler).result()
     if sampler is not None:
         result = sampler.attach(result)
-    m = result.metrics
-    if result.status != "ok" or m.lost or m.duplicated or m.received != m.sent:
-        raise TrialFailed(result.error or f"inexact books: {m.sent} sent, {m.received} received")
+    checked(result)
     if telemetry and (result.telemetry is None or result.telemetry.failures):
         raise TrialFailed(f"telemetry not read: {result.warnings}")
     return result, result.telemetry.samples if result.telemetry is not None else 0
