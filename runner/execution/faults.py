@@ -34,6 +34,9 @@ class FaultExecutor:
             self._restart()
             return FaultDone(done_ns=now_ns())
         assert node is not None
+        # The fault's moment is the signal's, not the end of reaping or of waiting for the
+        # stop: a killed JVM takes up to a third of a second to be reaped.
+        done_ns = now_ns()
         if fault.action.startswith("kill_"):
             node.kill()
         else:
@@ -43,7 +46,7 @@ class FaultExecutor:
             timer.daemon = True
             timer.start()
             self.pauses.append(timer)
-        return FaultDone(node=node.number, done_ns=now_ns())
+        return FaultDone(node=node.number, done_ns=done_ns)
 
     def _target(self, fault: Fault, destination: str) -> BrokerNode | None:
         if fault.action.endswith("_leader"):

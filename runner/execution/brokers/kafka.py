@@ -353,9 +353,6 @@ class _MetadataCheck:
                 return NotFormed(f"is not in the cluster metadata yet (brokers {listed})", node)
         return None
 
-    def close(self) -> None:
-        self.admin = None
-
 
 def _leaderless(topics: Mapping[str, Any]) -> NotFormed | None:
     """A NotFormed for the first partition without a leader (e.g. after a restart), if any."""
@@ -493,12 +490,12 @@ class _KafkaLauncher:
 
     def _await(self, nodes: Sequence[BrokerNode], deadline: float, *, starting: bool) -> None:
         check = _MetadataCheck(nodes)
-        try:
-            lag = await_formed(nodes, check, deadline=deadline, interval=0.1)
-        finally:
-            check.close()
+        lag = await_formed(nodes, check, deadline=deadline, interval=0.1)
         if lag is not None:
             raise formation_error(self._title, nodes, lag, starting=starting)
+        # The check's client is connected: a fault's leader lookup through a fresh one took
+        # over a second under load (its first metadata request timed out), so the kill came late.
+        self._admins = {tuple(node.address for node in nodes): check.admin}
 
     def _make_nodes(self, fresh: bool, deadline: float) -> list[BrokerNode]:
         if fresh:
