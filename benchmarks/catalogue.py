@@ -156,6 +156,30 @@ ENTRIES: dict[str, Entry] = {
         "and read every second, and on one without the agent, rounds interleaved. The details "
         "hold exprun's own U test (goal: no significant difference) and the sampler's CPU.",
     ),
+    "nats_tls_cost": Entry(
+        "JetStream e2e with TLS and an nkey login vs plaintext",
+        "msg/s",
+        "plaintext",
+        None,
+        "End-to-end msg/s of the same unpaced trial on an embedded nats-server with TLS (a CA "
+        "made by exprun) and an nkey user, and on a plaintext one, rounds interleaved. No goal: "
+        "what TLS costs is the broker's and the client's; the details hold exprun's U test.",
+    ),
+    "kafka_tls_cost": Entry(
+        "Kafka e2e over SSL vs plaintext",
+        "msg/s",
+        "plaintext",
+        None,
+        "End-to-end msg/s of the same unpaced trial on an embedded Kafka with an SSL listener "
+        "and on a plaintext one, rounds interleaved; no goal, the U test in the details.",
+    ),
+    "kafka_sasl_ssl_cost": Entry(
+        "Kafka e2e over SASL_SSL (SCRAM-SHA-512) vs plaintext",
+        "msg/s",
+        "plaintext",
+        None,
+        "As kafka_tls_cost, with a SASL_SSL listener and a SCRAM-SHA-512 user.",
+    ),
     "nats_memory_growth": Entry(
         "JetStream load generator memory growth",
         "MB per million messages",

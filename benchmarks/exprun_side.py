@@ -91,6 +91,7 @@ def trial_request(
         broker_config=config,
         workload=workload,
         topic=f"exprun-bench-{uuid.uuid4().hex[:12]}",
+        access=broker.access,
     )
 
 

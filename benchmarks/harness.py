@@ -30,6 +30,7 @@ from benchmarks import (
     history_store,
     machine,
     native,
+    security_cost,
     telemetry_cost,
 )
 from benchmarks.catalogue import KEYS, new_comparison
@@ -113,6 +114,8 @@ class Settings:
     memory_trials: tuple[float, float, float]  # rate, short and long trial seconds
     telemetry_rounds: int  # rounds of one trial read and one not, per broker
     telemetry_seconds: float  # each of those trials, unpaced
+    security_rounds: int  # rounds of one trial per side (plaintext, secured ones), per broker
+    security_seconds: float  # each of those trials, unpaced
 
 
 FULL = Settings(
@@ -135,6 +138,8 @@ FULL = Settings(
     memory_trials=(20_000.0, 60.0, 240.0),
     telemetry_rounds=10,
     telemetry_seconds=5.0,
+    security_rounds=6,
+    security_seconds=5.0,
 )
 QUICK = Settings(
     repetitions=1,
@@ -156,6 +161,8 @@ QUICK = Settings(
     memory_trials=(5_000.0, 1.0, 2.0),
     telemetry_rounds=1,
     telemetry_seconds=1.0,
+    security_rounds=1,
+    security_seconds=1.0,
 )
 
 
@@ -691,6 +698,28 @@ class Bench:
             for on, off in zip(cost.on, cost.off, strict=True):
                 self.add(key, 0, exprun=on, reference=off)
 
+    def security(self) -> None:
+        """Plaintext vs TLS (and TLS with a login), same trials interleaved, on each broker."""
+        settings = self.settings
+        for kind in ("nats", "kafka"):
+            rows = list(security_cost.SIDES[kind])
+            if kind == "kafka" and self.kafka_skipped:
+                for row in rows:
+                    self[row].fail("Kafka did not run above")
+                continue
+            try:
+                cost = security_cost.measure(
+                    kind, settings.security_rounds, settings.security_seconds
+                )
+            except MEASURED as error:
+                for row in rows:
+                    self[row].fail(str(error))
+                continue
+            for row in rows:
+                self[row].details = cost.details(row)
+                for secured, plain in zip(cost.secured[row], cost.plain, strict=True):
+                    self.add(row, 0, exprun=secured, reference=plain)
+
     def readiness(self) -> None:
         for name, budget in (("nats", NATS_READY_BUDGET_S), ("kafka", KAFKA_READY_BUDGET_S)):
             comparison = self[f"{name}_ready"]
@@ -850,6 +879,7 @@ def main(argv: list[str] | None = None) -> int:
     _section("load-generator processes", bench.scaling)
     _section("results store", bench.history)
     _section("broker telemetry", bench.telemetry)
+    _section("secured brokers", bench.security)
     _section("soak memory", bench.memory)
     bench.readiness()
     bench.explain_misses()

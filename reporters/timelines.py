@@ -13,6 +13,8 @@ from schemas.results import TimeSeries, TrialResult
 from schemas.telemetry import BrokerTelemetry, signal_info
 
 MIN_SERIES_WINDOWS = 3  # shorter trials have no course over time worth a chart
+# The load generator's memory is charted for trials this long: where a leak would show.
+MIN_MEMORY_WINDOWS = 60
 
 
 def median_trial(trials: Sequence[TrialResult]) -> TrialResult | None:
@@ -69,12 +71,24 @@ def thinned(
     return out
 
 
+def memory_over_time(series: TimeSeries) -> list[tuple[float, float]]:
+    """The load generator's peak RSS at the middle of each window, thinned (peaks kept)."""
+    rss = series.loadgen_rss_mb or []
+    points = [
+        (start + seconds / 2, mb)
+        for start, seconds, mb in zip(series.start_s, series.seconds, rss, strict=False)
+        if mb is not None
+    ]
+    return thinned(points, max)
+
+
 def timeline_charts(report: Report) -> list[str]:
-    """Per broker and scenario: throughput and p99 over time, the median trial per variant."""
+    """Per broker and scenario: throughput and p99 over time, the median trial per variant;
+    for long trials also the load generator's memory."""
     svgs = []
     for scenario in report.scenarios:
         for broker in report.brokers:
-            throughput, p99 = [], []
+            throughput, p99, memory = [], [], []
             for variant in report.variants:
                 trials = cell_trials(report, broker.name, variant, scenario.name)
                 chosen = median_trial([t for t in trials if not t.search_step])
@@ -85,10 +99,15 @@ def timeline_charts(report: Report) -> list[str]:
                 rates, latencies = over_time(chosen.series)
                 throughput.append(XYSeries(variant, rates))
                 p99.append(XYSeries(variant, latencies))
+                if len(chosen.series.start_s) >= MIN_MEMORY_WINDOWS:
+                    memory.append(XYSeries(variant, memory_over_time(chosen.series)))
             if throughput:
                 where = f"{broker.name}/{scenario.name}, median trial"
                 svgs.append(xy_chart(f"Received per second: {where}", "s", "msg/s", throughput))
                 svgs.append(xy_chart(f"p99 latency over time: {where}", "s", "ms", p99))
+                if any(line.points for line in memory):
+                    title = f"Load generator memory (peak RSS): {where}"
+                    svgs.append(xy_chart(title, "s", "MB", memory))
     return svgs
 
 

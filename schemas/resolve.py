@@ -24,6 +24,7 @@ from schemas.spec import (
     Fault,
     KafkaBroker,
     NatsBroker,
+    NatsTlsFiles,
     PayloadFile,
     SearchSettings,
     Workload,
@@ -170,11 +171,14 @@ def resolve_cells(
             if override is not None:
                 sources.append((("variants", variant, "brokers", broker), override))
             try:
-                brokers[broker, variant], broker_where[broker, variant] = _validate(
-                    _BROKER, sources
-                )
+                settings, located = _validate(_BROKER, sources)
             except ResolutionError as error:
                 problems.extend(error.problems)
+                continue
+            if base_dir is not None:
+                settings, missing = _client_files(settings, base_dir)
+                problems += [Problem(located(loc), message) for loc, message in missing]
+            brokers[broker, variant], broker_where[broker, variant] = settings, located
         for scenario in spec.scenarios:
             sources = [
                 (("defaults",), lookup(raw, "defaults") or {}),
@@ -223,6 +227,48 @@ def _payload_file(
             f"message_size ({format_size(workload.message_size)})"
         )
     return workload.model_copy(update={"payload": PayloadFile(file=str(path))}), None
+
+
+def _client_files(
+    broker: KafkaBroker | NatsBroker, base_dir: Path
+) -> tuple[KafkaBroker | NatsBroker, list[tuple[Loc, str]]]:
+    """The broker with the files its clients read (certificates, keys, credentials) found
+    relative to the spec's folder, as absolute paths; and each one that cannot be read."""
+    missing: list[tuple[Loc, str]] = []
+
+    def found(loc: Loc, written: str) -> str:
+        path = (base_dir / written).resolve()
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as error:
+            missing.append((loc, f"cannot read {written}: {error.strerror or error}"))
+        return str(path)
+
+    if isinstance(broker, KafkaBroker):
+        sides = {
+            side: {
+                key: found((side, key), value)
+                if key.endswith(".location") and isinstance(value, str)
+                else value
+                for key, value in getattr(broker, side).items()
+            }
+            for side in ("client", "producer", "consumer")
+        }
+        return broker.model_copy(update=sides), missing
+    security = broker.security
+    update: dict[str, object] = {}
+    if security.creds is not None:
+        update["creds"] = found(("security", "creds"), security.creds)
+    if isinstance(security.tls, NatsTlsFiles):
+        files = {
+            name: found(("security", "tls", name), value)
+            for name in ("ca", "cert", "key")
+            if (value := getattr(security.tls, name)) is not None
+        }
+        update["tls"] = security.tls.model_copy(update=files)
+    secured = security.model_copy(update=update)
+    return broker.model_copy(update={"security": secured}), missing
 
 
 Side = Literal["broker", "workload"]

@@ -339,6 +339,9 @@ class TimeSeries(BaseModel):
     latency_p50_ms: list[float | None] = Field(description="end to end, received in the window")
     latency_p99_ms: list[float | None]
     in_flight: list[int] = Field(description="published, not yet acked or failed, at its end")
+    loadgen_rss_mb: list[float | None] | None = Field(
+        None, description="peak RSS of this machine's load generator (trial and helper processes)"
+    )
 
 
 class SearchStep(BaseModel):

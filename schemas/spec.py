@@ -282,6 +282,86 @@ class TelemetrySettings(StrictModel):
 Telemetry = Annotated[TelemetrySettings, BeforeValidator(_telemetry_switch)]
 
 
+# librdkafka properties that make a connection secure: exprun sets them for an embedded broker.
+KAFKA_SECURITY_PREFIXES = ("security.protocol", "ssl.", "sasl.")
+
+
+class KafkaSecurity(StrictModel):
+    """How an embedded Kafka is secured: exprun makes its CA, certificates and SCRAM user."""
+
+    tls: bool = Field(False, description="SSL listeners (SASL_SSL with sasl), inter-node too")
+    sasl: Literal["none", "plain", "scram-sha-256", "scram-sha-512"] = Field(
+        "none", description="SASL mechanism of the client listener; a user made by exprun"
+    )
+
+    @property
+    def protocol(self) -> str:
+        """The client listener's security.protocol."""
+        if self.sasl == "none":
+            return "SSL" if self.tls else "PLAINTEXT"
+        return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+
+
+class NatsTlsFiles(StrictModel):
+    """An external NATS's TLS: the CA its certificate is checked against, a client pair."""
+
+    ca: str | None = Field(None, description="CA file (PEM); default: the system's CAs")
+    cert: str | None = Field(None, description="client certificate (PEM), with key")
+    key: str | None = Field(None, description="client key (PEM), with cert")
+
+    @model_validator(mode="after")
+    def _pair(self) -> NatsTlsFiles:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls: `cert` and `key` go together (a client certificate and its key)")
+        return self
+
+
+def _tls_switch(value: object) -> object:
+    return NatsTlsFiles() if value is True else value
+
+
+class NatsSecurity(StrictModel):
+    """How exprun's clients reach a secured NATS; an embedded one is made so with tls / auth."""
+
+    tls: Annotated[bool | NatsTlsFiles, BeforeValidator(_tls_switch)] = Field(
+        False,
+        description="embedded: true for TLS with exprun's CA; external: true (system CAs) or "
+        "{ca, cert, key}",
+    )
+    auth: Literal["none", "user", "token", "nkey"] = Field(
+        "none", description="embedded: the login exprun makes (user + password, token, nkey)"
+    )
+    creds: str | None = Field(None, description="external: a .creds file (JWT and nkey seed)")
+    nkey_seed: str | None = Field(None, description="external: a user nkey seed, from ${ENV}")
+    user: str | None = Field(None, description="external: user name, with password")
+    password: str | None = Field(None, description="external: the user's password, from ${ENV}")
+    token: str | None = Field(None, description="external: an authorization token, from ${ENV}")
+
+    # Values that are secrets: from `${ENV}` only, never written in the spec.
+    SECRETS: ClassVar[tuple[str, ...]] = ("nkey_seed", "password", "token")
+
+    @property
+    def tls_on(self) -> bool:
+        return self.tls is not False
+
+    @property
+    def logins(self) -> list[str]:
+        """The external logins given (at most one is allowed)."""
+        given = [name for name in ("creds", "nkey_seed", "token") if getattr(self, name)]
+        return given + (["user"] if self.user is not None or self.password is not None else [])
+
+    @model_validator(mode="after")
+    def _one_login(self) -> NatsSecurity:
+        if len(self.logins) > 1:
+            raise ValueError(
+                f"{' and '.join(self.logins)}: give one login (creds, nkey_seed, user + "
+                "password, or token)"
+            )
+        if (self.user is None) != (self.password is None):
+            raise ValueError("`user` and `password` go together")
+        return self
+
+
 class _BrokerBase(StrictModel):
     endpoint: str = Field(
         EMBEDDED,
@@ -360,6 +440,15 @@ class KafkaBroker(_BrokerBase):
         description="server.properties entries of every embedded node, e.g. num.io.threads: 16",
     )
     jvm: JvmSettings = JvmSettings()
+    security: KafkaSecurity = Field(
+        default_factory=KafkaSecurity,
+        description="embedded: TLS and SASL made by exprun; an external broker's go in `client`",
+    )
+    client: KafkaProperties = Field(
+        default_factory=dict,
+        description="librdkafka properties of every client (producers, consumers, admin), "
+        "e.g. security.protocol, sasl.*, ssl.*",
+    )
 
     KEY_HINTS: ClassVar[dict[str, str]] = {
         "stream": "`stream` is a NATS setting; a Kafka topic is set with `topic`",
@@ -377,6 +466,24 @@ class KafkaBroker(_BrokerBase):
             raise ValueError("`commit_every` needs `commit: sync` or `commit: async`")
         if self.consumer_mode == "group" and "enable.auto.commit" in self.consumer:
             raise ValueError("enable.auto.commit is set by exprun from `commit` in group mode")
+        return self
+
+    @model_validator(mode="after")
+    def _secured(self) -> KafkaBroker:
+        if not self.embedded and "security" in self.model_fields_set:
+            raise ValueError(
+                "security: exprun secures only the brokers it starts; an external Kafka's "
+                "security.protocol, sasl.* and ssl.* properties go in `client`"
+            )
+        # Unsecured, such properties pass through as they always have.
+        if self.embedded and self.security.protocol != "PLAINTEXT":
+            for side in ("client", "producer", "consumer"):
+                owned = [k for k in getattr(self, side) if k.startswith(KAFKA_SECURITY_PREFIXES)]
+                if owned:
+                    raise ValueError(
+                        f"{side}: {', '.join(sorted(owned))} is set by exprun for an embedded "
+                        "broker it secures (from `security`)"
+                    )
         return self
 
     @model_validator(mode="after")
@@ -405,7 +512,7 @@ class KafkaBroker(_BrokerBase):
                     )
         return value
 
-    @field_validator("producer", "consumer")
+    @field_validator("producer", "consumer", "client")
     @classmethod
     def _no_managed_properties(cls, value: KafkaProperties) -> KafkaProperties:
         managed = {"bootstrap.servers", "group.id"} & set(value)
@@ -433,6 +540,11 @@ class NatsBroker(_BrokerBase):
         description="nats-server options of every embedded node, blocks as mappings, e.g. "
         "write_deadline: 5s, jetstream: {max_memory_store: 1GB}",
     )
+    security: NatsSecurity = Field(
+        default_factory=NatsSecurity,
+        description="TLS and login: made by exprun for an embedded server (tls, auth), given "
+        "for an external one (creds, nkey_seed, user + password, token, tls files)",
+    )
 
     KEY_HINTS: ClassVar[dict[str, str]] = {
         "jvm": "`jvm` is a Kafka setting: nats-server is not a JVM",
@@ -457,6 +569,27 @@ class NatsBroker(_BrokerBase):
                         "'nats://host:4222'"
                     )
         return value
+
+    @model_validator(mode="after")
+    def _secured(self) -> NatsBroker:
+        security = self.security
+        if self.embedded:
+            if security.logins:
+                raise ValueError(
+                    f"security: {', '.join(security.logins)}: exprun makes the login of an "
+                    "embedded server; choose it with `auth: user | token | nkey`"
+                )
+            if isinstance(security.tls, NatsTlsFiles) and security.tls.model_fields_set:
+                raise ValueError(
+                    "security.tls: exprun makes the CA and certificates of an embedded server: "
+                    "write `tls: true`"
+                )
+        elif security.auth != "none":
+            raise ValueError(
+                f"security.auth {security.auth}: `auth` chooses the login exprun makes for an "
+                "embedded server; an external one takes creds, nkey_seed, user + password or token"
+            )
+        return self
 
     @model_validator(mode="after")
     def _cluster(self) -> NatsBroker:

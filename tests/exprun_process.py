@@ -112,3 +112,25 @@ def process_named(name: str, tmp: Path) -> psutil.Process:
         if process.info["name"] == name and str(tmp) in cmdline:
             return process
     raise AssertionError(f"no {name} process of this test is running")
+
+
+def run_spec(tmp_path: Path, text: str, timeout: float, **env: str) -> list[dict[str, Any]]:
+    """`exprun run` of the spec `text` (with `env` added); its trials, once it exited 0 and
+    left nothing running."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    run = tmp_path / "run"
+    done = exprun(
+        "run",
+        str(spec),
+        "--out",
+        str(run),
+        tmp=tmp_path,
+        timeout=timeout,
+        env=environment(tmp_path, **env),
+    )
+    trials = read_jsonl(run / "trials.jsonl")
+    errors = [t["error"] for t in trials if t["error"]]
+    assert done.returncode == 0, f"{errors}\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+    no_leftovers(tmp_path)
+    return trials

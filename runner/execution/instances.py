@@ -23,9 +23,10 @@ from runner.execution.brokers import (
     start_kafka,
     start_nats,
 )
+from runner.execution.brokers.access import external_access
 from runner.execution.plan import Plan, flat_settings
 from runner.spec.server_settings import config_text
-from schemas.spec import KafkaBroker, NatsBroker
+from schemas.spec import KafkaBroker, NatsBroker, NatsSecurity
 
 BrokerConfig = KafkaBroker | NatsBroker
 
@@ -41,8 +42,9 @@ class NotEnoughMemory(ExprunError):
 def setting_key(config: BrokerConfig) -> str:
     """What makes an instance: the broker's own settings, not the clients'."""
     jvm = config.jvm.model_dump(mode="json") if isinstance(config, KafkaBroker) else None
+    security = config.security.model_dump(mode="json") if config.embedded else None
     return json.dumps(
-        [config.type, config.endpoint, config.nodes, config.server, jvm], sort_keys=True
+        [config.type, config.endpoint, config.nodes, config.server, jvm, security], sort_keys=True
     )
 
 
@@ -74,6 +76,12 @@ class Instance:
         if not config.embedded:
             return f"external at {config.endpoint}"
         parts = [f"{config.nodes} node{'s' if config.nodes > 1 else ''}"]
+        security = config.security
+        if security.tls_on if isinstance(security, NatsSecurity) else security.tls:
+            parts.append("TLS")
+        login = security.auth if isinstance(security, NatsSecurity) else security.sasl
+        if login != "none":
+            parts.append(f"login {login}")
         parts += [f"{key}={value}" for key, value in flat_settings(config.server)]
         if isinstance(config, KafkaBroker):
             if config.jvm.heap:
@@ -146,7 +154,7 @@ def start_instance(instance: Instance, others: Sequence[str] = ()) -> RunningBro
     config = instance.config
     try:
         if not config.embedded:
-            return connect_external(config.type, config.endpoint)
+            return connect_external(config.type, config.endpoint, access=external_access(config))
         if isinstance(config, KafkaBroker):
             return start_kafka(
                 nodes=config.nodes,
@@ -154,8 +162,9 @@ def start_instance(instance: Instance, others: Sequence[str] = ()) -> RunningBro
                 heap=config.jvm.heap,
                 jvm_opts=config.jvm.options,
                 telemetry=config.telemetry.enabled,
+                security=config.security,
             )
-        return start_nats(nodes=config.nodes, overrides=config.server)
+        return start_nats(nodes=config.nodes, overrides=config.server, security=config.security)
     except BrokerStartError as error:
         hint = ""
         if others:

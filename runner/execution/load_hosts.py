@@ -108,6 +108,8 @@ class LoadHosts:
             )
         remote = RemoteShares(authkey=secrets.token_bytes(32), hosts=tuple(hosts))
         request = request.model_copy(update={"processes": remote.processes, "remote": remote})
+        # What the clients read from files travels with the request (never written elsewhere).
+        shipped = request.model_copy(update={"access": request.access.shipped()})
         listener = listen(self.coordinator)
         shares = TrialShares(listener)
         address = listener.getsockname()[:2]
@@ -116,7 +118,7 @@ class LoadHosts:
             launch = ShareLaunch(
                 address=address,
                 authkey=remote.authkey,
-                request_json=request.model_dump_json(exclude={"remote"}),
+                request_json=shipped.model_dump_json(exclude={"remote"}),
                 shares=tuple(range(first, first + host.processes)),
                 processes=remote.processes,
                 skew_ns=self.clock_skew_ns if number else 0,

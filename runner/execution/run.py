@@ -344,6 +344,7 @@ class _Trials:
             workload=workload,
             topic=f"exprun-{self.run_id}-{position}{suffix}",
             processes=self.processes,
+            access=broker.access,
         )
         on_fault = FaultExecutor(broker, workload.faults) if workload.faults else None
         sources = telemetry_sources(broker, planned.config.broker)

@@ -15,6 +15,7 @@ from schemas.spec import NATS_CONSUMER_KEYS
 
 Role = Literal["producer", "consumer"]
 ROLES: tuple[Role, ...] = ("producer", "consumer")
+FILE_SUFFIX = ".location"  # librdkafka properties naming a file
 _PROPERTY_IN_MESSAGE = re.compile(r'property:? "?([A-Za-z0-9._-]+)"?')
 
 
@@ -88,7 +89,7 @@ def kafka_property_problems(data: Any) -> list[tuple[Loc, str, bool]]:
         if prop is None:
             found.append(((*broker_loc, role), f"librdkafka: {message}", False))
         else:
-            found.append(((*origin[prop], role, prop), f"librdkafka: {message}", True))
+            found.append(((*origin[prop], prop), f"librdkafka: {message}", True))
     return found
 
 
@@ -113,12 +114,19 @@ def _kafka_properties(data: Any) -> Iterator[tuple[Loc, Role, dict[str, object],
             for role in ROLES:
                 properties: dict[str, object] = {}
                 origin: dict[str, Loc] = {}
-                for loc, settings in sources:
-                    written = lookup(settings, role)
-                    for prop, value in written.items() if isinstance(written, Mapping) else ():
-                        # A NATS consumer setting here is a field error of its own.
-                        if isinstance(value, str | int | float) and prop not in NATS_CONSUMER_KEYS:
-                            properties[str(prop)], origin[str(prop)] = value, loc
+                # `client` properties reach every client: checked as each role takes them.
+                for side in ("client", role):
+                    for loc, settings in sources:
+                        written = lookup(settings, side)
+                        for prop, value in written.items() if isinstance(written, Mapping) else ():
+                            # A NATS consumer setting is a field error of its own; a file is
+                            # checked where the spec's folder is known (schemas.resolve).
+                            if (
+                                isinstance(value, str | int | float)
+                                and prop not in NATS_CONSUMER_KEYS
+                                and not str(prop).endswith(FILE_SUFFIX)
+                            ):
+                                properties[str(prop)], origin[str(prop)] = value, (*loc, side)
                 yield ("brokers", name), role, properties, origin
 
 

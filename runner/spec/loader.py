@@ -13,6 +13,7 @@ from reporters.base import installed_reporters
 from runner.errors import SpecError
 from runner.spec.document import SpecDocument, read_document
 from runner.spec.kafka_properties import kafka_property_problems
+from runner.spec.secret_fields import written_secrets
 from runner.spec.server_settings import server_setting_problems
 from schemas.problems import problems_from
 from schemas.resolve import CellConfig, ResolutionError, lookup, resolve_cells
@@ -63,6 +64,8 @@ def load_spec(path: str | Path) -> LoadedSpec:
         document.issue(loc, message, at_key)
     for loc, message in server_setting_problems(document.data):
         document.issue(loc, message, at_key=True)
+    for loc, message in written_secrets(document.data, frozenset(document.secrets)):
+        document.issue(loc, message)
     if document.issues or spec is None:
         raise SpecError(document.sorted_issues())
     assert text is not None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from exprun_process import exprun, no_leftovers, read_jsonl
+from exprun_process import exprun, no_leftovers, read_jsonl, run_spec
 
 pytestmark = pytest.mark.integration
 
@@ -72,17 +72,6 @@ repetitions: 1
 warmup: 0
 reports: [markdown, json]
 """
-
-
-def run_spec(tmp_path: Path, text: str, timeout: float) -> list[dict[str, Any]]:
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(text)
-    done = exprun("run", str(spec), "--out", str(tmp_path / "run"), tmp=tmp_path, timeout=timeout)
-    trials = read_jsonl(tmp_path / "run" / "trials.jsonl")
-    errors = [t["error"] for t in trials if t["error"]]
-    assert done.returncode == 0, f"{errors}\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
-    no_leftovers(tmp_path)
-    return trials
 
 
 def assert_exact(trial: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from runner.execution.brokers.access import PLAIN, ClientAccess
 from runner.execution.brokers.errors import BrokerStartError, LeaderUnknown
 from runner.execution.brokers.logs import tail_files
 from runner.execution.brokers.node import (
@@ -44,6 +45,11 @@ class EmbeddedLauncher(Protocol):
 
     @property
     def log_files(self) -> list[Path]: ...
+
+    @property
+    def access(self) -> ClientAccess:
+        """What clients need to reach it (TLS files, a login); plain when not secured."""
+        ...
 
     def launch(self, new_ports: bool, timeout: float | None) -> list[BrokerNode]:
         """Start every node (afresh on new ports, or in place) and wait until they form."""
@@ -77,6 +83,7 @@ class RunningBroker:
     log_files: list[Path] = field(default_factory=list)
     start_seconds: float | None = None  # wall time of the last (re)start until formed (embedded)
     nodes: list[BrokerNode] = field(default_factory=list)
+    access: ClientAccess = field(default=PLAIN, repr=False)  # TLS files and login of clients
     _launcher: EmbeddedLauncher | None = field(default=None, repr=False)
     _probe: Callable[[], bool] | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, repr=False)
@@ -243,6 +250,7 @@ def start_embedded(
         log_files=launcher.log_files,
         start_seconds=time.monotonic() - started,
         nodes=nodes,
+        access=launcher.access,
         _launcher=launcher,
     )
 

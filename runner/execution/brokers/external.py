@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from urllib.parse import urlsplit
 
+from runner.execution.brokers.access import PLAIN, ClientAccess
 from runner.execution.brokers.base import RunningBroker, tcp_open
 from runner.execution.brokers.errors import BrokerStartError
+from runner.execution.brokers.login import check_login, nats_info
 
 DEFAULT_PORTS = {"nats": 4222, "kafka": 9092}
 NATS_SCHEMES = ("nats", "tls")
@@ -60,18 +61,7 @@ def _wait_reachable(host: str, port: int, deadline: float) -> str | None:
 
 def _nats_version(host: str, port: int) -> str | None:
     """The version in the INFO line a NATS server sends on connect (None if not NATS-like)."""
-    try:
-        with socket.create_connection((host, port), timeout=1.0) as sock:
-            sock.settimeout(1.0)
-            line = sock.makefile("rb").readline(64 * 1024)
-    except OSError:
-        return None
-    if not line.startswith(b"INFO "):
-        return None
-    try:
-        version = json.loads(line[5:]).get("version")
-    except ValueError:
-        return None
+    version = (nats_info(host, port) or {}).get("version")
     return str(version) if version else None
 
 
@@ -83,8 +73,11 @@ def _format_address(kind: str, endpoints: list[tuple[str, int]]) -> str:
     return ",".join(prefix + hostport(h, p) for h, p in endpoints)
 
 
-def connect_external(kind: str, address: str, timeout: float = 5.0) -> RunningBroker:
-    """Check that every host:port of an external broker accepts TCP within timeout."""
+def connect_external(
+    kind: str, address: str, timeout: float = 5.0, access: ClientAccess | None = None
+) -> RunningBroker:
+    """Check that every host:port of an external broker accepts TCP within timeout; with
+    `access`, that the broker also takes the clients' login (TLS and credentials)."""
     endpoints = parse_endpoints(kind, address)
     deadline = time.monotonic() + timeout
     failures = []
@@ -98,12 +91,16 @@ def connect_external(kind: str, address: str, timeout: float = 5.0) -> RunningBr
             + ", ".join(failures)
             + ". Is it running, and is the address right?"
         )
+    formatted = _format_address(kind, endpoints)
+    if access is not None:
+        check_login(kind, formatted, access)
     version = _nats_version(*endpoints[0]) if kind == "nats" else None
     return RunningBroker(
         kind=kind,
-        address=_format_address(kind, endpoints),
+        address=formatted,
         version=version,
         embedded=False,
-        endpoints={"client": _format_address(kind, endpoints)},
+        endpoints={"client": formatted},
+        access=access or PLAIN,
         _probe=lambda: any(tcp_open(h, p) for h, p in endpoints),
     )

@@ -9,6 +9,7 @@ import hashlib
 import importlib.resources
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.execution.brokers.access import PLAIN, ClientAccess
 from runner.execution.brokers.base import (
     RunningBroker,
     free_ports,
@@ -33,6 +35,7 @@ from runner.execution.brokers.cache import (
     find_mvn,
     mvn_failure,
 )
+from runner.execution.brokers.certs import Certificates, make_certificates
 from runner.execution.brokers.errors import BrokerStartError, LeaderUnknown
 from runner.execution.brokers.jmx_agent import exporter_config, jmx_agent_jar
 from runner.execution.brokers.logs import start_error
@@ -47,6 +50,7 @@ from runner.execution.brokers.node import (
     poll_leader,
 )
 from runner.execution.brokers.processes import run_tool, spawn, terminate_groups, wait_tool
+from schemas.spec import KafkaSecurity
 
 KAFKA_VERSION = "4.4.0"  # newest 4.x on Maven Central when this was written
 KAFKA_VERSION_ENV = "EXPRUN_KAFKA_VERSION"
@@ -77,6 +81,14 @@ JMX_EXPORTER_CONFIG = "jmx-exporter.yaml"
 # Server-wide message size raised (default ~1 MB) so the broker never fails an experiment by
 # itself; topic-level limits a spec declares still apply.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# The one login a secured embedded Kafka has: every client of exprun's uses it.
+KAFKA_USER = "exprun"
+SASL_MECHANISMS = {
+    "plain": "PLAIN",
+    "scram-sha-256": "SCRAM-SHA-256",
+    "scram-sha-512": "SCRAM-SHA-512",
+}
+SCRAM_ITERATIONS = 4096  # Kafka's default, and the least it accepts
 
 
 def kafka_version() -> str:
@@ -214,6 +226,106 @@ def _properties(props: Mapping[str, str]) -> str:
     return "".join(f"{k}={v.replace(chr(92), chr(92) * 2)}\n" for k, v in props.items())
 
 
+@dataclass(frozen=True)
+class _Secured:
+    """A secured instance's CA, certificates and login: made once, kept across restarts.
+
+    The client listener is named after its protocol (SSL, SASL_SSL, SASL_PLAINTEXT) and carries
+    the inter-broker traffic too, so replication is secured like the clients are.
+    """
+
+    protocol: str
+    certificates: Certificates | None  # with TLS
+    mechanism: str | None  # the SASL mechanism, as Kafka and librdkafka name it
+    password: str = field(default="", repr=False)
+
+    @property
+    def controller_protocol(self) -> str:
+        # KRaft controllers cannot authenticate with SCRAM (its credentials live in the metadata
+        # they serve), so the controller listener has TLS only; without TLS it stays PLAINTEXT,
+        # on loopback like every other port of the node.
+        return "SSL" if self.certificates is not None else "PLAINTEXT"
+
+    def server_properties(self, number: int) -> dict[str, str]:
+        """The ssl.* and sasl.* entries of node number's server.properties."""
+        props: dict[str, str] = {}
+        if self.certificates is not None:
+            props |= {
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": str(_keystore(self.certificates, number)),
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(self.certificates.ca),
+                "ssl.client.auth": "none",
+            }
+        if self.mechanism is not None:
+            listener = f"listener.name.{self.protocol.lower()}.{self.mechanism.lower()}"
+            props |= {
+                "sasl.enabled.mechanisms": self.mechanism,
+                "sasl.mechanism.inter.broker.protocol": self.mechanism,
+                f"{listener}.sasl.jaas.config": self._jaas(),
+            }
+        return props
+
+    def _jaas(self) -> str:
+        login = f'username="{KAFKA_USER}" password="{self.password}"'
+        if self.mechanism == "PLAIN":
+            # PLAIN's server side checks logins against the user_<name> entries.
+            module = "org.apache.kafka.common.security.plain.PlainLoginModule"
+            return f'{module} required {login} user_{KAFKA_USER}="{self.password}";'
+        return f"org.apache.kafka.common.security.scram.ScramLoginModule required {login};"
+
+    def format_args(self) -> tuple[str, ...]:
+        """The storage format's --add-scram for the user (SCRAM keeps its logins in metadata).
+
+        Passes the salted password, not the password itself: a command line is readable by
+        every local user, and the tool echoes what it cannot parse.
+        """
+        if self.mechanism is None or not self.mechanism.startswith("SCRAM-"):
+            return ()
+        salt = secrets.token_bytes(32)
+        digest = self.mechanism.removeprefix("SCRAM-").replace("-", "").lower()
+        # SCRAM's Hi() (RFC 5802) is PBKDF2 with the mechanism's HMAC, one block long.
+        salted = hashlib.pbkdf2_hmac(digest, self.password.encode(), salt, SCRAM_ITERATIONS)
+        b64 = base64.b64encode
+        fields = f"name={KAFKA_USER},salt={b64(salt).decode()},"
+        fields += f"saltedpassword={b64(salted).decode()},iterations={SCRAM_ITERATIONS}"
+        return ("--add-scram", f"{self.mechanism}=[{fields}]")
+
+    def access(self) -> ClientAccess:
+        """What librdkafka clients set to reach the client listener."""
+        props = {"security.protocol": self.protocol}
+        if self.certificates is not None:
+            props["ssl.ca.location"] = str(self.certificates.ca)
+        if self.mechanism is not None:
+            props |= {
+                "sasl.mechanism": self.mechanism,
+                "sasl.username": KAFKA_USER,
+                "sasl.password": self.password,
+            }
+        return ClientAccess(kafka=props)
+
+
+def _keystore(certificates: Certificates, number: int) -> Path:
+    """Node number's key and certificate chain in one PEM file, as Kafka's PEM store wants."""
+    return certificates.ca.parent / f"node{number}-keystore.pem"
+
+
+def _secure(security: KafkaSecurity, folder: Path, nodes: int) -> _Secured:
+    """A CA and node certificates in folder (with TLS) and a random password (with SASL)."""
+    certificates = None
+    if security.tls:
+        certificates = make_certificates(folder, nodes)
+        for number, pair in enumerate(certificates.nodes, 1):
+            keystore = _keystore(certificates, number)
+            fd = os.open(keystore, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as file:
+                file.write(pair.key.read_bytes() + pair.cert.read_bytes())
+    if security.sasl == "none":
+        return _Secured(security.protocol, certificates, None)
+    mechanism = SASL_MECHANISMS[security.sasl]
+    return _Secured(security.protocol, certificates, mechanism, secrets.token_urlsafe(24))
+
+
 def _replication(nodes: int) -> dict[str, str]:
     """Internal topics' replication: 1 on a single node; up to 3 copies (2 in sync) on more."""
     factor, isr = str(min(3, nodes)), str(min(2, nodes))
@@ -234,13 +346,18 @@ def render_server_properties(
     overrides: Mapping[str, str],
     node_id: int = 1,
     voters: Sequence[int] = (),
+    protocol: str = "PLAINTEXT",
+    controller_protocol: str = "PLAINTEXT",
+    security: Mapping[str, str] | None = None,
 ) -> str:
     """server.properties for one combined broker+controller node on loopback.
 
     voters: the controller ports of every node of a cluster, in node.id order (a static
     quorum); empty for a single node (a dynamic quorum of one, as `format --standalone` wants).
+    protocol names the client (and inter-broker) listener and is its security protocol;
+    security holds its ssl.* and sasl.* entries.
     """
-    listeners = f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+    listeners = f"{protocol}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
     static = ",".join(f"{i}@127.0.0.1:{p}" for i, p in enumerate(voters, 1))
     quorum = (
         {"controller.quorum.voters": static}
@@ -253,9 +370,10 @@ def render_server_properties(
         **quorum,
         "listeners": listeners,
         "advertised.listeners": listeners,
-        "inter.broker.listener.name": "PLAINTEXT",
+        "inter.broker.listener.name": protocol,
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": f"CONTROLLER:{controller_protocol},{protocol}:{protocol}",
+        **(security or {}),
         "log.dirs": str(data_dir),
         "num.partitions": "1",
         # A topic exprun creates states its replication; clients' acks decide the rest.
@@ -301,7 +419,7 @@ def heap_flags(heap: str | None) -> tuple[str, ...]:
 # --- readiness and leaders -------------------------------------------------------------------
 
 
-def _admin_client(nodes: Sequence[BrokerNode]) -> Any:
+def _admin_client(nodes: Sequence[BrokerNode], access: ClientAccess) -> Any:
     """An AdminClient bootstrapped from the nodes, quiet about brokers that are down."""
     from confluent_kafka.admin import AdminClient
 
@@ -313,6 +431,7 @@ def _admin_client(nodes: Sequence[BrokerNode]) -> Any:
         "reconnect.backoff.max.ms": 200,
         # Asking for a topic's metadata must not create it (librdkafka's producer default).
         "allow.auto.create.topics": False,
+        **access.kafka,
     }
     return AdminClient(conf)
 
@@ -325,8 +444,9 @@ def _accepts(node: BrokerNode) -> bool:
 class _MetadataCheck:
     """Kafka is formed when every node accepts connections and the metadata lists its broker."""
 
-    def __init__(self, nodes: Sequence[BrokerNode]) -> None:
+    def __init__(self, nodes: Sequence[BrokerNode], access: ClientAccess) -> None:
         self.nodes = nodes
+        self.access = access
         self.admin: Any = None
 
     def __call__(self) -> NotFormed | None:
@@ -337,7 +457,7 @@ class _MetadataCheck:
             if not _accepts(node):
                 return NotFormed("does not accept connections yet", node)
         if self.admin is None:
-            self.admin = _admin_client(self.nodes)
+            self.admin = _admin_client(self.nodes, self.access)
         try:
             metadata = self.admin.list_topics(timeout=1.0)
         except Exception:  # KafkaException while the nodes finish starting
@@ -413,6 +533,9 @@ class _KafkaLauncher:
     endpoints: dict[str, str] = field(default_factory=dict)
     # Kept between leader lookups: a fresh client's bootstrap costs a fault ~0.4 s of delay.
     _admins: dict[tuple[str, ...], Any] = field(default_factory=dict, repr=False)
+    security: KafkaSecurity | None = None
+    access: ClientAccess = field(default=PLAIN, repr=False)
+    _secured: _Secured | None = field(default=None, repr=False)
 
     def _node_dir(self, number: int) -> Path:
         # A single node lives in the workdir itself, as it always has.
@@ -444,8 +567,9 @@ class _KafkaLauncher:
         assert self.ports is not None
         if self.node_count == 1:
             ports = self.ports[0]
+            protocol = self._secured.protocol if self._secured is not None else "PLAINTEXT"
             return (
-                f"Embedded Kafka {self.version} (PLAINTEXT 127.0.0.1:{ports.client}, "
+                f"Embedded Kafka {self.version} ({protocol} 127.0.0.1:{ports.client}, "
                 f"controller 127.0.0.1:{ports.controller})"
             )
         return f"Embedded Kafka {self.version} cluster of {self.node_count} nodes"
@@ -480,7 +604,7 @@ class _KafkaLauncher:
             raise LeaderUnknown("no node of the Kafka broker runs unpaused")
         addresses = tuple(node.address for node in live)
         if addresses not in self._admins:
-            self._admins[addresses] = _admin_client(live)
+            self._admins[addresses] = _admin_client(live, self.access)
         admin = self._admins[addresses]
         return poll_leader(
             lambda: _partition_leader(admin, nodes, destination),
@@ -489,7 +613,7 @@ class _KafkaLauncher:
         )
 
     def _await(self, nodes: Sequence[BrokerNode], deadline: float, *, starting: bool) -> None:
-        check = _MetadataCheck(nodes)
+        check = _MetadataCheck(nodes, self.access)
         lag = await_formed(nodes, check, deadline=deadline, interval=0.1)
         if lag is not None:
             raise formation_error(self._title, nodes, lag, starting=starting)
@@ -504,6 +628,10 @@ class _KafkaLauncher:
 
     def _prepare_fresh(self, deadline: float) -> None:
         """New ports, empty data dirs, config files, formatted storage."""
+        security = self.security
+        if self._secured is None and security is not None and security.protocol != "PLAINTEXT":
+            self._secured = _secure(security, self.workdir / "tls", self.node_count)
+            self.access = self._secured.access()
         telemetry = self.jmx_agent is not None
         picked = iter(free_ports((3 if telemetry else 2) * self.node_count))
         self.ports = [
@@ -520,6 +648,7 @@ class _KafkaLauncher:
             for log in self._node_logs(number):
                 log.write_bytes(b"")
             (node_dir / "log4j2.properties").write_text(render_log4j2(node_dir / "server.log"))
+            secured = self._secured
             properties = render_server_properties(
                 port=ports.client,
                 controller_port=ports.controller,
@@ -527,6 +656,9 @@ class _KafkaLauncher:
                 overrides=self.overrides,
                 node_id=number,
                 voters=voters,
+                protocol=secured.protocol if secured else "PLAINTEXT",
+                controller_protocol=secured.controller_protocol if secured else "PLAINTEXT",
+                security=secured.server_properties(number) if secured else None,
             )
             (node_dir / "server.properties").write_text(properties)
             if self.jmx_agent is not None:
@@ -541,12 +673,14 @@ class _KafkaLauncher:
         """
         cluster_id = new_cluster_id()
         standalone = ("--standalone",) if self.node_count == 1 else ()
+        # Every node gets the same credentials (one salt): any of them may serve a login.
+        scram = self._secured.format_args() if self._secured is not None else ()
         running: list[tuple[int, subprocess.Popen[bytes]]] = []
         try:
             for number in self._numbers:
                 node_dir = self._node_dir(number)
                 props = str(node_dir / "server.properties")
-                args = ("format", "-t", cluster_id, "-c", props, *standalone)
+                args = ("format", "-t", cluster_id, "-c", props, *standalone, *scram)
                 argv = self._java(node_dir, FORMAT_JVM_OPTS, "kafka.tools.StorageTool", *args)
                 proc = spawn(argv, log_path=node_dir / "format.log", cwd=node_dir)
                 running.append((number, proc))
@@ -603,6 +737,7 @@ def start_kafka(
     jvm_opts: Sequence[str] = (),
     workdir_parent: Path | None = None,
     telemetry: bool = False,
+    security: KafkaSecurity | None = None,
 ) -> RunningBroker:
     """Start a KRaft Kafka of combined broker+controller nodes on free loopback ports.
 
@@ -610,7 +745,8 @@ def start_kafka(
     first-time jar download is not counted); port pins the first node's client port; overrides
     are server.properties entries for every node; heap ("1G", "512m") sets -Xms and -Xmx;
     jvm_opts are appended to the JVM's. telemetry runs the Prometheus JMX exporter agent in
-    every node: endpoints["metrics"] lists their /metrics URLs.
+    every node: endpoints["metrics"] lists their /metrics URLs. security: TLS with a CA made for
+    it and / or SASL with a user made for it; RunningBroker.access is what clients need then.
     """
     if nodes < 1:
         raise BrokerStartError(f"a Kafka broker needs at least one node, not {nodes}")
@@ -642,5 +778,6 @@ def start_kafka(
         default_timeout=timeout,
         heap=heap_opts,
         jmx_agent=jmx_agent,
+        security=security,
     )
     return start_embedded("kafka", launcher, workdir, timeout)

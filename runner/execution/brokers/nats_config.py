@@ -34,6 +34,18 @@ class ClusterMember:
     peer_route_ports: Sequence[int]
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """A node's certificate and key, and the CA its cluster peers are checked against."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def block(self) -> dict[str, ConfValue]:
+        return {"cert_file": str(self.cert), "key_file": str(self.key), "ca_file": str(self.ca)}
+
+
 def nested_overrides(overrides: Mapping[str, ConfValue]) -> dict[str, ConfValue]:
     """Overrides with the flat form of exprun's blocks ("jetstream.max_memory_store") nested.
 
@@ -93,9 +105,16 @@ def render_block(items: Mapping[str, ConfValue], depth: int = 0) -> list[str]:
 
 
 def exprun_config(
-    *, port: int, monitor_port: int, store_dir: Path, member: ClusterMember | None
+    *,
+    port: int,
+    monitor_port: int,
+    store_dir: Path,
+    member: ClusterMember | None,
+    tls: ServerTls | None = None,
+    authorization: Mapping[str, ConfValue] | None = None,
 ) -> dict[str, ConfValue]:
-    """What exprun itself sets: loopback ports, high limits, JetStream, and the cluster."""
+    """What exprun itself sets: loopback ports, high limits, JetStream, the cluster, and TLS
+    (clients and routes alike) and the login when the server is secured."""
     config: dict[str, ConfValue] = {
         "listen": f"127.0.0.1:{port}",
         "http": f"127.0.0.1:{monitor_port}",
@@ -105,6 +124,10 @@ def exprun_config(
     }
     if member is not None:
         config["server_name"] = member.server_name
+    if tls is not None:
+        config["tls"] = tls.block()
+    if authorization is not None:
+        config["authorization"] = dict(authorization)
     config["jetstream"] = {
         "store_dir": str(store_dir),
         "max_memory_store": MAX_MEMORY_STORE,
@@ -116,6 +139,8 @@ def exprun_config(
             "listen": f"127.0.0.1:{member.route_port}",
             "routes": [f"nats-route://127.0.0.1:{p}" for p in member.peer_route_ports],
         }
+        if tls is not None:
+            config["cluster"]["tls"] = tls.block()
     return config
 
 
@@ -126,11 +151,20 @@ def render_config(
     store_dir: Path,
     overrides: Mapping[str, ConfValue],
     member: ClusterMember | None = None,
+    tls: ServerTls | None = None,
+    authorization: Mapping[str, ConfValue] | None = None,
 ) -> str:
     """The server config: exprun's settings with the overrides merged in.
 
     Overrides may be flat ("write_deadline"), dotted ("jetstream.max_memory_store") or nested
     ({"jetstream": {...}}); a nested block merges into exprun's block of that name.
     """
-    base = exprun_config(port=port, monitor_port=monitor_port, store_dir=store_dir, member=member)
+    base = exprun_config(
+        port=port,
+        monitor_port=monitor_port,
+        store_dir=store_dir,
+        member=member,
+        tls=tls,
+        authorization=authorization,
+    )
     return "\n".join(render_block(merged(base, nested_overrides(overrides)))) + "\n"

@@ -42,7 +42,12 @@ def reported_settings(broker: RunningBroker, server: Mapping[str, Any]) -> dict[
 def _kafka(broker: RunningBroker, keys: list[str]) -> dict[str, Any]:
     from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-    admin = AdminClient({"bootstrap.servers": broker.address, "log_level": 0})
+    conf: dict[str, str | int | float | bool] = {
+        "bootstrap.servers": broker.address,
+        "log_level": 0,
+        **broker.access.kafka,  # a secured broker's TLS and login
+    }
+    admin = AdminClient(conf)
     node = str(broker.nodes[0].number)
     futures = admin.describe_configs([ConfigResource(ResourceType.BROKER, node)])
     entries = next(iter(futures.values())).result(timeout=TIMEOUT_S)

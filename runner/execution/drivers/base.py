@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from runner.execution.brokers.access import PLAIN, ClientAccess
 from runner.execution.drivers.placement import Placement, whole_groups
 from runner.execution.measure.accounting import Layout
 from runner.execution.measure.latency import LatencyRecorder
@@ -120,9 +121,11 @@ class Driver(ABC):
         *,
         faults: bool = False,
         placement: Placement | None = None,
+        access: ClientAccess = PLAIN,
     ) -> None:
         self.address = address
         self.config = config
+        self.access = access  # TLS files and login of every client it makes
         # The run kills or pauses broker nodes during this trial: a lost connection is part of
         # the experiment, so clients reconnect (to another node) instead of failing the trial.
         self.faults = faults
@@ -153,6 +156,7 @@ class Driver(ABC):
             self.layout,
             faults=self.faults,
             placement=placement,
+            access=self.access,
         )
 
     @property

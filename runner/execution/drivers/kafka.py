@@ -23,6 +23,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from runner.execution.brokers.access import PLAIN, ClientAccess
 from runner.execution.drivers.base import (
     Driver,
     DriverError,
@@ -83,9 +84,17 @@ class KafkaDriver(Driver):
         *,
         faults: bool = False,
         placement: Placement | None = None,
+        access: ClientAccess = PLAIN,
     ) -> None:
         super().__init__(
-            address, config, destination, setup_timeout, layout, faults=faults, placement=placement
+            address,
+            config,
+            destination,
+            setup_timeout,
+            layout,
+            faults=faults,
+            placement=placement,
+            access=access,
         )
         self._producers: list[_ProducerSlot] = []
         self._consumers: list[ConsumerThread] = []
@@ -106,7 +115,7 @@ class KafkaDriver(Driver):
         return producer_policy(self.config.producer)
 
     def _common(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.address, "error_cb": self._on_error}
+        return {"bootstrap.servers": self.address, "error_cb": self._on_error, **self.access.kafka}
 
     # --- destination ---------------------------------------------------------------------
 

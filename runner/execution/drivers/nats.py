@@ -38,6 +38,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from runner.execution.brokers.access import PLAIN, ClientAccess
 from runner.execution.drivers.base import (
     Driver,
     DriverError,
@@ -85,9 +86,17 @@ class NatsDriver(Driver):
         *,
         faults: bool = False,
         placement: Placement | None = None,
+        access: ClientAccess = PLAIN,
     ) -> None:
         super().__init__(
-            address, config, destination, setup_timeout, layout, faults=faults, placement=placement
+            address,
+            config,
+            destination,
+            setup_timeout,
+            layout,
+            faults=faults,
+            placement=placement,
+            access=access,
         )
         self._connections: list[NATS] = []
         self._producers: list[Producer] = []
@@ -133,6 +142,7 @@ class NatsDriver(Driver):
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
+                **self.access.nats.connect_options(),
             )
         except (TimeoutError, OSError, NatsError) as error:
             raise DriverError(f"cannot connect to NATS at {self.address}: {_why(error)}") from None
@@ -440,6 +450,7 @@ async def _serve_publisher(conn: Connection, trial_driver: NatsDriver) -> None:
         trial_driver.setup_timeout,
         trial_driver.layout,
         faults=trial_driver.faults,
+        access=trial_driver.access,
     )
     try:
         try:

@@ -62,6 +62,7 @@ class ResourceSampler:
         self._sampling = False
         self._task: asyncio.Task[None] | None = None
         self.peak_rss_mb = 0.0
+        self._window_rss_mb = 0.0
         self.peak_threads = 0
         self.peak_tasks = 0
         self._nodes = [_BrokerProbe(pid) for pid in broker_pids]
@@ -133,11 +134,18 @@ class ResourceSampler:
             return
         usage = self.usage()
         helper_threads, helper_mb = self._helpers.usage()
-        self.peak_rss_mb = round(max(self.peak_rss_mb, usage.rss_mb + helper_mb), 3)
+        rss_mb = usage.rss_mb + helper_mb
+        self.peak_rss_mb = round(max(self.peak_rss_mb, rss_mb), 3)
+        self._window_rss_mb = max(self._window_rss_mb, rss_mb)
         self.peak_threads = max(self.peak_threads, usage.threads + helper_threads)
         self.peak_tasks = max(self.peak_tasks, usage.tasks)
         for node in self._nodes:
             node.sample()
+
+    def window_peak_rss_mb(self) -> float | None:
+        """The peak (trial process and helpers) since the last call; None before any sample."""
+        peak, self._window_rss_mb = self._window_rss_mb, 0.0
+        return round(peak, 1) if peak else None
 
     @property
     def broker_rss_mb(self) -> float | None:

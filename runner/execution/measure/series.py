@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from runner.execution.measure.accounting import Accounting
@@ -56,8 +56,15 @@ async def tick(schedule: Schedule, mark: Callable[[int, int], None]) -> None:
         number += 1
 
 
-def time_series(schedule: Schedule, end_ns: int, accounting: Accounting) -> TimeSeries:
-    """The phase's windows, from the consumer side's marks and the producers' (summed)."""
+def time_series(
+    schedule: Schedule,
+    end_ns: int,
+    accounting: Accounting,
+    rss_mb: Mapping[int, float | None],
+    last_rss_mb: float | None,
+) -> TimeSeries:
+    """The phase's windows, from the consumer side's marks and the producers' (summed), and
+    the load generator's peak RSS in each (rss_mb by the tick ending the window)."""
     ticks = sorted(t for t in accounting.marks if accounting.marks[t].at_ns < end_ns)
     producers = summed_marks(accounting.ledgers)
     final = (
@@ -84,6 +91,7 @@ def time_series(schedule: Schedule, end_ns: int, accounting: Accounting) -> Time
         latency_p50_ms=p50,
         latency_p99_ms=p99,
         in_flight=[max(0, sent - acked - given_up) for sent, acked, given_up in books[1:]],
+        loadgen_rss_mb=[*(rss_mb.get(t) for t in ticks), last_rss_mb],
     )
 
 

@@ -78,6 +78,7 @@ class MeasuredPhase:
         self.handlers, self.sampler, self.faults = handlers, sampler, faults
         self.fault_figures: list[FaultFigures] = []
         self._stored_last = 0
+        self._rss_mb: dict[int, float | None] = {}  # the load generator's peak, by window's tick
         self.outcome = PhaseOutcome(start_ns=now_ns())
         self.series = series_enabled()
         # Bodies are made now, outside the measured phase.
@@ -147,6 +148,7 @@ class MeasuredPhase:
         accounting = self.accounting
         before = accounting.marks.get(tick_number - 1)
         accounting.mark(tick_number, at_ns)
+        self._rss_mb[tick_number] = self.sampler.window_peak_rss_mb()
         if not self.driver.marks_producers:
             for ledger in accounting.ledgers:
                 ledger.mark(tick_number, at_ns)
@@ -238,7 +240,8 @@ class MeasuredPhase:
         self._note_shortfall(metrics)
         if outcome.end_ns is None or not self.series:
             return None
-        return time_series(schedule, outcome.end_ns, accounting)
+        last_rss = self.sampler.window_peak_rss_mb()
+        return time_series(schedule, outcome.end_ns, accounting, self._rss_mb, last_rss)
 
     def _fill_consumers(self, metrics: Metrics) -> None:
         """How the consumers joined, rebalanced, committed and acked."""

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from runner.execution.brokers.access import PLAIN, ClientAccess
 from runner.execution.measure.self_test import SelfTest
 from schemas.resolve import TrialSettings
 from schemas.results import (
@@ -133,6 +134,7 @@ class TrialRequest(BaseModel):
     self_test: SelfTest = SelfTest()  # exprun's own tests only (measure/self_test.py)
     processes: int = 1  # load-generator processes the trial's clients are spread over
     remote: RemoteShares | None = None  # those processes run on other hosts
+    access: ClientAccess = PLAIN  # TLS files and login of a secured broker's clients
 
     @property
     def shared(self) -> bool:

@@ -19,6 +19,7 @@ import contextlib
 import os
 import socket
 import struct
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from runner.execution.drivers import (
@@ -146,7 +148,10 @@ def _serve(conn: Connection, driver: Driver) -> None:
 def serve_remote(conn: Connection, request_json: str, share: int, processes: int) -> None:
     """A share on another host, linked to its trial by `conn` (runner.execution.trial.remote)."""
     request = TrialRequest.model_validate_json(request_json)
-    _serve(conn, driver_for(request).placed(Placement(share, processes)))
+    with tempfile.TemporaryDirectory(prefix="exprun-access-") as folder:
+        access = request.access.landed(Path(folder))
+        driver = driver_for(request.model_copy(update={"access": access}))
+        _serve(conn, driver.placed(Placement(share, processes)))
 
 
 def driver_for(request: TrialRequest) -> Driver:
@@ -159,6 +164,7 @@ def driver_for(request: TrialRequest) -> Driver:
         SETUP_TIMEOUT_S,
         Layout(work.topics, work.producers),
         faults=bool(work.faults),
+        access=request.access,
     )
 
 

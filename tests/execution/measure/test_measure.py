@@ -103,8 +103,11 @@ def test_windows_add_up_to_the_books() -> None:
         tick = second + 1
         ledger.mark(tick, schedule.tick_at(tick))
         accounting.mark(tick, schedule.tick_at(tick))
-    series = time_series(schedule, 3 * NS_PER_S + NS_PER_S // 2, accounting)
+    # The load generator's peak RSS by the tick that ended its window; the last one's apart.
+    rss = {1: 50.0, 2: None, 3: 52.5}
+    series = time_series(schedule, 3 * NS_PER_S + NS_PER_S // 2, accounting, rss, 53.0)
     assert series.start_s == [0.0, 1.0, 2.0, 3.0] and series.seconds == [1.0, 1.0, 1.0, 0.5]
+    assert series.loadgen_rss_mb == [50.0, None, 52.5, 53.0]
     assert series.published == [10, 20, 30, 0] and series.received == [10, 20, 30, 0]
     assert series.latency_p99_ms[:3] == [2.0, 2.0, 2.0] and series.latency_p99_ms[3] is None
     assert sum(series.acked) == 60 and series.in_flight == [0, 0, 0, 0]
@@ -221,6 +224,6 @@ def test_a_producer_that_stopped_marking_when_done_still_has_its_last_second_in_
     ledger.sending_done_ns = 3 * NS_PER_S + 900 * MS
     for tick in (5, 6):  # the consumers' side goes on ticking through the drain
         accounting.mark(tick, schedule.tick_at(tick))
-    series = time_series(schedule, 6 * NS_PER_S + NS_PER_S // 2, accounting)
+    series = time_series(schedule, 6 * NS_PER_S + NS_PER_S // 2, accounting, {}, None)
     assert series.published == [10, 10, 10, 10, 0, 0, 0]
     assert series.acked == [10, 10, 10, 10, 0, 0, 0]

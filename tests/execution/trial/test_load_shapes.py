@@ -65,6 +65,10 @@ def test_paced_duration_is_exact_and_the_ramp_is_left_out(broker: Any) -> None:
     assert sum(series.published) == m.sent and sum(series.received) == m.received
     assert sum(series.acked) == m.acked and series.in_flight[-1] == 0
     assert all(p is not None for p in series.latency_p99_ms[:-1])
+    # The load generator's memory in every window, its peak the trial's.
+    rss = series.loadgen_rss_mb
+    assert rss is not None and len(rss) == len(series.start_s) and None not in rss, rss
+    assert m.rss_peak_mb is not None and max(rss) == round(m.rss_peak_mb, 1)
 
 
 def test_unpaced_duration_publishes_until_the_time_is_up(broker: Any) -> None:
