@@ -88,7 +88,11 @@ NATS_PUBLISH = (
     "nats_publish_vs_nats_bench",
     "nats_end_to_end_vs_publish",
 )
-KAFKA_PUBLISH = ("kafka_publish", "kafka_end_to_end_vs_publish")
+KAFKA_PUBLISH = (
+    "kafka_publish",
+    "kafka_end_to_end_vs_publish",
+    "kafka_end_to_end_vs_confluent_kafka",
+)
 KAFKA_LATENCY = ("kafka_latency_p50", "kafka_latency_p99", "kafka_latency_mean")
 MEASURED = (TrialFailed, native.ToolError, BrokerStartError)
 
@@ -458,6 +462,12 @@ class Bench:
 
         rate = self.sample(("kafka_publish",), "ProducerPerformance", tool)
         self.add("kafka_publish", round_, reference=rate)
+        bare, key = self.settings.kafka_messages, "kafka_end_to_end_vs_confluent_kafka"
+        if result is not None:
+            self.add(key, round_, exprun=result.metrics.throughput)
+        loop = partial(native.bare_kafka, broker.address, bare, MESSAGE_SIZE, properties)
+        rates = self.sample((key,), "confluent-kafka produce+consume", loop)
+        self.add(key, round_, reference=rates[1] if rates else None)
 
     def _latency_round(self, broker: RunningBroker, round_: int) -> None:
         s = self.settings

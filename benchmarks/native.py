@@ -187,6 +187,23 @@ def bare_nats(
     return float(result["msgs_per_s"]), result["e2e_msgs_per_s"]
 
 
+def bare_kafka(
+    bootstrap: str, messages: int, size: int, properties: dict[str, str]
+) -> tuple[float, float]:
+    """benchmarks.bare_kafka in a fresh interpreter: (produce msg/s, end-to-end msg/s)."""
+    argv = [sys.executable, "-m", "benchmarks.bare_kafka", "--bootstrap", bootstrap]
+    argv += ["--messages", str(messages), "--size", str(size)]
+    argv += [arg for key, value in properties.items() for arg in ("--property", f"{key}={value}")]
+    out = _run(argv)
+    try:
+        result = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise ToolError(f"bare confluent-kafka loop printed no result: {_last_line(out)}") from None
+    if result["received"] != messages:
+        raise ToolError(f"bare confluent-kafka loop received {result['received']} of {messages}")
+    return float(result["msgs_per_s"]), float(result["e2e_msgs_per_s"])
+
+
 def _run(argv: list[str]) -> str:
     """stdout of a tool run to completion; ToolError with its last words otherwise."""
     try:

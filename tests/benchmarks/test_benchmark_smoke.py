@@ -21,6 +21,7 @@ QUICK_TIMEOUT_S = 240.0  # the secured brokers section starts 3 more Kafkas
 COMPARISONS = {
     "kafka_publish",
     "kafka_end_to_end_vs_publish",
+    "kafka_end_to_end_vs_confluent_kafka",
     "kafka_latency_p50",
     "kafka_latency_p99",
     "kafka_latency_mean",

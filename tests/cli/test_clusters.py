@@ -331,7 +331,7 @@ def test_a_fault_without_a_target_fails_its_trial_and_the_run_goes_on(tmp_path: 
     assert twice["faults"][0]["node"] in (1, 2, 3) and twice["faults"][1]["node"] is None
     assert_exact(twice)
     # The dead node was brought back before the next trial, which ran as usual.
-    assert after["status"] == "ok" and after["metrics"]["received"] == 500
+    assert after["status"] == "ok" and after["metrics"]["received"] == 500, after["error"]
     assert "node(s)" in done.stderr and "reviving" in done.stderr
 
 

@@ -15,17 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runner.spec.kafka_properties import FILE_SUFFIX
 from runner.spec.server_settings import config_text
 from schemas.spec import KafkaBroker, NatsBroker, NatsTlsFiles
-
-# librdkafka properties that name a file a client reads.
-KAFKA_FILE_PROPERTIES = (
-    "ssl.ca.location",
-    "ssl.certificate.location",
-    "ssl.key.location",
-    "ssl.keystore.location",
-    "ssl.crl.location",
-)
 
 
 class NatsAccess(BaseModel):
@@ -104,7 +96,7 @@ class ClientAccess(BaseModel):
 
     def _paths(self) -> list[str]:
         nats = self.nats
-        paths = [value for key, value in self.kafka.items() if key in KAFKA_FILE_PROPERTIES]
+        paths = [value for key, value in self.kafka.items() if key.endswith(FILE_SUFFIX)]
         return paths + [p for p in (nats.ca, nats.cert, nats.key, nats.creds) if p]
 
     def shipped(self) -> ClientAccess:

@@ -24,10 +24,10 @@ from test_trials import assert_exact, kafka_config, make_request, nats_config
 
 from runner.errors import BadInputError
 from runner.execution import load_hosts as load_hosts_module
-from runner.execution.brokers import RunningBroker
+from runner.execution.brokers import RunningBroker, start_nats
 from runner.execution.load_hosts import HostsUnavailable, LoadHosts, load_hosts
 from runner.execution.trial.links import ClockReading, best_reading
-from schemas.spec import ExecutionSettings
+from schemas.spec import ExecutionSettings, NatsSecurity
 
 distributed = pytest.importorskip("distributed")
 
@@ -54,6 +54,17 @@ def hosts(cluster: distributed.LocalCluster) -> Iterator[LoadHosts]:
     with load_hosts(settings, cluster.scheduler_address) as connected:
         assert connected is not None
         yield connected
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_secured_broker_is_reached_from_every_host(hosts: LoadHosts) -> None:
+    """The hosts get the CA and the login with the trial request, as files of their own."""
+    with start_nats(security=NatsSecurity(tls=True, auth="nkey")) as broker:
+        assert broker.access.nats.ca is not None and broker.access.nats.nkey_seed is not None
+        result = hosts.run_trial(make_request(broker, nats_config()))
+    assert_exact(result)
+    assert len({f.host for f in result.load_generators}) == 2
 
 
 @pytest.mark.integration

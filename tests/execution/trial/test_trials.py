@@ -21,6 +21,7 @@ from hdrh.histogram import HdrHistogram
 from nats.js.errors import NotFoundError
 
 from runner.execution.brokers import RunningBroker
+from runner.execution.brokers.access import PLAIN
 from runner.execution.brokers.base import free_ports
 from runner.execution.drivers.kafka_consumers import low_watermark
 from runner.execution.drivers.nats import PUBLISHER_ENV
@@ -82,6 +83,7 @@ def make_request(
         workload=TrialSettings.model_validate(settings),
         topic=f"exprun-test-{uuid.uuid4().hex[:12]}",
         self_test=self_test or SelfTest(),
+        access=broker.access if broker else PLAIN,
     )
 
 
