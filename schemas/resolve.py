@@ -19,6 +19,7 @@ from schemas.problems import Loc, Problem, problems_from
 from schemas.report import CellKey
 from schemas.spec import (
     DEFAULT_VARIANT,
+    KAFKA_FILE_SUFFIX,
     Broker,
     Experiment,
     Fault,
@@ -249,7 +250,7 @@ def _client_files(
         sides = {
             side: {
                 key: found((side, key), value)
-                if key.endswith(".location") and isinstance(value, str)
+                if key.endswith(KAFKA_FILE_SUFFIX) and isinstance(value, str)
                 else value
                 for key, value in getattr(broker, side).items()
             }

@@ -284,6 +284,7 @@ Telemetry = Annotated[TelemetrySettings, BeforeValidator(_telemetry_switch)]
 
 # librdkafka properties that make a connection secure: exprun sets them for an embedded broker.
 KAFKA_SECURITY_PREFIXES = ("security.protocol", "ssl.", "sasl.")
+KAFKA_FILE_SUFFIX = ".location"  # librdkafka properties naming a file a client reads
 
 
 class KafkaSecurity(StrictModel):

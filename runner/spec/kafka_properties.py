@@ -11,11 +11,10 @@ from confluent_kafka import Consumer, KafkaException, Producer
 
 from schemas.problems import Loc
 from schemas.resolve import lookup
-from schemas.spec import NATS_CONSUMER_KEYS
+from schemas.spec import KAFKA_FILE_SUFFIX, NATS_CONSUMER_KEYS
 
 Role = Literal["producer", "consumer"]
 ROLES: tuple[Role, ...] = ("producer", "consumer")
-FILE_SUFFIX = ".location"  # librdkafka properties naming a file
 _PROPERTY_IN_MESSAGE = re.compile(r'property:? "?([A-Za-z0-9._-]+)"?')
 
 
@@ -124,7 +123,7 @@ def _kafka_properties(data: Any) -> Iterator[tuple[Loc, Role, dict[str, object],
                             if (
                                 isinstance(value, str | int | float)
                                 and prop not in NATS_CONSUMER_KEYS
-                                and not str(prop).endswith(FILE_SUFFIX)
+                                and not str(prop).endswith(KAFKA_FILE_SUFFIX)
                             ):
                                 properties[str(prop)], origin[str(prop)] = value, (*loc, side)
                 yield ("brokers", name), role, properties, origin

@@ -15,9 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from runner.spec.kafka_properties import FILE_SUFFIX
 from runner.spec.server_settings import config_text
-from schemas.spec import KafkaBroker, NatsBroker, NatsTlsFiles
+from schemas.spec import KAFKA_FILE_SUFFIX, KafkaBroker, NatsBroker, NatsTlsFiles
 
 
 class NatsAccess(BaseModel):
@@ -96,7 +95,7 @@ class ClientAccess(BaseModel):
 
     def _paths(self) -> list[str]:
         nats = self.nats
-        paths = [value for key, value in self.kafka.items() if key.endswith(FILE_SUFFIX)]
+        paths = [value for key, value in self.kafka.items() if key.endswith(KAFKA_FILE_SUFFIX)]
         return paths + [p for p in (nats.ca, nats.cert, nats.key, nats.creds) if p]
 
     def shipped(self) -> ClientAccess:

@@ -71,7 +71,7 @@ def make_certificates(folder: Path, nodes: int) -> Certificates:
             cert.public_bytes(serialization.Encoding.PEM)
             + ca_cert.public_bytes(serialization.Encoding.PEM)
         )
-        _write_private(pair.key, _pkcs8(key))
+        write_private(pair.key, _pkcs8(key))
         return pair
 
     # Nodes are servers to clients, and clients of each other on a cluster's routes.
@@ -121,7 +121,8 @@ def _pkcs8(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read (a key, or a store holding one)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as file:
         file.write(data)

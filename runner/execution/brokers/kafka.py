@@ -35,7 +35,7 @@ from runner.execution.brokers.cache import (
     find_mvn,
     mvn_failure,
 )
-from runner.execution.brokers.certs import Certificates, make_certificates
+from runner.execution.brokers.certs import Certificates, make_certificates, write_private
 from runner.execution.brokers.errors import BrokerStartError, LeaderUnknown
 from runner.execution.brokers.jmx_agent import exporter_config, jmx_agent_jar
 from runner.execution.brokers.logs import start_error
@@ -317,9 +317,7 @@ def _secure(security: KafkaSecurity, folder: Path, nodes: int) -> _Secured:
         certificates = make_certificates(folder, nodes)
         for number, pair in enumerate(certificates.nodes, 1):
             keystore = _keystore(certificates, number)
-            fd = os.open(keystore, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as file:
-                file.write(pair.key.read_bytes() + pair.cert.read_bytes())
+            write_private(keystore, pair.key.read_bytes() + pair.cert.read_bytes())
     if security.sasl == "none":
         return _Secured(security.protocol, certificates, None)
     mechanism = SASL_MECHANISMS[security.sasl]
