@@ -238,6 +238,66 @@ ENTRIES: dict[str, Entry] = {
         "End-to-end msg/s of the same trial read by a pull consumer (batch 100) acking each "
         "message after its handler, against the ordered push consumer (the default reader).",
     ),
+    "nats_core_end_to_end_vs_nats_py": Entry(
+        "Core NATS end-to-end vs bare nats-py pub + sub",
+        "msg/s",
+        "nats-py publish loop + subscriber",
+        ">= 0.9",
+        "jetstream: false. The bare loop publishes with nats-py's publish and flushes; a forked "
+        "process subscribes and only counts. exprun adds its stamps, books, PING confirmations "
+        "and handler pool; both lost nothing (exprun's trial is checked exact).",
+    ),
+    "nats_core_publish_vs_nats_bench": Entry(
+        "Core NATS publish vs nats bench pub",
+        "msg/s",
+        "nats bench pub",
+        None,
+        "natscli (Go) publishing alone to a subject nats bench sub reads; exprun's publish "
+        "throughput of the same trials as the row above (first send to last PONG).",
+    ),
+    "nats_core_end_to_end_vs_nats_bench": Entry(
+        "Core NATS end-to-end vs nats bench sub",
+        "msg/s",
+        "nats bench sub",
+        None,
+        "natscli's subscriber rate while nats bench pub publishes the same count and size; "
+        "exprun's end-to-end of the same trials as the rows above. Go against Python: beside "
+        "each other, not a goal.",
+    ),
+    "nats_request_reply_vs_nats_py": Entry(
+        "Request-reply vs bare nats-py request loop",
+        "req/s",
+        "nats-py request() loop + responder",
+        ">= 0.9",
+        "pattern: request_reply, one request in flight (publish.max_pending 1), one responder, "
+        "1 KiB requests answered with 16 bytes; the bare loop awaits nc.request() one at a "
+        "time against a forked responder doing the same. Both lost and timed out nothing.",
+    ),
+    "nats_request_reply_vs_nats_bench": Entry(
+        "Request-reply vs nats bench service",
+        "req/s",
+        "nats bench service request / serve",
+        None,
+        "natscli (Go): one requester, one request at a time, against `serve`; exprun's figure "
+        "is the row above's. Go against Python: beside each other, not a goal.",
+    ),
+    "nats_kv_vs_nats_py": Entry(
+        "Key-value vs bare nats-py kv.put / kv.get loop",
+        "ops/s",
+        "nats-py KeyValue loop",
+        ">= 0.9",
+        "pattern: kv, half gets, 1,000 keys, one operation in flight (publish.max_pending 1), "
+        "memory bucket with direct gets on both sides; the bare loop runs the same sequence "
+        "of puts and gets with nats-py's KeyValue, awaiting each.",
+    ),
+    "nats_kv_put_vs_nats_bench": Entry(
+        "Key-value put vs nats bench kv put",
+        "ops/s",
+        "nats bench kv put",
+        None,
+        "exprun: pattern kv with no gets (reads 0%), one put in flight; natscli (Go): one "
+        "putter into a memory bucket. Beside each other, not a goal.",
+    ),
     "nats_consume_vs_nats_bench": Entry(
         "JetStream pull + explicit vs nats bench js fetch",
         "msg/s",

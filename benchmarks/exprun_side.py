@@ -32,13 +32,17 @@ class TrialFailed(Exception):
     """An exprun trial of the benchmark did not finish "ok"; str() is its error."""
 
 
-def nats_config() -> NatsBroker:
+def nats_config(*, core: bool = False, in_flight: int = MAX_PENDING) -> NatsBroker:
+    """The NATS broker of the harness's trials: a memory stream, or (core) plain subjects;
+    `in_flight` bounds the producers' unanswered messages, requests or operations."""
+    if core:
+        return NatsBroker.model_validate({"type": "nats", "workers": WORKERS, "jetstream": False})
     return NatsBroker.model_validate(
         {
             "type": "nats",
             "workers": WORKERS,
             "stream": {"storage": "memory"},
-            "publish": {"max_pending": MAX_PENDING},
+            "publish": {"max_pending": in_flight},
         }
     )
 
@@ -65,10 +69,13 @@ def trial_request(
     rate: float | None = None,
     duration: float | None = None,
     backlog: int | None = None,
+    pattern: dict[str, Any] | None = None,
 ) -> TrialRequest:
-    """Zero processing time, no settle wait: only the clients and the broker are measured."""
+    """Zero processing time, no settle wait: only the clients and the broker are measured.
+    `pattern`: the workload's pattern settings, e.g. {"pattern": "kv", "kv": {...}}."""
     workload = TrialSettings.model_validate(
         {
+            **(pattern or {}),
             "messages": messages,
             "duration": f"{duration}s" if duration is not None else None,
             "backlog": backlog,

@@ -88,6 +88,17 @@ NATS_PUBLISH = (
     "nats_publish_vs_nats_bench",
     "nats_end_to_end_vs_publish",
 )
+NATS_PATTERNS = (
+    "nats_request_reply_vs_nats_py",
+    "nats_request_reply_vs_nats_bench",
+    "nats_kv_vs_nats_py",
+    "nats_kv_put_vs_nats_bench",
+)
+NATS_CORE = (
+    "nats_core_end_to_end_vs_nats_py",
+    "nats_core_publish_vs_nats_bench",
+    "nats_core_end_to_end_vs_nats_bench",
+)
 KAFKA_PUBLISH = (
     "kafka_publish",
     "kafka_end_to_end_vs_publish",
@@ -120,6 +131,7 @@ class Settings:
     telemetry_seconds: float  # each of those trials, unpaced
     security_rounds: int  # rounds of one trial per side (plaintext, secured ones), per broker
     security_seconds: float  # each of those trials, unpaced
+    pattern_messages: int  # requests and key operations, one in flight, per side and round
 
 
 FULL = Settings(
@@ -144,6 +156,7 @@ FULL = Settings(
     telemetry_seconds=5.0,
     security_rounds=6,
     security_seconds=5.0,
+    pattern_messages=5_000,
 )
 QUICK = Settings(
     repetitions=1,
@@ -167,6 +180,7 @@ QUICK = Settings(
     telemetry_seconds=1.0,
     security_rounds=1,
     security_seconds=1.0,
+    pattern_messages=200,
 )
 
 
@@ -223,15 +237,24 @@ class Bench:
             "nats_rate_accuracy",
             "nats_pull_explicit_vs_ordered",
             "nats_consume_vs_nats_bench",
+            *NATS_CORE,
+            *NATS_PATTERNS,
         )
         try:
             with self._broker(start_nats, "nats") as broker:
                 request = trial_request(broker, nats_config(), self.settings.nats_messages)
                 self._targets.update(dict.fromkeys(keys, (request, {})))
+                core = trial_request(broker, nats_config(core=True), self.settings.nats_messages)
+                self._targets.update(dict.fromkeys(NATS_CORE, (core, {})))
+                patterns = self._pattern_requests(broker)
+                self._targets[NATS_PATTERNS[0]] = (patterns["request_reply"], {})
+                self._targets[NATS_PATTERNS[2]] = (patterns["kv"], {})
                 for round_ in self.rounds():
                     self._nats_round(broker, request, natscli, round_)
                     self._series_ab(request, "nats_series_overhead", round_)
                     self._nats_consumers(broker, natscli, round_)
+                    self._nats_core(broker, core, natscli, round_)
+                    self._nats_patterns(broker, patterns, natscli, round_)
                 self._rate_accuracy(
                     broker, nats_config(), "nats_rate_accuracy", "nats_publish_vs_nats_py"
                 )
@@ -317,6 +340,93 @@ class Bench:
                 details = self[key].details
                 details.setdefault(f"{tag}_end_to_end", []).append(result.metrics.throughput)
                 details.setdefault(f"{tag}_broker_us_per_msg", []).append(_broker_us(result))
+
+    def _nats_core(
+        self, broker: RunningBroker, request: TrialRequest, natscli: Path | None, round_: int
+    ) -> None:
+        """Core NATS (`jetstream: false`): exprun against the bare nats-py loop and nats bench."""
+        bare_key, publish_key, e2e_key = NATS_CORE
+        result = self.sample(NATS_CORE, "exprun core", partial(exprun_side.run, request))
+        if result is not None:
+            self.add(bare_key, round_, exprun=result.metrics.throughput)
+            self.add(publish_key, round_, exprun=_publish(result))
+            self.add(e2e_key, round_, exprun=result.metrics.throughput)
+        messages = self.settings.nats_messages
+        loop = partial(native.bare_nats_core, broker.address, messages, MESSAGE_SIZE)
+        rates = self.sample((bare_key,), "nats-py core pub+sub", loop)
+        self.add(bare_key, round_, reference=rates[1] if rates else None)
+        if natscli is None:
+            for key in (publish_key, e2e_key):
+                self[key].fail("natscli unavailable (see nats_publish_vs_nats_bench)")
+            return
+        subject = f"bench-core-{uuid.uuid4().hex[:10]}"
+        bench = partial(
+            native.nats_bench_core, natscli, broker.address, subject, messages, MESSAGE_SIZE
+        )
+        rates = self.sample((publish_key, e2e_key), "nats bench pub + sub", bench)
+        self.add(publish_key, round_, reference=rates[0] if rates else None)
+        self.add(e2e_key, round_, reference=rates[1] if rates else None)
+
+    def _pattern_requests(self, broker: RunningBroker) -> dict[str, TrialRequest]:
+        """One request or operation in flight, as the native tools and the bare loops do."""
+        config, messages = nats_config(in_flight=1), self.settings.pattern_messages
+        return {
+            "request_reply": trial_request(
+                broker, config, messages, pattern={"pattern": "request_reply"}
+            ),
+            "kv": trial_request(
+                broker, config, messages, pattern={"pattern": "kv", "kv": {"reads": 0.5}}
+            ),
+            "kv_puts": trial_request(
+                broker, config, messages, pattern={"pattern": "kv", "kv": {"reads": 0.0}}
+            ),
+        }
+
+    def _nats_patterns(
+        self,
+        broker: RunningBroker,
+        requests: dict[str, TrialRequest],
+        natscli: Path | None,
+        round_: int,
+    ) -> None:
+        """Request-reply and key-value: exprun against nats-py's own loops and natscli."""
+        rr_bare, rr_bench, kv_bare, kv_bench = NATS_PATTERNS
+        messages = self.settings.pattern_messages
+        for pattern, keys in (("request_reply", (rr_bare, rr_bench)), ("kv", (kv_bare,))):
+            run = partial(exprun_side.run, requests[pattern])
+            result = self.sample(keys, f"exprun {pattern}", run)
+            for key in keys:
+                self.add(key, round_, exprun=result.metrics.throughput if result else None)
+            loop = partial(
+                native.bare_nats_pattern, broker.address, pattern, messages, MESSAGE_SIZE
+            )
+            self.add(keys[0], round_, reference=self.sample(keys[:1], f"nats-py {pattern}", loop))
+        puts = self.sample(
+            (kv_bench,), "exprun kv puts", partial(exprun_side.run, requests["kv_puts"])
+        )
+        self.add(kv_bench, round_, exprun=puts.metrics.throughput if puts else None)
+        if natscli is None:
+            for key in (rr_bench, kv_bench):
+                self[key].fail("natscli unavailable (see nats_publish_vs_nats_bench)")
+            return
+        name = uuid.uuid4().hex[:10]
+        service = partial(
+            native.nats_bench_service,
+            natscli,
+            broker.address,
+            f"bench-svc-{name}",
+            messages,
+            MESSAGE_SIZE,
+        )
+        self.add(
+            rr_bench, round_, reference=self.sample((rr_bench,), "nats bench service", service)
+        )
+        bucket = f"bench-kv-{name}"
+        put = partial(
+            native.nats_bench_kv_put, natscli, broker.address, bucket, messages, MESSAGE_SIZE
+        )
+        self.add(kv_bench, round_, reference=self.sample((kv_bench,), "nats bench kv put", put))
+        _delete_stream(broker.address, f"KV_{bucket}")
 
     def _nats_consumers(self, broker: RunningBroker, natscli: Path | None, round_: int) -> None:
         """The JetStream consumer path: pull + explicit acks vs ordered (end to end), and its

@@ -25,7 +25,7 @@ from runner.execution.brokers.kafka import (
 )
 
 NATSCLI_MODULE = "github.com/nats-io/natscli/nats"
-NATSCLI_VERSION = "v0.5.1"  # `@latest` when this was written; pinned so figures stay comparable
+NATSCLI_VERSION = "v0.5.0"  # pinned so figures stay comparable (v0.5.1 is no longer served)
 GO_INSTALL_TIMEOUT_S = 600.0
 # kafka-producer-perf-test.sh and kafka-e2e-latency.sh run their JVM with this heap.
 TOOL_HEAP = "-Xmx512M"
@@ -106,6 +106,103 @@ def nats_bench_fetch(
     if match is None:
         raise ToolError(f"nats bench printed no consumer stats: {_last_line(out)}")
     return float(match.group(1).replace(",", ""))
+
+
+def nats_bench_core(
+    nats: Path, server: str, subject: str, messages: int, size: int
+) -> tuple[float, float]:
+    """`nats bench sub` reading while `nats bench pub` publishes on a core subject: (publish
+    msg/s, subscribe msg/s)."""
+    common = [subject, "--server", server, "--msgs", str(messages), "--size", str(size)]
+    reader = subprocess.Popen(
+        [str(nats), "bench", "sub", *common, "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=_repo_root(),
+    )
+    try:
+        _await_line(reader, "Starting Core NATS subscriber")
+        published = _run([str(nats), "bench", "pub", *common, "--no-progress"])
+        read, _ = reader.communicate(timeout=TOOL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ToolError(f"nats bench sub timed out after {TOOL_TIMEOUT_S:g}s") from None
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    return _bench_rate(published, "Core NATS publisher"), _bench_rate(read, "Core NATS subscriber")
+
+
+def _await_line(process: subprocess.Popen[str], words: str) -> None:
+    """Read `process`'s output until a line with `words` (it subscribed, say)."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if words in line:
+            return
+    raise ToolError(f"nats bench ended before saying {words!r}")
+
+
+def bare_nats_core(server: str, messages: int, size: int) -> tuple[float, float]:
+    """benchmarks.bare_nats_core in a fresh interpreter: (publish msg/s, end-to-end msg/s)."""
+    argv = [sys.executable, "-m", "benchmarks.bare_nats_core", "--server", server]
+    out = _run([*argv, "--messages", str(messages), "--size", str(size)])
+    try:
+        result = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise ToolError(f"bare nats-py core loop printed no result: {_last_line(out)}") from None
+    if result["received"] != messages:
+        raise ToolError(f"bare nats-py core loop received {result['received']} of {messages}")
+    return float(result["msgs_per_s"]), float(result["e2e_msgs_per_s"])
+
+
+def nats_bench_service(nats: Path, server: str, subject: str, messages: int, size: int) -> float:
+    """`nats bench service request` against `nats bench service serve`: requests per second."""
+    common = [subject, "--server", server, "--msgs", str(messages), "--size", str(size)]
+    server_side = subprocess.Popen(
+        [str(nats), "bench", "service", "serve", *common, "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=_repo_root(),
+    )
+    try:
+        _await_line(server_side, "Starting Core NATS service server")
+        out = _run([str(nats), "bench", "service", "request", *common, "--no-progress"])
+    finally:
+        server_side.kill()
+        server_side.wait()
+    return _bench_rate(out, "Core NATS service requester")
+
+
+def nats_bench_kv_put(nats: Path, server: str, bucket: str, messages: int, size: int) -> float:
+    """`nats bench kv put` into a fresh memory bucket (made by `nats kv add`): puts per second."""
+    _run([str(nats), "kv", "add", bucket, "--storage", "memory", "--server", server])
+    argv = [str(nats), "bench", "kv", "put", "--server", server, "--bucket", bucket]
+    argv += ["--msgs", str(messages), "--size", str(size), "--no-progress"]
+    return _bench_rate(_run(argv), "JetStream KV putter")
+
+
+def _bench_rate(out: str, side: str) -> float:
+    match = re.search(rf"{side} stats: ([\d,]+) msgs/sec", out)
+    if match is None:
+        raise ToolError(f"nats bench printed no {side} stats: {_last_line(out)}")
+    return float(match.group(1).replace(",", ""))
+
+
+def bare_nats_pattern(server: str, pattern: str, messages: int, size: int) -> float:
+    """benchmarks.bare_nats_patterns in a fresh interpreter: requests or operations per second."""
+    argv = [sys.executable, "-m", "benchmarks.bare_nats_patterns", "--server", server]
+    out = _run([*argv, "--pattern", pattern, "--messages", str(messages), "--size", str(size)])
+    try:
+        result = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise ToolError(
+            f"bare nats-py {pattern} loop printed no result: {_last_line(out)}"
+        ) from None
+    if pattern == "request_reply" and result["failed"]:
+        raise ToolError(f"bare nats-py request loop: {result['failed']} requests timed out")
+    return float(result["per_s"])
 
 
 # --- Kafka tools -------------------------------------------------------------------------

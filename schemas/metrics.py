@@ -90,6 +90,25 @@ _ALL: tuple[MetricInfo, ...] = (
         _m(f"commit_latency_{key}_ms", "ms", "lower", f"Commit latency {label}")
         for key, label in _PERCENTILES
     ),
+    *(
+        _m(f"transaction_commit_{key}_ms", "ms", "lower", f"Transaction commit {label}")
+        for key, label in _PERCENTILES
+    ),
+    _m("transactions_aborted", "count", "lower", "Transactions aborted"),
+    # Request-reply: requests unanswered, and answers that came twice.
+    _m("timeouts", "count", "lower", "Timeouts"),
+    _m("duplicate_replies", "count", "lower", "Duplicate replies"),
+    # Key-value: each operation's latency, and gets that missed an acknowledged put.
+    *(
+        _m(f"kv_put_latency_{key}_ms", "ms", "lower", f"KV put latency {label}")
+        for key, label in _PERCENTILES
+    ),
+    *(
+        _m(f"kv_get_latency_{key}_ms", "ms", "lower", f"KV get latency {label}")
+        for key, label in _PERCENTILES
+    ),
+    _m("stale_reads", "count", "lower", "Stale reads"),
+    _m("lost_reads", "count", "lower", "Lost reads"),
     _m("ack_pending_peak", "msg", None, "Ack pending peak"),
     _m("teardown_s", "s", "lower", "Teardown"),
     _m("rss_before_mb", "MB", "lower", "RSS before"),

@@ -18,12 +18,14 @@ from schemas.metrics import LOCAL_BROKER_METRICS
 from schemas.problems import Loc, Problem, problems_from
 from schemas.report import CellKey
 from schemas.spec import (
+    DEFAULT_REQUEST_TIMEOUT_S,
     DEFAULT_VARIANT,
     KAFKA_FILE_SUFFIX,
     Broker,
     Experiment,
     Fault,
     KafkaBroker,
+    KvSettings,
     NatsBroker,
     NatsTlsFiles,
     PayloadFile,
@@ -82,6 +84,15 @@ class TrialSettings(Workload):
     def backlog_messages(self) -> int | None:
         return self.backlog.in_messages(self.message_size) if self.backlog else None
 
+    @property
+    def request_timeout(self) -> float:
+        """Seconds a request may wait for its answer (pattern request_reply)."""
+        return self.timeout if self.timeout is not None else DEFAULT_REQUEST_TIMEOUT_S
+
+    @property
+    def kv_settings(self) -> KvSettings:
+        return self.kv or KvSettings()
+
     def load_shape(self) -> str:
         """The scenario's load in a few words: '500 msgs', '30s at 20000/s, ramp 5s', ..."""
         if self.search is not None:
@@ -116,6 +127,7 @@ class TrialSettings(Workload):
                     f"({format_duration(self.duration)}): nothing would be measured",
                 )
             )
+        found += self._pattern_problems()
         backlog, total = self.backlog_messages, self.planned_messages
         if backlog is not None and self.rate is None:
             found.append(
@@ -130,6 +142,50 @@ class TrialSettings(Workload):
                     ("backlog",),
                     f"a backlog of {backlog:,} messages is never reached: the scenario "
                     f"publishes {total:,}",
+                )
+            )
+        return found
+
+    def _pattern_problems(self) -> list[tuple[Loc, str]]:
+        """Settings of one pattern given to another, and shapes a pattern has no use for."""
+        pattern = self.pattern
+        found: list[tuple[Loc, str]] = []
+        if self.timeout is not None and pattern != "request_reply":
+            found.append(
+                (
+                    ("timeout",),
+                    f"`timeout` is a request's (pattern: request_reply), not pattern {pattern}'s",
+                )
+            )
+        if self.kv is not None and pattern != "kv":
+            found.append((("kv",), f"`kv` sets the keys of pattern: kv, not of pattern {pattern}"))
+        if pattern == "stream":
+            return found
+        if self.backlog is not None:
+            found.append(
+                (
+                    ("backlog",),
+                    f"pattern {pattern} keeps no backlog: its requests and "
+                    "operations are answered as they come",
+                )
+            )
+        if self.subscriptions > 1:
+            found.append(
+                (
+                    ("subscriptions",),
+                    f"pattern {pattern} has one group of "
+                    f"{'responders' if pattern == 'request_reply' else 'clients'} per "
+                    "topic: `subscriptions` must be 1",
+                )
+            )
+        if pattern == "kv" and self.topics > 1:
+            found.append((("topics",), "pattern kv uses one bucket: `topics` must be 1"))
+        if pattern == "kv" and self.kv_settings.keys < self.producers:
+            found.append(
+                (
+                    ("kv", "keys"),
+                    f"each producer owns keys of its own: {self.kv_settings.keys} keys for "
+                    f"{self.producers} producers leaves some with none",
                 )
             )
         return found
@@ -281,7 +337,8 @@ def cell_problems(config: CellConfig) -> list[tuple[Side, Loc, str]]:
     broker, work = config.broker, config.workload
     found: list[tuple[Side, Loc, str]] = []
     backlog = work.backlog_messages
-    if backlog is not None and isinstance(broker, NatsBroker):
+    found += _capability_problems(broker, work)
+    if backlog is not None and isinstance(broker, NatsBroker) and broker.jetstream:
         stream = broker.stream
         what = "discarded" if stream.discard == "old" else "refused"
         if isinstance(stream.max_msgs, int) and backlog > stream.max_msgs:
@@ -323,6 +380,48 @@ def cell_problems(config: CellConfig) -> list[tuple[Side, Loc, str]]:
                 "(endpoint: embedded)",
             )
         )
+    return found
+
+
+def _capability_problems(
+    broker: KafkaBroker | NatsBroker, work: TrialSettings
+) -> list[tuple[Side, Loc, str]]:
+    """What the broker cannot do: key-value on Kafka; on core NATS (nothing stored), a bucket,
+    a backlog, or a stream leader to hit."""
+    found: list[tuple[Side, Loc, str]] = []
+    if work.pattern == "kv" and isinstance(broker, KafkaBroker):
+        found.append(
+            ("workload", ("pattern",), "pattern kv is JetStream's key-value store (NATS only)")
+        )
+    if not isinstance(broker, NatsBroker) or broker.jetstream:
+        return found
+    if work.pattern == "kv":
+        found.append(
+            (
+                "workload",
+                ("pattern",),
+                "pattern kv needs JetStream: this cell's NATS broker has `jetstream: false`",
+            )
+        )
+    if work.backlog is not None:
+        found.append(
+            (
+                "workload",
+                ("backlog",),
+                "core NATS (`jetstream: false`) stores nothing: there is no backlog to build; "
+                "use a JetStream broker for a backlog",
+            )
+        )
+    for index, fault in enumerate(work.faults):
+        if fault.action.endswith("_leader"):
+            found.append(
+                (
+                    "workload",
+                    ("faults", index, "action"),
+                    f"{fault.action}: core NATS (`jetstream: false`) has no stream leader; "
+                    f"hit a node by number (kill_node / pause_node with `node`)",
+                )
+            )
     return found
 
 

@@ -112,6 +112,38 @@ class Metrics(BaseModel):
     commit_latency_ms: LatencySummary = Field(
         default_factory=LatencySummary, description="offset commits (consumer groups, sync/async)"
     )
+    transaction_commit_ms: LatencySummary = Field(
+        default_factory=LatencySummary,
+        description="Kafka transactions: each successful commit_transaction call (its flush "
+        "of the transaction's last messages included)",
+    )
+    transactions_aborted: int | None = Field(
+        None,
+        description="Kafka transactions aborted (their messages failed, never to be delivered); "
+        "None without transactions",
+    )
+    timeouts: int | None = Field(
+        None, description="request_reply: requests not answered within the scenario's timeout"
+    )
+    duplicate_replies: int | None = Field(
+        None, description="request_reply: replies to a request already answered (must be 0)"
+    )
+    kv_put_latency_ms: LatencySummary = Field(
+        default_factory=LatencySummary, description="kv: put -> the bucket's ack"
+    )
+    kv_get_latency_ms: LatencySummary = Field(
+        default_factory=LatencySummary, description="kv: get -> its value"
+    )
+    stale_reads: int | None = Field(
+        None,
+        description="kv: gets that returned an older revision than one acked before they were "
+        "sent (must be 0)",
+    )
+    lost_reads: int | None = Field(
+        None,
+        description="kv: gets that found no value although a put of the key was acked before "
+        "they were sent (must be 0)",
+    )
     ack_pending_peak: int | None = Field(
         None, description="most deliveries waiting at once for their handler's ack (JetStream)"
     )
@@ -257,6 +289,11 @@ class PublishPolicy(BaseModel):
         description="retries stop this long after the first try; None: never (or one try)"
     )
     idempotent: bool = Field(description="a retry of a stored message is not stored again")
+    at_most_once: bool = Field(
+        False,
+        description="the broker stores nothing (core NATS): an ack is the server's having read "
+        "the message, and what a subscriber cannot take is dropped",
+    )
     settings: dict[str, str] = Field(
         default_factory=dict, description="the settings behind the policy, as the client has them"
     )
@@ -267,7 +304,9 @@ class PublishPolicy(BaseModel):
 
     def describe(self) -> str:
         """The policy in words, e.g. 'librdkafka retries until 300s, idempotent (acks all, ...)'."""
-        if self.retried_by is None:
+        if self.at_most_once:
+            what = "at most once: nothing stored, nothing retried"
+        elif self.retried_by is None:
             what = "one try"
         else:
             how = " by message id" if self.retried_by == "exprun" else ""
@@ -281,7 +320,9 @@ class PublishPolicy(BaseModel):
     def unlike(self, other: PublishPolicy) -> list[str]:
         """How the two differ in kind: what a fault would make of the same broker behaviour."""
         found = []
-        if self.retrying != other.retrying:
+        if self.at_most_once != other.at_most_once:
+            found.append("one stores what it acks, the other delivers at most once")
+        elif self.retrying != other.retrying:
             found.append("one retries a failed publish, the other gives up after one try")
         elif self.retrying and self.idempotent != other.idempotent:
             found.append("one retries idempotently, the other may store a retried message twice")

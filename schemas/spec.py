@@ -30,6 +30,7 @@ from schemas.units import (
     PositiveDuration,
     Rate,
     RateRange,
+    Share,
     format_duration,
     parse_duration,
 )
@@ -98,6 +99,7 @@ class StreamSettings(StrictModel):
         "old", description="what the stream does at a limit: drop old messages or refuse new"
     )
     replicas: PositiveInt = Field(1, description="stream replicas")
+    history: int = Field(1, ge=1, le=64, description="pattern kv: values the bucket keeps per key")
     duplicate_window: PositiveDuration | None = Field(
         None,
         description="how long the stream remembers message ids, to know a retry of a message "
@@ -287,6 +289,55 @@ KAFKA_SECURITY_PREFIXES = ("security.protocol", "ssl.", "sasl.")
 KAFKA_FILE_SUFFIX = ".location"  # librdkafka properties naming a file a client reads
 
 
+class KafkaTransactions(StrictModel):
+    """When each producer commits its transaction: after `per` messages, or `every` interval."""
+
+    per: PositiveInt | None = Field(
+        None, description="commit after this many messages of the producer"
+    )
+    every: PositiveDuration | None = Field(
+        None, description="commit once this long has passed since the transaction began"
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> KafkaTransactions:
+        if (self.per is None) == (self.every is None):
+            raise ValueError(
+                "write one of `per` (messages per transaction, e.g. per: 1000) or `every` (a "
+                "duration, e.g. every: 100ms)"
+            )
+        return self
+
+
+def _transaction_conflicts(properties: KafkaProperties) -> list[str]:
+    """The librdkafka producer properties a transactional producer cannot have."""
+
+    def value(*names: str) -> tuple[str, str] | None:
+        for name in names:
+            if name in properties:
+                written = properties[name]
+                text = str(written).lower() if isinstance(written, bool) else str(written)
+                return name, text.strip().lower()
+        return None
+
+    found = []
+    if "transactional.id" in properties:
+        found.append("transactional.id is set by exprun, one per producer and trial")
+    idempotence = value("enable.idempotence")
+    if idempotence is not None and idempotence[1] == "false":
+        found.append("enable.idempotence: false (a transactional producer is idempotent)")
+    acks = value("acks", "request.required.acks")
+    if acks is not None and acks[1] not in ("all", "-1"):
+        found.append(f"{acks[0]}: {acks[1]} (a transactional producer needs acks: all)")
+    in_flight = value("max.in.flight.requests.per.connection", "max.in.flight")
+    if in_flight is not None and in_flight[1].isdigit() and int(in_flight[1]) > 5:
+        found.append(f"{in_flight[0]}: {in_flight[1]} (idempotence allows at most 5)")
+    retries = value("retries", "message.send.max.retries")
+    if retries is not None and retries[1] == "0":
+        found.append(f"{retries[0]}: 0 (idempotence retries until the delivery timeout)")
+    return found
+
+
 class KafkaSecurity(StrictModel):
     """How an embedded Kafka is secured: exprun makes its CA, certificates and SCRAM user."""
 
@@ -417,6 +468,12 @@ class KafkaBroker(_BrokerBase):
         EMBEDDED, description="'embedded' or bootstrap servers 'host:9092,host2:9092'"
     )
     topic: TopicSettings = TopicSettings()
+    # Before the properties, so that their validator sees it.
+    transactions: KafkaTransactions | None = Field(
+        None,
+        description="each producer writes in transactions, committed every `per` messages or "
+        "`every` interval; consumers then read committed messages only",
+    )
     producer: KafkaProperties = Field(
         default_factory=dict, description="librdkafka producer properties, passed through"
     )
@@ -529,10 +586,31 @@ class KafkaBroker(_BrokerBase):
             )
         return value
 
+    @field_validator("producer", "client")
+    @classmethod
+    def _fits_transactions(cls, value: KafkaProperties, info: ValidationInfo) -> KafkaProperties:
+        if info.data.get("transactions") is not None:
+            conflicts = _transaction_conflicts(value)
+            if conflicts:
+                raise ValueError(f"contradicts `transactions`: {'; '.join(conflicts)}")
+        return value
+
+
+_JETSTREAM_ONLY = {
+    "stream": "stream (storage, limits, replicas)",
+    "publish": "publish acks, so nothing to wait for or retry",
+    "consumer": "consumers: subscribers read the subject as it is published",
+}
+
 
 class NatsBroker(_BrokerBase):
     type: Literal["nats"]
     endpoint: str = Field(EMBEDDED, description="'embedded' or 'nats://host:4222[,nats://...]'")
+    jetstream: bool = Field(
+        True,
+        description="false: core NATS subjects, at most once (no stream, no acks; what a "
+        "subscriber cannot take is dropped and counted lost)",
+    )
     stream: StreamSettings = StreamSettings()
     publish: PublishSettings = PublishSettings()
     consumer: NatsConsumer = NatsConsumer()
@@ -569,6 +647,16 @@ class NatsBroker(_BrokerBase):
                         f"{server.strip()!r} is not a NATS URL; write 'embedded' or "
                         "'nats://host:4222'"
                     )
+        return value
+
+    @field_validator("stream", "publish", "consumer")
+    @classmethod
+    def _jetstream_only(cls, value: StrictModel, info: ValidationInfo) -> StrictModel:
+        if info.data.get("jetstream") is False:
+            raise ValueError(
+                f"core NATS (`jetstream: false`) has no {_JETSTREAM_ONLY[info.field_name or '']}: "
+                f"drop `{info.field_name}`, or let the broker use JetStream"
+            )
         return value
 
     @model_validator(mode="after")
@@ -626,6 +714,17 @@ class NatsBroker(_BrokerBase):
 Broker = Annotated[KafkaBroker | NatsBroker, Field(discriminator="type")]
 
 
+Pattern = Literal["stream", "request_reply", "kv"]
+DEFAULT_REQUEST_TIMEOUT_S = 5.0
+
+
+class KvSettings(StrictModel):
+    """A JetStream key-value workload: operations spread over `keys`, `reads` of them gets."""
+
+    keys: PositiveInt = Field(1000, description="distinct keys, split among the producers")
+    reads: Share = Field(0.5, description="the share of operations that are gets, e.g. 80%")
+
+
 class Workload(StrictModel):
     """What every trial does unless a scenario or variant says otherwise."""
 
@@ -667,6 +766,17 @@ class Workload(StrictModel):
         description="message bodies: zeros (compress to nothing), random (not at all), "
         "{compressibility: 0.5}, or {file: PATH} (slices of a file, relative to the spec)",
     )
+    pattern: Pattern = Field(
+        "stream",
+        description="stream: producers append, subscriptions read; request_reply: producers "
+        "send requests, consumers answer them; kv: producers put and get keys (NATS JetStream)",
+    )
+    timeout: PositiveDuration | None = Field(
+        None, description="request_reply: a request unanswered this long times out (default 5s)"
+    )
+    kv: KvSettings | None = Field(
+        None, description="kv: the keys and the share of gets, e.g. {keys: 10000, reads: 80%}"
+    )
 
 
 class WorkloadOverride(StrictModel):
@@ -682,6 +792,9 @@ class WorkloadOverride(StrictModel):
     subscriptions: PositiveInt | None = None
     keys: Keys | None = None
     payload: Payload | None = None
+    pattern: Pattern | None = None
+    timeout: PositiveDuration | None = None
+    kv: KvSettings | None = None
 
 
 class SearchSettings(StrictModel):

@@ -223,6 +223,42 @@ PositiveDuration = Annotated[
 ]
 
 
+def parse_share(value: object) -> float:
+    """A share from 0 to 1, written as a fraction (0.8) or a percentage ("80%")."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            share = float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError(f"{value!r} is not a percentage; write e.g. 80%") from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        share = float(value)
+    else:
+        raise ValueError(f"{value!r} is not a share; write e.g. 80% or 0.8")
+    if not 0 <= share <= 1:
+        raise ValueError(f"{value!r} is not between 0% and 100%")
+    return share
+
+
+def format_share(share: float) -> str:
+    return f"{share * 100:g}%"
+
+
+Share = Annotated[
+    float,
+    BeforeValidator(parse_share),
+    PlainSerializer(format_share, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 1},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$"},
+            ],
+            "description": "a share: a percentage (80%) or a fraction from 0 to 1 (0.8)",
+        }
+    ),
+]
+
+
 @dataclass(frozen=True)
 class BacklogAmount:
     """A backlog as written: a number of messages, or a size in bytes."""

@@ -90,13 +90,26 @@ def overview(report: Report) -> Section:
     )
 
 
-SHAPE_METRICS = ("capacity", "achieved_rate", "drain_s")
+SHAPE_METRICS = (
+    "capacity",
+    "achieved_rate",
+    "drain_s",
+    "transaction_commit_p99_ms",
+    "transactions_aborted",
+    "timeouts",
+    "duplicate_replies",
+    "kv_put_latency_p99_ms",
+    "kv_get_latency_p99_ms",
+    "stale_reads",
+    "lost_reads",
+)
 
 
 def overview_table(report: Report) -> Table:
     """Scenario x broker x variant: medians of the headline metrics, throughput's CI."""
     headers = ["Scenario", "Broker", "Variant", "n", column(report, "throughput"), "CI (median)"]
-    # Capacity searches and backlogs have a headline figure of their own.
+    # Capacity searches, backlogs, transactions, requests and key-value operations have
+    # headline figures of their own.
     extra = [m for m in SHAPE_METRICS if any(m in c.metrics for c in report.cells)]
     shown = [*OVERVIEW_METRICS[1:], *extra]
     headers += [column(report, m) for m in shown]

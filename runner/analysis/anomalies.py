@@ -204,6 +204,15 @@ def _loss_anomaly(key: CellTuple, trials: list[TrialResult]) -> Anomaly | None:
             f"subscription {f.subscription} (topic {f.topic}): {f.lost:,}"
             for f in lossy_subscriptions
         )
+    advice = "check the drain timeout and the stream/topic limits of this cell"
+    if worst.publish_policy is not None and worst.publish_policy.at_most_once:
+        slow = sum(t.metrics.slow_consumers or 0 for t in lossy)
+        if slow:
+            evidence += f"; the server cut off {slow:,} slow consumer(s) in those trials"
+        advice = (
+            "core NATS delivers at most once: what a subscriber cannot take is dropped; lower "
+            "the rate, add consumers, or store the messages (jetstream: true)"
+        )
     return Anomaly(
         kind="loss",
         severity="warning",
@@ -211,7 +220,7 @@ def _loss_anomaly(key: CellTuple, trials: list[TrialResult]) -> Anomaly | None:
         metric="lost",
         message=f"messages lost in {'/'.join(key)}",
         evidence=evidence,
-        advice="check the drain timeout and the stream/topic limits of this cell",
+        advice=advice,
     )
 
 

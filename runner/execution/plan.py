@@ -172,6 +172,9 @@ def effective_settings(config: CellConfig) -> dict[str, str]:
             settings["jvm.heap"] = broker.jvm.heap
         settings.update({f"producer.{k}": str(v) for k, v in broker.producer.items()})
         settings.update({f"consumer.{k}": str(v) for k, v in broker.consumer.items()})
+        settings["transactions"] = _transactions(broker)
+    elif not broker.jetstream:
+        settings["stream"] = "none (core NATS)"
     else:
         stream = broker.stream
         settings["stream"] = stream.storage
@@ -183,6 +186,16 @@ def effective_settings(config: CellConfig) -> dict[str, str]:
         settings["max_pending"] = str(broker.publish.max_pending)
         settings["delivery_timeout"] = format_duration(broker.publish.delivery_timeout)
     return settings
+
+
+def _transactions(broker: KafkaBroker) -> str:
+    """A producer's commits in words: "per 1000", "every 100ms", or "none"."""
+    rule = broker.transactions
+    if rule is None:
+        return "none"
+    if rule.per is not None:
+        return f"per {rule.per}"
+    return f"every {format_duration(rule.every or 0)}"
 
 
 def flat_settings(settings: Mapping[str, object], prefix: str = "") -> Iterator[tuple[str, str]]:
@@ -222,9 +235,11 @@ def render_plan(plan: Plan) -> str:
     for broker in dict.fromkeys(c.cell.broker for c in plan.cells):
         cells = [c for c in plan.cells if c.cell.broker == broker]
         rows = [effective_settings(c) for c in cells]
-        varying = [n for n in rows[0] if len({row[n] for row in rows}) > 1]
+        # A property written in one variant only is in its rows only: it varies.
+        names = dict.fromkeys(name for row in rows for name in row)
+        varying = [n for n in names if len({row.get(n, "") for row in rows}) > 1]
         table = [
-            [c.cell.variant, c.cell.scenario, *(row[n] for n in varying), per_cell[c.cell]]
+            [c.cell.variant, c.cell.scenario, *(row.get(n, "") for n in varying), per_cell[c.cell]]
             for c, row in zip(cells, rows, strict=True)
         ]
         shared = ", ".join(f"{n}={v}" for n, v in rows[0].items() if n not in varying)

@@ -23,6 +23,7 @@ from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import NS_PER_S, KeyPlan, MessageCodec, now_ns
 from runner.execution.measure.series import Schedule
 from schemas.results import PublishPolicy
+from schemas.spec import KvSettings
 
 REACH_TIMEOUT_S = 2.0
 
@@ -49,6 +50,7 @@ class MessageSink(Protocol):
         payload: bytes,
         ack: Callable[[], Awaitable[None]] | None = None,
         redelivered: bool = False,
+        reply: Callable[[], Awaitable[None]] | None = None,
     ) -> None: ...
 
     async def deliver_many(self, payloads: Iterable[bytes]) -> None: ...
@@ -61,6 +63,14 @@ class ConsumerFigures:
     ready_s: float | None = None  # started until every partition was assigned
     rebalances: int | None = None  # during the measured phase (consumer groups)
     commit_latency: list[LatencyRecorder] = field(default_factory=list)
+
+
+@dataclass
+class ProducerFigures:
+    """What a driver measured of its producers besides the messages (their transactions)."""
+
+    transaction_commit: list[LatencyRecorder] = field(default_factory=list)
+    transactions_aborted: int | None = None  # None: the producers write no transactions
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,8 @@ class PublishPlan:
     layout: Layout = field(default_factory=Layout)  # which topic each producer publishes to
     keys: KeyPlan = field(default_factory=lambda: KeyPlan("none"))
     acks_over_time: bool = False  # ledgers keep an AckTimeline (trials with faults)
+    request_timeout_s: float | None = None  # pattern request_reply: unanswered this long
+    kv: KvSettings | None = None  # pattern kv: its keys and share of gets
 
     @property
     def start_ns(self) -> int:
@@ -144,6 +156,7 @@ class Driver(ABC):
         # A fatal client-side event seen during the trial (e.g. the connection was lost).
         self.problem: str | None = None
         self.consumer_figures = ConsumerFigures()
+        self.producer_figures = ProducerFigures()
         self.phase_started_ns: int | None = None
 
     def placed(self, placement: Placement) -> Driver:
@@ -179,6 +192,11 @@ class Driver(ABC):
     @property
     def counts_retries(self) -> bool:
         """True when the producers' retries are exprun's own, so their ledgers count them."""
+        return False
+
+    @property
+    def at_most_once(self) -> bool:
+        """True when the broker keeps nothing: a message not delivered soon never will be."""
         return False
 
     @abstractmethod

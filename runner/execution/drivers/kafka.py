@@ -9,9 +9,12 @@ commits) is in kafka_consumers.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from array import array
+from collections.abc import Callable, Coroutine, Sequence
+from functools import partial
 from typing import Any
 
 from confluent_kafka import (
@@ -33,13 +36,22 @@ from runner.execution.drivers.base import (
     check_reachable,
 )
 from runner.execution.drivers.kafka_consumers import Commits, ConsumerThread, Group, why
+from runner.execution.drivers.kafka_requests import (
+    ReplyReader,
+    ReplyWriter,
+    RequestBook,
+    deliver_requests,
+    reply_topic,
+    run_requests,
+)
 from runner.execution.drivers.placement import Placement
 from runner.execution.measure.accounting import Layout
+from runner.execution.measure.latency import LatencyRecorder
 from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import HEADER, NS_PER_S, now_ns
 from runner.spec.kafka_properties import librdkafka_conf
 from schemas.results import PublishPolicy
-from schemas.spec import KafkaBroker, KafkaProperties
+from schemas.spec import KafkaBroker, KafkaProperties, KafkaTransactions
 
 POLL_EVERY = 64  # serve delivery reports every this many produce() calls
 # What decides a producer's retries, by librdkafka's canonical names, with its defaults
@@ -67,6 +79,10 @@ UNKNOWN_OUTCOMES = {
 }
 # Errors after which the client cannot do its job: the trial fails instead of timing out.
 FATAL_ERRORS = {KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION}
+ABORTED = "transaction aborted"  # publish error reason of the messages of an aborted transaction
+# librdkafka's transaction.timeout.ms default: its messages' timeout with transactions too.
+TRANSACTION_TIMEOUT_MS = "60000"
+CLEANUP_ABORT_S = 1.0  # a trial stopped mid-transaction aborts it, waiting no longer than this
 
 
 class KafkaDriver(Driver):
@@ -96,11 +112,14 @@ class KafkaDriver(Driver):
             placement=placement,
             access=access,
         )
-        self._producers: list[_ProducerSlot] = []
+        self._producers: list[ProducerSlot] = []
         self._consumers: list[ConsumerThread] = []
         self._groups: list[Group] = []
         self._closing = False
         self.client_errors: list[str] = []
+        # pattern request_reply: the responders' reply producer and the requesters' reader.
+        self._replies: ReplyWriter | None = None
+        self._reply_reader: ReplyReader | None = None
 
     def _on_error(self, error: KafkaError) -> None:
         # Called from librdkafka's threads via poll/consume; list.append is atomic under the GIL.
@@ -112,7 +131,26 @@ class KafkaDriver(Driver):
             self.problem = f"Kafka client error {error.name()}: {error.str()}"
 
     def publish_policy(self) -> PublishPolicy:
-        return producer_policy(self.config.producer)
+        return producer_policy(self.config.producer, transactional=self.transactional)
+
+    @property
+    def transactional(self) -> bool:
+        return self.config.transactions is not None
+
+    @property
+    def _requests(self) -> bool:
+        return self.layout.pattern == "request_reply"
+
+    @property
+    def _topics(self) -> list[NewTopic]:
+        """The trial's topics: its destinations, and for requests a reply topic with a
+        partition per requester."""
+        topic = self.config.topic
+        made = [NewTopic(n, topic.partitions, topic.replication_factor) for n in self.destinations]
+        if self._requests:
+            replies = reply_topic(self.destination)
+            made.append(NewTopic(replies, self.layout.producers, topic.replication_factor))
+        return made
 
     def _common(self) -> dict[str, Any]:
         return {"bootstrap.servers": self.address, "error_cb": self._on_error, **self.access.kafka}
@@ -121,19 +159,14 @@ class KafkaDriver(Driver):
 
     async def create_destination(self) -> None:
         check_reachable("Kafka", self.address.split(","))
-        topic = self.config.topic
         # The admin client is dropped at once so its threads never count as the trial's.
         admin = AdminClient(self._common())
-        timeout = self.setup_timeout
-        futures = admin.create_topics(
-            [NewTopic(n, topic.partitions, topic.replication_factor) for n in self.destinations],
-            operation_timeout=timeout,
-            request_timeout=timeout,
-        )
+        timeout, topics = self.setup_timeout, self._topics
+        futures = admin.create_topics(topics, operation_timeout=timeout, request_timeout=timeout)
         try:
-            for name in self.destinations:
-                await asyncio.wait_for(asyncio.wrap_future(futures[name]), timeout + 1)
-                await self._await_leaders(admin, name, topic.partitions)
+            for topic in topics:
+                await asyncio.wait_for(asyncio.wrap_future(futures[topic.topic]), timeout + 1)
+                await self._await_leaders(admin, topic.topic, topic.num_partitions)
         except (TimeoutError, KafkaException) as error:
             raise DriverError(f"cannot create Kafka topics {self._names}: {why(error)}") from None
         finally:
@@ -141,7 +174,7 @@ class KafkaDriver(Driver):
 
     @property
     def _names(self) -> str:
-        return ", ".join(self.destinations)
+        return ", ".join(topic.topic for topic in self._topics)
 
     async def _await_leaders(self, admin: AdminClient, name: str, partitions: int) -> None:
         """Until every partition has a leader: producing earlier only adds retries."""
@@ -163,17 +196,18 @@ class KafkaDriver(Driver):
         """Until the broker's metadata no longer lists the topics: the controller accepts the
         deletion a moment before the broker has applied it, and the next trial should not
         share the broker with a deletion still in progress."""
-        deadline = time.monotonic() + self.setup_timeout
-        while set(self.destinations) & set(admin.list_topics(timeout=self.setup_timeout).topics):
+        deadline, names = time.monotonic() + self.setup_timeout, {t.topic for t in self._topics}
+        while names & set(admin.list_topics(timeout=self.setup_timeout).topics):
             if time.monotonic() > deadline:
                 raise DriverError(f"Kafka topics {self._names} are still listed after delete")
             await asyncio.sleep(0.01)
 
     async def delete_destination(self) -> None:
         admin = AdminClient(self._common())
-        futures = admin.delete_topics(self.destinations, operation_timeout=self.setup_timeout)
+        names = [topic.topic for topic in self._topics]
+        futures = admin.delete_topics(names, operation_timeout=self.setup_timeout)
         try:
-            for name in self.destinations:
+            for name in names:
                 await asyncio.wait_for(asyncio.wrap_future(futures[name]), self.setup_timeout + 1)
             await self._await_gone(admin)
         except KafkaException as error:
@@ -216,11 +250,14 @@ class KafkaDriver(Driver):
         name = f"exprun-kafka-consumer-{sink.subscription}-{index}"
         group_id = f"exprun-{self.destination}-s{sink.subscription}"
         mode = self.config.commit_mode
+        # With transactions, only what was committed counts (librdkafka's default too).
+        committed = {"isolation.level": "read_committed"} if self.transactional else {}
         if mode is None:
             conf = {
                 # exprun's choices unless the spec sets them: offsets are never committed.
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
+                **committed,
                 **librdkafka_conf(self.config.consumer),
                 **self._common(),
                 "group.id": group_id,  # required by the client; never joined
@@ -228,7 +265,14 @@ class KafkaDriver(Driver):
             partitions = self.config.topic.partitions
             assigned = [TopicPartition(topic, p) for p in range(partitions) if p % count == index]
             return ConsumerThread(
-                name, conf, topic, sink, loop, self.setup_timeout, assigned=assigned
+                name,
+                conf,
+                topic,
+                sink,
+                loop,
+                self.setup_timeout,
+                assigned=assigned,
+                handover=self._responder(sink),
             )
         if index == 0:
             self._groups.append(Group(self.config.topic.partitions, count))
@@ -236,6 +280,7 @@ class KafkaDriver(Driver):
             # A fresh group reads from the start; held members join before anything is stored.
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
+            **committed,
             **librdkafka_conf(self.config.consumer),
             **self._common(),
             "enable.auto.commit": mode == "auto",
@@ -243,7 +288,29 @@ class KafkaDriver(Driver):
         }
         commits = Commits(mode, self.config.commit_every)
         membership = (self._groups[-1], index, commits)
-        return ConsumerThread(name, conf, topic, sink, loop, self.setup_timeout, group=membership)
+        return ConsumerThread(
+            name,
+            conf,
+            topic,
+            sink,
+            loop,
+            self.setup_timeout,
+            group=membership,
+            handover=self._responder(sink),
+        )
+
+    def _responder(
+        self, sink: MessageSink
+    ) -> Callable[[list[bytes]], Coroutine[Any, Any, None]] | None:
+        """For requests: hand each to the pool with its reply (one reply producer here)."""
+        if not self._requests:
+            return None
+        if self._replies is None:
+            conf = {**librdkafka_conf(self.config.producer), **self._common()}
+            topic = reply_topic(self.destination)
+            self._replies = ReplyWriter(conf, topic, self.layout.producers, self.setup_timeout)
+            self._replies.start()
+        return partial(deliver_requests, sink, self._replies)
 
     async def release_consumers(self) -> None:
         for consumer in self._consumers:
@@ -257,18 +324,47 @@ class KafkaDriver(Driver):
     # --- producers -----------------------------------------------------------------------
 
     async def connect_producers(self) -> None:
+        transactions = self.config.transactions
         for index in self.placement.producers(self.layout.producers):
             topic = self.destinations[self.layout.topic_of_producer(index)]
-            slot = _ProducerSlot(index, topic, self.config.topic.partitions)
+            slot = ProducerSlot(index, topic, self.config.topic.partitions, transactions)
             conf = {**librdkafka_conf(self.config.producer), **self._common()}
-            conf["on_delivery"] = slot.on_delivery
+            if self._requests:
+                conf["on_delivery"] = slot.on_request_delivery
+            elif transactions is None:
+                conf["on_delivery"] = slot.on_delivery
+            else:
+                conf["on_delivery"] = slot.on_transactional_delivery
+                # Unique per trial and producer: no other producer fences it.
+                conf["transactional.id"] = f"exprun-{self.destination}-p{index}"
             try:
                 slot.producer = Producer(conf)
                 # Connects and fetches the topic's metadata before the measured phase.
                 slot.producer.list_topics(topic, timeout=self.setup_timeout)
+                if transactions is not None:
+                    slot.producer.init_transactions(self.setup_timeout)
             except KafkaException as error:
                 raise DriverError(f"cannot connect a Kafka producer: {why(error)}") from None
             self._producers.append(slot)
+        if self._requests and self._producers:
+            await self._read_replies()
+
+    async def _read_replies(self) -> None:
+        """Start the reader of this process's requesters' reply partitions; ready on return."""
+        conf = {
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            **librdkafka_conf(self.config.consumer),
+            **self._common(),
+            "group.id": f"exprun-{self.destination}-replies",  # required; never joined
+        }
+        mine = [slot.index for slot in self._producers]
+        reader = self._reply_reader = ReplyReader(
+            conf, reply_topic(self.destination), mine, self.setup_timeout
+        )
+        reader.producers = self.layout.producers
+        reader.start()
+        await asyncio.to_thread(reader.await_ready)
 
     async def publish(
         self, plan: PublishPlan, ledgers: Sequence[ProducerLedger], resolve_timeout: float
@@ -279,9 +375,15 @@ class KafkaDriver(Driver):
         for slot in self._producers:
             done: asyncio.Future[None] = loop.create_future()
             ledger = ledgers[slot.index]
+            run = slot.run if slot.transactions is None else slot.run_transactions
+            if self._requests:
+                assert self._reply_reader is not None and plan.request_timeout_s is not None
+                book = slot.book = RequestBook(ledger, plan.request_timeout_s)
+                self._reply_reader.books[slot.index] = book
+                run = slot.run_requests
             thread = threading.Thread(
                 target=_in_thread,
-                args=(loop, done, slot.run, plan, ledger, resolve_timeout, stop),
+                args=(loop, done, run, plan, ledger, resolve_timeout, stop),
                 name=f"exprun-kafka-producer-{slot.index}",
                 daemon=True,
             )
@@ -293,6 +395,9 @@ class KafkaDriver(Driver):
             stop.set()
             for thread, _ in runs:
                 await _join(thread)
+            for slot in self._producers:
+                if slot.failure is not None and self.problem is None:
+                    self.problem = slot.failure
 
     # --- teardown ------------------------------------------------------------------------
 
@@ -311,22 +416,53 @@ class KafkaDriver(Driver):
         if self._groups:
             figures.rebalances = sum(group.rebalances for group in self._groups)
         self._consumers = []
+        reader, self._reply_reader = self._reply_reader, None
+        if reader is not None:
+            reader.stop.set()
+            await _join(reader)
+            if reader.failure is not None and self.problem is None:
+                self.problem = reader.failure
+        if self._replies is not None:
+            await asyncio.to_thread(self._replies.close, self.setup_timeout)
+            self._replies = None
+        if self.transactional:
+            produced = self.producer_figures
+            produced.transaction_commit = [slot.commit_latency for slot in self._producers]
+            produced.transactions_aborted = sum(slot.aborted for slot in self._producers)
         for slot in self._producers:
             if slot.producer is not None:
-                slot.producer.close()  # joins librdkafka's threads
+                # It aborts a transaction still open, which fails again after a fatal error:
+                # that is the trial's problem already.
+                with contextlib.suppress(KafkaException):
+                    slot.producer.close()  # joins librdkafka's threads
         self._producers = []
 
 
-class _ProducerSlot:
-    """One producer client, and the ledger its delivery reports go to."""
+class ProducerSlot:
+    """One producer client, and the ledger its delivery reports (or commits) go to."""
 
-    def __init__(self, index: int, topic: str, partitions: int) -> None:
+    def __init__(
+        self,
+        index: int,
+        topic: str,
+        partitions: int,
+        transactions: KafkaTransactions | None = None,
+    ) -> None:
         self.index = index  # of the layout's producers: it sends seq index, index + n, ...
         self.topic = topic
         self.partitions = partitions
+        self.transactions = transactions
         self.producer: Producer | None = None
         self.ledger: ProducerLedger | None = None
         self.last_answer_ns = 0
+        # Transactions: what the open one holds (acked once it commits), how they ended.
+        self.pending_seqs = array("q")
+        self.pending_stamps = array("q")
+        self.open_since_ns: int | None = None  # None: no transaction open
+        self.commit_latency = LatencyRecorder()
+        self.aborted = 0
+        self.failure: str | None = None  # why the producer stopped for good (a fatal error)
+        self.book: RequestBook | None = None  # pattern request_reply: requests awaiting replies
 
     def on_delivery(self, error: KafkaError | None, msg: Message) -> None:
         # Runs on the producer's own thread, inside poll()/flush().
@@ -342,6 +478,31 @@ class _ProducerSlot:
             ledger.on_unknown(error.name())
         else:
             ledger.on_failed(HEADER.unpack_from(msg.value() or b"")[0], error.name())
+
+    def on_request_delivery(self, error: KafkaError | None, msg: Message) -> None:
+        # A request is answered by its reply; its report matters only when it failed.
+        self.last_answer_ns = now_ns()
+        if error is not None and self.book is not None:
+            seq = HEADER.unpack_from(msg.value() or b"")[0]
+            unknown = error.code() in UNKNOWN_OUTCOMES
+            self.book.given_up(seq, error.name(), stored=None if unknown else False)
+
+    def run_requests(
+        self,
+        plan: PublishPlan,
+        ledger: ProducerLedger,
+        resolve_timeout: float,
+        stop: threading.Event,
+    ) -> None:
+        """Requests, each answered by its reply (kafka_requests.py)."""
+        assert self.producer is not None and self.book is not None
+        self.ledger = ledger
+        run_requests(self.producer, self.topic, self.index, plan, self.book, resolve_timeout, stop)
+
+    def on_transactional_delivery(self, error: KafkaError | None, msg: Message) -> None:
+        # A transaction's messages are settled by its commit or abort, not by their reports: a
+        # delivered message is not yet visible, and a failed one fails the whole transaction.
+        self.last_answer_ns = now_ns()
 
     def run(
         self,
@@ -417,11 +578,213 @@ class _ProducerSlot:
                 producer.purge()
                 producer.flush(0)
 
+    def run_transactions(
+        self,
+        plan: PublishPlan,
+        ledger: ProducerLedger,
+        resolve_timeout: float,
+        stop: threading.Event,
+    ) -> None:
+        """run(), in transactions: a message is acked when its transaction commits, and fails
+        when it aborts. Apart from run() so that run() pays nothing for them."""
+        producer, rule = self.producer, self.transactions
+        assert producer is not None and rule is not None
+        self.ledger = ledger
+        produce, poll, encode, due = producer.produce, producer.poll, plan.codec.encode, plan.due
+        topic, until, keys, partitions = self.topic, plan.until_ns, plan.keys, self.partitions
+        keyed = keys.kind != "none"
+        limit = round(resolve_timeout * NS_PER_S)
+        per = rule.per
+        every_ns = round(rule.every * NS_PER_S) if rule.every is not None else 0
+        seqs, stamps = self.pending_seqs, self.pending_stamps
+        sent = 0
+        try:
+            for seq in plan.seqs(self.index):
+                _, wait = due(seq)
+                while wait > 0 and not stop.is_set():
+                    if per is None and self.open_since_ns is not None:
+                        # A time-based commit falls due while waiting for the send time.
+                        left = (self.open_since_ns + every_ns - now_ns()) / NS_PER_S
+                        if left <= 0:
+                            if not self._commit(ledger, resolve_timeout):
+                                return
+                            _, wait = due(seq)
+                            continue
+                        wait = min(wait, left)
+                    if wait >= 0.001:
+                        poll(wait)
+                    else:
+                        poll(0)
+                        time.sleep(wait)
+                    _, wait = due(seq)
+                blocked_since: int | None = None
+                while True:
+                    if stop.is_set():
+                        return
+                    stamp, _ = due(seq)
+                    if until is not None and stamp >= until:
+                        break
+                    if self.open_since_ns is None and not self._begin():
+                        return
+                    try:
+                        if keyed:
+                            partition = keys.partition(seq, partitions)
+                            produce(
+                                topic,
+                                encode(seq, stamp),
+                                keys.key(seq),
+                                -1 if partition is None else partition,
+                            )
+                        else:
+                            produce(topic, encode(seq, stamp))
+                        break
+                    except BufferError:
+                        now = now_ns()
+                        blocked_since = blocked_since or now
+                        if now - max(blocked_since, self.last_answer_ns) > limit:
+                            raise PublishStalled(
+                                "publishing stalled: librdkafka's queue stayed full with no "
+                                f"delivery report for {resolve_timeout:g}s"
+                            ) from None
+                        poll(0.005)
+                    except KafkaException as error:
+                        # The transaction takes no more messages: it failed, or the producer
+                        # did. Any other refusal is the message's own, as in run().
+                        if not seqs or not _transaction_refused(error):
+                            raise
+                        if not self._abort(ledger, error, resolve_timeout):
+                            return
+                if blocked_since is not None:
+                    ledger.blocked_ns += now_ns() - blocked_since
+                if until is not None and stamp >= until:
+                    break
+                ledger.on_send(seq, stamp)
+                seqs.append(seq)
+                stamps.append(stamp)
+                sent += 1
+                if sent % POLL_EVERY == 0:
+                    poll(0)
+                if (
+                    len(seqs) >= per
+                    if per is not None
+                    else now_ns() - (self.open_since_ns or 0) >= every_ns
+                ) and not self._commit(ledger, resolve_timeout):
+                    return
+            ledger.sending_done_ns = now_ns()
+            if self.open_since_ns is not None:
+                self._commit(ledger, resolve_timeout)
+        finally:
+            if self.open_since_ns is not None and self.failure is None:
+                # Stopped mid-transaction: an open one would hold read_committed readers back.
+                with contextlib.suppress(KafkaException):
+                    producer.abort_transaction(CLEANUP_ABORT_S)
+                    self._aborted(ledger)
+            ledger.close()  # what no commit or abort settled counts as unknown
 
-def producer_policy(properties: KafkaProperties) -> PublishPolicy:
+    def _begin(self) -> bool:
+        """Open a transaction (no broker round trip); False if the producer failed for good."""
+        assert self.producer is not None
+        try:
+            self.producer.begin_transaction()
+        except KafkaException as error:
+            self.failure = f"cannot begin a Kafka transaction: {why(error)}"
+            return False
+        self.open_since_ns = now_ns()
+        return True
+
+    def _commit(self, ledger: ProducerLedger, resolve_timeout: float) -> bool:
+        """Commit the open transaction, acking its messages as of the commit's end; abort it if
+        the commit cannot be made. False if the producer failed for good."""
+        producer = self.producer
+        assert producer is not None
+        started = now_ns()
+        deadline = started + round(resolve_timeout * NS_PER_S)
+        while True:
+            try:
+                # It flushes the transaction's messages first; no timeout, as librdkafka
+                # advises: it waits up to the transaction's remaining time.
+                producer.commit_transaction()
+                break
+            except KafkaException as exception:
+                error = _error_of(exception)
+                if error is not None and error.txn_requires_abort():
+                    return self._abort(ledger, exception, resolve_timeout)
+                if error is None or error.fatal() or not error.retriable():
+                    self.failure = f"cannot commit a Kafka transaction: {why(exception)}"
+                    return False
+                if now_ns() > deadline:
+                    raise PublishStalled(
+                        f"a Kafka transaction did not commit within {resolve_timeout:g}s"
+                    ) from None
+                time.sleep(0.01)
+        done = now_ns()
+        self.commit_latency.record_ns(done - started)
+        on_ack = ledger.on_ack
+        for seq, stamp in zip(self.pending_seqs, self.pending_stamps, strict=True):
+            on_ack(seq, stamp, done)
+        self._clear()
+        return True
+
+    def _abort(self, ledger: ProducerLedger, cause: KafkaException, resolve_timeout: float) -> bool:
+        """Abort the open transaction: read_committed readers never see its messages, so each
+        one failed. False if the producer failed for good (a fatal error)."""
+        producer = self.producer
+        assert producer is not None
+        error = _error_of(cause)
+        if error is None or error.fatal() or error.code() == KafkaError._FATAL:
+            self.failure = f"Kafka transactional producer failed: {why(cause)}"
+            return False
+        deadline = now_ns() + round(resolve_timeout * NS_PER_S)
+        while True:
+            try:
+                producer.abort_transaction()
+                break
+            except KafkaException as exception:
+                again = _error_of(exception)
+                if again is None or again.fatal() or not again.retriable() or now_ns() > deadline:
+                    self.failure = f"cannot abort a Kafka transaction: {why(exception)}"
+                    return False
+                time.sleep(0.01)
+        self._aborted(ledger)
+        return True
+
+    def _aborted(self, ledger: ProducerLedger) -> None:
+        for seq in self.pending_seqs:
+            ledger.on_failed(seq, ABORTED)
+        self.aborted += 1
+        self._clear()
+
+    def _clear(self) -> None:
+        del self.pending_seqs[:]
+        del self.pending_stamps[:]
+        self.open_since_ns = None
+
+
+def _error_of(exception: KafkaException) -> KafkaError | None:
+    error = exception.args[0] if exception.args else None
+    return error if isinstance(error, KafkaError) else None
+
+
+def _transaction_refused(exception: KafkaException) -> bool:
+    """Whether produce() refused because the transaction (or the producer) failed: librdkafka
+    takes no message in a transaction in its abortable error state, nor after a fatal error."""
+    error = _error_of(exception)
+    return error is not None and (
+        error.txn_requires_abort()
+        or error.fatal()
+        or error.code() in (KafkaError._STATE, KafkaError._FATAL)
+    )
+
+
+def producer_policy(properties: KafkaProperties, *, transactional: bool = False) -> PublishPolicy:
     """What librdkafka does with a failed produce, from the producer's properties."""
     effective = dict(RETRY_DEFAULTS)
-    for key, value in librdkafka_conf(properties).items():
+    conf = librdkafka_conf(properties)
+    if transactional:
+        # A transactional producer is idempotent; its messages time out with the transaction.
+        timeout = str(conf.get("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS))
+        effective |= {"enable.idempotence": "true", "message.timeout.ms": timeout}
+    for key, value in conf.items():
         name = RETRY_ALIASES.get(key, key)
         if name in effective:
             effective[name] = str(value).lower()

@@ -15,6 +15,7 @@ import collections
 import concurrent.futures
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -100,8 +101,11 @@ class ConsumerThread(threading.Thread):
         *,
         assigned: list[TopicPartition] | None = None,
         group: tuple[Group, int, Commits] | None = None,
+        handover: Callable[[list[bytes]], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
+        # How a batch reaches the pool: as messages (deliver_many), or as requests to answer.
+        self.handover = handover or sink.deliver_many
         self.conf, self.topic, self.sink, self.loop = conf, topic, sink, loop
         self.setup_timeout = setup_timeout
         self.assigned, self.group = assigned, group
@@ -201,7 +205,7 @@ class ConsumerThread(threading.Thread):
         """Give a batch to the handlers, then commit as the group's policy says; False when
         the trial stops meanwhile."""
         payloads = [m.value() or b"" for m in messages if m.error() is None]
-        handoff = asyncio.run_coroutine_threadsafe(self.sink.deliver_many(payloads), self.loop)
+        handoff = asyncio.run_coroutine_threadsafe(self.handover(payloads), self.loop)
         while True:
             try:
                 handoff.result(timeout=0.1)

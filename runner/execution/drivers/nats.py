@@ -32,6 +32,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.js.api import (
     DiscardPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -48,7 +49,9 @@ from runner.execution.drivers.base import (
     check_reachable,
 )
 from runner.execution.drivers.nats_consumers import Subscriber
-from runner.execution.drivers.nats_producers import Producer, supervise
+from runner.execution.drivers.nats_core import CoreProducer, CoreSubscriber, await_subscriptions
+from runner.execution.drivers.nats_kv import KvClient
+from runner.execution.drivers.nats_producers import Producer, Requester, supervise
 from runner.execution.drivers.placement import Placement
 from runner.execution.measure.accounting import Layout
 from runner.execution.measure.availability import AckTimeline
@@ -66,6 +69,8 @@ UNLIMITED = -1
 FAULT_RECONNECT_WAIT_S = 0.1  # between tries to reach another node after a fault
 PROBE_TIMEOUT_S = 1.0
 DELETE_TRY_S = 2.0  # one try at deleting a stream
+PROBE_KEY = "exprun-probe"  # a key of the bucket that is never put, to find its stream answering
+AnyProducer = Producer | CoreProducer | KvClient
 # Where the producers run: "process" (a forked publisher process, the default) or "loop" (on the
 # trial's own event loop, next to the consumers). The benchmark flips it to measure the gain.
 PUBLISHER_ENV = "EXPRUN_NATS_PUBLISHER"
@@ -99,27 +104,31 @@ class NatsDriver(Driver):
             access=access,
         )
         self._connections: list[NATS] = []
-        self._producers: list[Producer] = []
+        self._producers: list[AnyProducer] = []
         self._closing = False
         self._closed_by_us: set[str] = set()  # connection names whose end is no problem
         self._publisher: _PublisherProcess | None = None
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: list[Subscriber | CoreSubscriber] = []
         self.client_errors: list[str] = []
-        self.disconnects = 0  # connections dropped by the trial's faults (then reconnected)
+        self.disconnects = 0  # dropped by faults or as slow consumers (then reconnected)
 
     # --- connections ---------------------------------------------------------------------
 
-    async def _connect(self, name: str, producer: Producer | None = None) -> NATS:
+    async def _connect(self, name: str, producer: AnyProducer | None = None) -> NATS:
         """A connection of its own; a producer on it hears when it drops and comes back."""
 
         async def on_error(error: Exception) -> None:
             if len(self.client_errors) < 100:
                 self.client_errors.append(f"{type(error).__name__}: {error}")
 
+        # At most once, a server drops a subscriber that cannot keep up (a slow consumer): its
+        # loss is the measurement, and it reconnects as nats-py's defaults would have it do.
+        resilient = self.faults or self.at_most_once
+
         async def on_disconnect() -> None:
             if producer is not None:
                 producer.disconnected()
-            if self.faults:
+            if resilient:
                 self.disconnects += 1
             elif not (self._closing or name in self._closed_by_us) and self.problem is None:
                 self.problem = f"lost the connection to NATS at {self.address} ({name})"
@@ -136,9 +145,9 @@ class NatsDriver(Driver):
                 # A trial whose connection drops is failed, not silently resumed (unless the
                 # trial's own faults dropped it: then it reconnects to another node at once);
                 # and a failed first connect is not retried for minutes (nats-py's defaults).
-                allow_reconnect=self.faults,
-                max_reconnect_attempts=-1 if self.faults else 1,
-                reconnect_time_wait=FAULT_RECONNECT_WAIT_S if self.faults else 1,
+                allow_reconnect=resilient,
+                max_reconnect_attempts=-1 if resilient else 1,
+                reconnect_time_wait=FAULT_RECONNECT_WAIT_S if resilient else 1,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
@@ -159,8 +168,17 @@ class NatsDriver(Driver):
 
     # --- destination ---------------------------------------------------------------------
 
+    @property
+    def _streams(self) -> bool:
+        """Messages go to JetStream streams (not core subjects: requests, or `jetstream: false`)."""
+        return self.config.jetstream and self.layout.pattern == "stream"
+
     async def create_destination(self) -> None:
         check_reachable("NATS", self.address.split(","))
+        if self.layout.pattern == "kv":
+            await self._with_admin(self._create_bucket)
+        if not self._streams:
+            return  # core NATS subjects need no creating
         stream = self.config.stream
 
         async def create(nc: NATS) -> None:
@@ -186,7 +204,36 @@ class NatsDriver(Driver):
 
         await self._with_admin(create)
 
+    async def _create_bucket(self, nc: NATS) -> None:
+        stream = self.config.stream
+        config = KeyValueConfig(
+            bucket=self.destinations[0],
+            history=stream.history,
+            storage=StorageType.MEMORY if stream.storage == "memory" else StorageType.FILE,
+            replicas=stream.replicas,
+            direct=True,  # gets are direct gets, answered by any replica
+        )
+        try:
+            await nc.jetstream(timeout=self.setup_timeout).create_key_value(config)
+        except (TimeoutError, NatsError) as error:
+            raise DriverError(
+                f"cannot create the KV bucket {config.bucket!r}: {_why(error)}"
+            ) from None
+
     async def delete_destination(self) -> None:
+        if self.layout.pattern == "kv":
+
+            async def delete_bucket(nc: NATS) -> None:
+                js = nc.jetstream(timeout=self.setup_timeout)
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_key_value(self.destinations[0])
+
+            try:
+                await self._with_admin(delete_bucket)
+            except (TimeoutError, NatsError) as error:
+                raise DriverError(f"cannot delete the KV bucket: {_why(error)}") from None
+        if not self._streams:
+            return
         # A cluster whose node just came back (a trial's restart fault) may let a deletion time
         # out while its meta group settles: it is asked again, until setup_timeout has passed.
         deadline = now_ns() + round(self.setup_timeout * NS_PER_S)
@@ -219,7 +266,8 @@ class NatsDriver(Driver):
         self, sinks: Sequence[MessageSink], count: int, *, held: bool = False
     ) -> None:
         """A JetStream consumer per subscription, read by `count` clients of their own
-        connections (nats_consumers.py); held ones subscribe when released."""
+        connections (nats_consumers.py), or a queue group of core subscribers (responders to
+        requests); held ones subscribe when released."""
         started = now_ns()
         for sink in sinks:
             connections = [
@@ -234,6 +282,10 @@ class NatsDriver(Driver):
                 Subscriber(
                     stream, self.config.consumer, sink, connections, self.setup_timeout, count
                 )
+                if self._streams
+                else CoreSubscriber(
+                    stream, sink, connections, replies=self.layout.pattern == "request_reply"
+                )
             )
         if not held:
             await self.release_consumers()
@@ -244,8 +296,8 @@ class NatsDriver(Driver):
             await subscriber.start()
 
     async def stored_messages(self) -> int | None:
-        if self._publisher is None or not self._subscribers:
-            return None  # the producers are here: the trial counts their acks
+        if self._publisher is None or not self._subscribers or not self._streams:
+            return None  # the producers are here (or nothing is stored): count their acks
         js = self._subscribers[0].connections[0].jetstream(timeout=self.setup_timeout)
         try:
             infos = [await js.stream_info(name) for name in self.destinations]
@@ -257,7 +309,7 @@ class NatsDriver(Driver):
     def marks_producers(self) -> bool:
         return self._publisher is not None
 
-    async def _connection(self, name: str, producer: Producer | None = None) -> NATS:
+    async def _connection(self, name: str, producer: AnyProducer | None = None) -> NATS:
         nc = await self._connect(name, producer)
         self._connections.append(nc)
         return nc
@@ -265,6 +317,12 @@ class NatsDriver(Driver):
     # --- producers -----------------------------------------------------------------------
 
     def publish_policy(self) -> PublishPolicy:
+        if self.layout.pattern != "stream":
+            return PublishPolicy(retried_by=None, delivery_timeout_s=None, idempotent=False)
+        if not self.config.jetstream:
+            return PublishPolicy(
+                retried_by=None, delivery_timeout_s=None, idempotent=False, at_most_once=True
+            )
         publish, window = self.config.publish, self.config.duplicate_window
         settings = {"delivery_timeout": format_duration(publish.delivery_timeout)}
         if publish.retrying:
@@ -282,7 +340,11 @@ class NatsDriver(Driver):
 
     @property
     def counts_retries(self) -> bool:
-        return True
+        return self._streams
+
+    @property
+    def at_most_once(self) -> bool:
+        return not self.config.jetstream and self.layout.pattern == "stream"
 
     def helper_pids(self) -> Sequence[int]:
         publisher = self._publisher
@@ -315,10 +377,24 @@ class NatsDriver(Driver):
         id_prefix = f"{self.destination.removeprefix('exprun-')}."
         for index in self.placement.producers(self.layout.producers):
             subject = self.destinations[self.layout.topic_of_producer(index)]
-            producer = Producer(index, self.config.publish, subject, id_prefix)
+            producer: AnyProducer
+            if self._streams:
+                producer = Producer(index, self.config.publish, subject, id_prefix)
+            elif self.layout.pattern == "request_reply":
+                producer = Requester(index, self.config.publish, subject)
+            elif self.layout.pattern == "kv":
+                producer = KvClient(index, self.config.publish, subject)
+            else:
+                producer = CoreProducer(index, subject)
             nc = await self._connection(f"exprun-producer-{index}", producer)
             await producer.listen(nc)
-            await _stream_answers(nc, subject, self.setup_timeout)
+            if self._streams:
+                await _stream_answers(nc, subject, self.setup_timeout)
+            elif self.layout.pattern == "kv":
+                await _stream_answers(nc, f"$KV.{subject}.{PROBE_KEY}", self.setup_timeout)
+            else:
+                subscriptions = self.layout.subscriptions_per_topic
+                await await_subscriptions(nc, subject, subscriptions, self.setup_timeout)
             self._producers.append(producer)
 
     async def _publish_here(

@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -76,8 +76,13 @@ def hpub(subject: str, reply: str, lines: str, payload: bytes) -> bytes:
 
 
 def pub(subject: str, reply: str, payload: bytes) -> bytes:
-    """The PUB command of one message without headers."""
-    return b"".join((f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, b"\r\n"))
+    """The PUB command of one message without headers (and without a reply subject if "")."""
+    head = (
+        f"PUB {subject} {reply} {len(payload)}\r\n"
+        if reply
+        else f"PUB {subject} {len(payload)}\r\n"
+    )
+    return b"".join((head.encode(), payload, b"\r\n"))
 
 
 class Producer:
@@ -92,7 +97,7 @@ class Producer:
         self.subject = subject
         # Message ids only where a retry may follow.
         self.id_prefix = id_prefix if settings.retrying else None
-        self.window = _Window(settings.max_pending)
+        self.window = InFlightWindow(settings.max_pending)
         self.retrying = settings.retrying
         self.delivery_timeout_ns = round(settings.delivery_timeout * NS_PER_S)
         self.retry_wait_ns = round(settings.retry_wait * NS_PER_S)
@@ -246,7 +251,35 @@ class Producer:
         await self._write(self._command(seq, stamp))
 
 
-class _Window:
+class Requester(Producer):
+    """Sends requests to the responders of its subject: one try each, done when the reply
+    comes back (its round trip is the latency) or timed out after the plan's timeout."""
+
+    def __init__(self, index: int, settings: PublishSettings, subject: str) -> None:
+        super().__init__(index, settings.model_copy(update={"delivery_timeout": 0.0}), subject, "")
+
+    async def run(self, plan: PublishPlan, ledger: ProducerLedger) -> None:
+        assert plan.request_timeout_s is not None
+        self.ack_timeout_ns = round(plan.request_timeout_s * NS_PER_S)
+        await super().run(plan, ledger)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        now = self.last_answer_ns = now_ns()
+        ledger = self.ledger
+        if ledger is None:
+            return
+        seq_text, _, stamp_text = msg.subject[len(self.prefix) :].partition("-")
+        seq = int(seq_text)
+        if not msg.data and msg.headers and msg.headers.get("Status") == "503":
+            self._refused(seq, NO_RESPONDERS, now)
+        elif self.inflight.pop(seq, None) is None:
+            ledger.on_answer_again(seq)  # a second reply, or one after the timeout
+        else:
+            ledger.on_ack(seq, int(stamp_text), now)
+            self._settled(seq)
+
+
+class InFlightWindow:
     """At most `size` messages in flight, for the one task that sends them: a counter and one
     waiter (asyncio.Semaphore.locked() scans its waiters on every call: ~7% of a producer)."""
 
@@ -267,8 +300,18 @@ class _Window:
             waiter.set_result(None)
 
 
+class Supervised(Protocol):
+    """What supervise() looks after: a producer's answers, retries and waits."""
+
+    all_answered: asyncio.Event
+    blocked_since: int | None
+    last_answer_ns: int
+
+    async def resend_due(self, now: int) -> None: ...
+
+
 async def supervise(
-    sending: Iterable[asyncio.Task[None]], producers: list[Producer], timeout: float
+    sending: Iterable[asyncio.Task[None]], producers: Sequence[Supervised], timeout: float
 ) -> None:
     """Look after the producers' retries until every message is settled, or `timeout` after
     the last was sent; fail them if one waited `timeout` for its window without a single

@@ -20,11 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from runner.execution.measure.latency import LatencyRecorder, percentile_ms, summarise
-from runner.execution.measure.ledger import ProducerLedger
+from runner.execution.measure.ledger import TIMEOUT, ProducerLedger
 from runner.execution.measure.messages import HEADER, NS_PER_S
 from runner.execution.measure.self_test import SelfTest
 from runner.execution.measure.seqsets import SeqSet, compact, strided
 from schemas.results import Metrics, SubscriptionFigures
+from schemas.spec import Pattern
 
 unpack_header = HEADER.unpack_from  # (seq, send_ns); one call less per message than decode()
 
@@ -41,10 +42,13 @@ class Spike:
 @dataclass(frozen=True)
 class Layout:
     """Which topic a sequence number belongs to: producer i (of topics x producers) sends
-    seq i, i + n, i + 2n, ...; producers 0..p-1 publish to topic 0, the next p to topic 1."""
+    seq i, i + n, i + 2n, ...; producers 0..p-1 publish to topic 0, the next p to topic 1.
+    The pattern says what a message is: appended (stream), a request, or a key operation."""
 
     topics: int = 1
     producers_per_topic: int = 1
+    subscriptions_per_topic: int = 1
+    pattern: Pattern = "stream"
 
     @property
     def producers(self) -> int:
@@ -117,17 +121,18 @@ class Subscription:
         compact(self._delivered)
         compact(self._received)
 
-    def on_delivery(self, payload: bytes, now_ns: int, redelivered: bool = False) -> bool:
-        """Account one delivered payload; False if a fault discarded it (or it is foreign)."""
+    def on_delivery(self, payload: bytes, now_ns: int, redelivered: bool = False) -> int:
+        """Account one delivered payload: how many times it counts (0 if a self-test fault
+        discarded it or it is foreign, 2 if one duplicated it)."""
         try:
             seq, send_ns = unpack_header(payload)
         except struct.error:
             self.foreign += 1
-            return False
+            return 0
         planned = self.accounting.planned
         if planned is not None and seq >= planned:
             self.foreign += 1
-            return False
+            return 0
         try:
             self._add_delivered(seq)
         except KeyError:
@@ -143,13 +148,15 @@ class Subscription:
             watching.received_at_catch_up = self.received
             self._watching = None
         self_test = self._self_test
+        times = 1
         if self_test is not None:
             if self_test.drops(seq):
-                return False
+                return 0
             if self_test.duplicates(seq):
                 self._account(seq, send_ns, now_ns, False)
+                times = 2
         self._account(seq, send_ns, now_ns, redelivered)
-        return True
+        return times
 
     def _account(self, seq: int, send_ns: int, now_ns: int, redelivered: bool) -> None:
         try:
@@ -236,6 +243,8 @@ class Accounting:
         self.acked_seqs = SeqSet()
         self.ledgers: list[ProducerLedger] = []
         self.measure_from_ns = 0  # sent before this: the ramp's, out of the figures
+        if self.layout.pattern == "kv":
+            subscriptions = 0  # key-value operations are answered; nobody subscribes
         self.subscriptions = [
             Subscription(self, topic, topic * subscriptions + index)
             for topic in range(self.layout.topics)
@@ -353,7 +362,7 @@ class Accounting:
         metrics.received = sum(f.received for f in figures)
         metrics.lost = sum(f.lost for f in figures)
         metrics.duplicated = sum(f.duplicated for f in figures)
-        metrics.success_rate = min(f.success_rate for f in figures)
+        metrics.success_rate = min((f.success_rate for f in figures), default=0.0)
         metrics.publish_errors = dict(sorted(errors.items()))
         failed = [seq for ledger in self.ledgers for seq in ledger.failed_seqs]
         metrics.publish_failed = len(failed)
@@ -371,6 +380,28 @@ class Accounting:
             metrics.throughput = _rate(received, end - start)
         metrics.latency_ms = summarise(s.latency for s in subscriptions)
         metrics.publish_latency_ms = summarise(ledger.latency for ledger in self.ledgers)
+        if self.layout.pattern != "stream":
+            self._fill_answered(metrics)
+
+    def _fill_answered(self, metrics: Metrics) -> None:
+        """Requests and key operations are done when their answer is back: the round trip is
+        the latency, and the answers per second the throughput."""
+        ledgers = self.ledgers
+        metrics.throughput = metrics.publish_throughput
+        metrics.latency_ms = metrics.publish_latency_ms
+        if self.layout.pattern == "request_reply":
+            metrics.timeouts = sum(ledger.errors.get(TIMEOUT, 0) for ledger in ledgers)
+            metrics.duplicate_replies = sum(ledger.repeated_answers for ledger in ledgers)
+            return
+        metrics.received = metrics.acked
+        metrics.success_rate = (
+            round(100.0 * metrics.acked / metrics.sent, 4) if metrics.sent else 0.0
+        )
+        books = [ledger.operations for ledger in ledgers if ledger.operations is not None]
+        metrics.kv_put_latency_ms = summarise(book.puts for book in books)
+        metrics.kv_get_latency_ms = summarise(book.gets for book in books)
+        metrics.stale_reads = sum(book.stale_reads for book in books)
+        metrics.lost_reads = sum(book.lost_reads for book in books)
 
     def subscription_figures(self) -> list[SubscriptionFigures]:
         return [s.figures(self.sent_to(s.topic)) for s in self.subscriptions]

@@ -16,7 +16,8 @@ from typing import Protocol
 from runner.execution.measure.messages import now_ns
 
 Ack = Callable[[], Awaitable[None]]
-Delivery = tuple[bytes, Ack | None, bool]  # payload, its ack, whether the broker redelivered it
+# payload, its ack, whether the broker redelivered it, and its reply (a request's)
+Delivery = tuple[bytes, Ack | None, bool, Ack | None]
 
 
 class Books(Protocol):
@@ -28,7 +29,7 @@ class Books(Protocol):
     ack_pending: int
     ack_pending_peak: int
 
-    def on_delivery(self, payload: bytes, now_ns: int, redelivered: bool = False) -> bool: ...
+    def on_delivery(self, payload: bytes, now_ns: int, redelivered: bool = False) -> int: ...
 
 
 class HandlerPool:
@@ -59,20 +60,28 @@ class HandlerPool:
         ]
 
     async def deliver(
-        self, payload: bytes, ack: Ack | None = None, redelivered: bool = False
+        self,
+        payload: bytes,
+        ack: Ack | None = None,
+        redelivered: bool = False,
+        reply: Ack | None = None,
     ) -> None:
-        """Hand one message to the pool; waits while every handler is busy and the queue full."""
+        """Hand one message to the pool; waits while every handler is busy and the queue full.
+        A request's `reply` is sent once handled, as often as the books counted it."""
         books = self.books
         if ack is not None:
             books.ack_pending += 1
             books.ack_pending_peak = max(books.ack_pending_peak, books.ack_pending)
         if self.processing_time == 0 and self._queue.empty():
-            books.on_delivery(payload, now_ns(), redelivered)
+            times = books.on_delivery(payload, now_ns(), redelivered)
             self.last_done_ns = now_ns()
             if ack is not None:
                 await self._ack(ack)
+            if reply is not None:
+                for _ in range(times):
+                    await reply()
             return
-        await self._queue.put((payload, ack, redelivered))
+        await self._queue.put((payload, ack, redelivered, reply))
 
     async def deliver_many(self, payloads: Iterable[bytes]) -> None:
         for payload in payloads:
@@ -91,12 +100,16 @@ class HandlerPool:
     async def _handle(self) -> None:
         queue, books, work = self._queue, self.books, self.processing_time
         while True:
-            payload, ack, redelivered = await queue.get()
+            payload, ack, redelivered, reply = await queue.get()
             try:
-                if books.on_delivery(payload, now_ns(), redelivered) and work > 0:
+                times = books.on_delivery(payload, now_ns(), redelivered)
+                if times and work > 0:
                     await asyncio.sleep(work)  # the simulated handling of the message
                 if ack is not None:
                     await self._ack(ack)
+                if reply is not None:
+                    for _ in range(times):
+                        await reply()
             finally:
                 self.last_done_ns = now_ns()
                 queue.task_done()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from runner.execution.measure.availability import AckTimeline
 from runner.execution.measure.latency import LatencyRecorder
@@ -33,6 +33,26 @@ class ProducerMark:
     given_up: int
 
 
+@dataclass
+class OperationBook:
+    """A key-value workload's own figures: each kind's latency, and gets that missed a put."""
+
+    puts: LatencyRecorder = field(default_factory=LatencyRecorder)
+    gets: LatencyRecorder = field(default_factory=LatencyRecorder)
+    stale_reads: int = 0  # an older revision than one acked before the get was sent
+    lost_reads: int = 0  # no value, though a put of the key was acked before the get was sent
+
+    def state(self) -> tuple[dict[int, int], dict[int, int], int, int]:
+        return dict(self.puts.counts), dict(self.gets.counts), self.stale_reads, self.lost_reads
+
+    def absorb(self, state: tuple[dict[int, int], dict[int, int], int, int]) -> None:
+        puts, gets, stale, lost = state
+        self.puts.add_counts(puts)
+        self.gets.add_counts(gets)
+        self.stale_reads += stale
+        self.lost_reads += lost
+
+
 @dataclass(frozen=True)
 class LedgerState:
     """A producer's books, as a publisher process sends them to the trial process."""
@@ -45,6 +65,7 @@ class LedgerState:
     unknown: int
     retries: int
     duplicate_acks: int
+    repeated_answers: int
     latency: dict[int, int]  # LatencyRecorder.counts, of messages sent after the ramp
     ramp_latency: dict[int, int]
     sent_measured: int
@@ -55,6 +76,7 @@ class LedgerState:
     blocked_ns: int
     marks: dict[int, ProducerMark]
     ack_counts: bytes | None  # the AckTimeline's buckets (array "I"), in trials with faults
+    operations: tuple[dict[int, int], dict[int, int], int, int] | None  # OperationBook.state()
 
 
 class ProducerLedger:
@@ -70,6 +92,7 @@ class ProducerLedger:
         self.unknown = 0  # given up with a try unanswered: may be stored
         self.retries = 0  # tries beyond the first (when exprun retries)
         self.duplicate_acks = 0  # retries the broker recognised as already stored
+        self.repeated_answers = 0  # answers to a message acked already (request-reply replies)
         self.measure_from_ns = 0  # sent before this: the ramp's, out of the figures
         self.latency = LatencyRecorder()
         self.ramp_latency = LatencyRecorder()
@@ -81,6 +104,7 @@ class ProducerLedger:
         self.blocked_ns = 0  # time spent waiting for the broker (window or queue full)
         self.marks: dict[int, ProducerMark] = {}
         self.timeline: AckTimeline | None = None  # acks over time, in trials with faults
+        self.operations: OperationBook | None = None  # pattern kv: puts and gets apart
         self.closed = False
 
     def on_send(self, seq: int, send_ns: int) -> None:
@@ -107,6 +131,12 @@ class ProducerLedger:
         self.last_ack_ns = now_ns
         if self.timeline is not None:
             self.timeline.add(now_ns)
+
+    def on_answer_again(self, seq: int) -> None:
+        """An answer for message `seq`, settled already: counted if it had been acked (a late
+        answer to one that timed out is not a second answer)."""
+        if seq in self._acked:
+            self.repeated_answers += 1
 
     def on_failed(self, seq: int, reason: str) -> None:
         """The broker refused message `seq` (every try): it was not stored."""
@@ -158,6 +188,7 @@ class ProducerLedger:
             unknown=self.unknown,
             retries=self.retries,
             duplicate_acks=self.duplicate_acks,
+            repeated_answers=self.repeated_answers,
             latency=dict(self.latency.counts),
             ramp_latency=dict(self.ramp_latency.counts),
             sent_measured=self.sent_measured,
@@ -168,6 +199,7 @@ class ProducerLedger:
             blocked_ns=self.blocked_ns,
             marks=dict(self.marks),
             ack_counts=self.timeline.counts.tobytes() if self.timeline is not None else None,
+            operations=self.operations.state() if self.operations is not None else None,
         )
 
     def absorb(self, state: LedgerState) -> None:
@@ -180,6 +212,7 @@ class ProducerLedger:
         self.unknown += state.unknown
         self.retries += state.retries
         self.duplicate_acks += state.duplicate_acks
+        self.repeated_answers += state.repeated_answers
         self.latency.add_counts(state.latency)
         self.ramp_latency.add_counts(state.ramp_latency)
         self.sent_measured += state.sent_measured
@@ -193,6 +226,9 @@ class ProducerLedger:
         self.marks.update(state.marks)
         if self.timeline is not None and state.ack_counts is not None:
             self.timeline.merge(AckTimeline.of_bytes(state.ack_counts).counts)
+        if state.operations is not None:
+            self.operations = self.operations or OperationBook()
+            self.operations.absorb(state.operations)
         self.closed = True
 
 

@@ -80,6 +80,8 @@ class ShareFigures:
     foreign: dict[int, int]
     last_done_ns: int | None
     resources: LoadGeneratorFigures
+    transaction_commit: list[dict[int, int]] = field(default_factory=list)
+    transactions_aborted: int | None = None
 
 
 # --- the load-generator process ----------------------------------------------------------
@@ -126,12 +128,13 @@ class _RemoteBooks:
         self.ack_pending_peak = 0
         self.foreign = 0
 
-    def on_delivery(self, payload: bytes, now_ns: int, redelivered: bool = False) -> bool:
+    def on_delivery(self, payload: bytes, now_ns: int, redelivered: bool = False) -> int:
+        # Self-test faults apply in the trial process, which has the books: here it counts once.
         if len(payload) < HEADER_SIZE:
             self.foreign += 1
-            return False
+            return 0
         self.outbox.add(self.index, payload[:HEADER_SIZE], now_ns, redelivered)
-        return True
+        return 1
 
 
 def _serve(conn: Connection, driver: Driver) -> None:
@@ -162,7 +165,7 @@ def driver_for(request: TrialRequest) -> Driver:
         request.broker_config,
         request.topic,
         SETUP_TIMEOUT_S,
-        Layout(work.topics, work.producers),
+        Layout(work.topics, work.producers, work.subscriptions, work.pattern),
         faults=bool(work.faults),
         access=request.access,
     )
@@ -303,7 +306,7 @@ class _Share:
             cpu_percent=sampler.loadgen_cpu_percent,
             leaked_threads=sampler.usage().threads - self.threads_before,
         )
-        figures = driver.consumer_figures
+        figures, produced = driver.consumer_figures, driver.producer_figures
         self.conn.send(
             (
                 "closed",
@@ -316,6 +319,8 @@ class _Share:
                     foreign={b.index: b.foreign for b in self.books},
                     last_done_ns=self.handlers.last_done_ns,
                     resources=resources,
+                    transaction_commit=[dict(r.counts) for r in produced.transaction_commit],
+                    transactions_aborted=produced.transactions_aborted,
                 ),
             )
         )
@@ -408,6 +413,10 @@ class SharedDriver(Driver):
     @property
     def counts_retries(self) -> bool:
         return self.admin.counts_retries
+
+    @property
+    def at_most_once(self) -> bool:
+        return self.admin.at_most_once
 
     async def create_destination(self) -> None:
         await self.admin.create_destination()
@@ -548,6 +557,14 @@ class SharedDriver(Driver):
             recorder = LatencyRecorder()
             recorder.add_counts(counts)
             mine.commit_latency.append(recorder)
+        produced = self.producer_figures
+        if figures.transactions_aborted is not None:
+            aborted = (produced.transactions_aborted or 0) + figures.transactions_aborted
+            produced.transactions_aborted = aborted
+        for counts in figures.transaction_commit:
+            recorder = LatencyRecorder()
+            recorder.add_counts(counts)
+            produced.transaction_commit.append(recorder)
         assert self._accounting is not None
         subscriptions = self._accounting.subscriptions
         for index, peak in figures.ack_pending_peak.items():

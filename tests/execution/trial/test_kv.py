@@ -1,0 +1,110 @@
+"""JetStream key-value trials (`pattern: kv`) on a real embedded server, and the revision
+check that finds a stale or lost read (fed made-up answers: pure logic)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import nats
+import pytest
+from nats.js.errors import NotFoundError
+from test_trials import make_request, nats_config
+
+from runner.execution.brokers import RunningBroker
+from runner.execution.drivers.nats_kv import PUT, KvClient
+from runner.execution.measure.ledger import ProducerLedger
+from runner.execution.measure.seqsets import SeqSet
+from runner.execution.trial.parent import run_trial
+from schemas.spec import PublishSettings
+
+OPERATIONS = 4000
+
+
+def bucket_exists(address: str, name: str) -> bool:
+    async def check() -> bool:
+        nc = await nats.connect(address)
+        try:
+            await nc.jetstream().key_value(name)
+            return True
+        except NotFoundError:
+            return False
+        finally:
+            await nc.close()
+
+    return asyncio.run(check())
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("storage", ["memory", "file"])
+def test_kv_operations_read_every_acked_put(nats_broker: RunningBroker, storage: str) -> None:
+    config = nats_config(stream={"storage": storage, "history": 2})
+    request = make_request(
+        nats_broker,
+        config,
+        messages=OPERATIONS,
+        pattern="kv",
+        producers=2,
+        kv={"keys": 50, "reads": "80%"},
+    )
+    result = run_trial(request)
+    m = result.metrics
+    assert result.status == "ok", result.error
+    assert (m.sent, m.acked, m.received, m.lost) == (OPERATIONS, OPERATIONS, OPERATIONS, 0)
+    assert (m.stale_reads, m.lost_reads, m.publish_errors) == (0, 0, {})
+    gets, puts = m.kv_get_latency_ms.count, m.kv_put_latency_ms.count
+    assert gets + puts == OPERATIONS and 0.75 < gets / OPERATIONS < 0.85
+    assert m.latency_ms == m.publish_latency_ms and m.throughput == m.publish_throughput
+    assert result.subscriptions == []
+    assert not bucket_exists(nats_broker.address, request.topic)
+
+
+@dataclass
+class Answer:
+    """What nats-py hands the client's callback: the reply subject, data and headers."""
+
+    subject: str
+    data: bytes = b""
+    headers: dict[str, str] | None = None
+
+
+def client() -> tuple[KvClient, ProducerLedger]:
+    kv = KvClient(0, PublishSettings(), "bucket")
+    kv.prefix = "_INBOX.x."
+    ledger = kv.ledger = ProducerLedger(SeqSet())
+    return kv, ledger
+
+
+def send(kv: KvClient, ledger: ProducerLedger, seq: int, key: int, floor: int) -> None:
+    ledger.on_send(seq, 1000)
+    kv.inflight[seq] = (1000, 1000, key, floor)
+
+
+def test_a_get_older_than_an_acked_put_is_stale_and_a_missing_one_lost() -> None:
+    kv, ledger = client()
+    send(kv, ledger, 0, 7, PUT)
+    asyncio.run(kv.on_answer(Answer("_INBOX.x.0-1000", b'{"stream":"KV_bucket","seq":5}')))  # type: ignore[arg-type]
+    assert kv.acked_revision == {7: 5}
+    send(kv, ledger, 1, 7, kv.acked_revision[7])  # a get sent after the put was acked
+    asyncio.run(kv.on_answer(Answer("_INBOX.x.1-1000", b"v", {"Nats-Sequence": "3"})))  # type: ignore[arg-type]
+    send(kv, ledger, 2, 7, 5)
+    asyncio.run(kv.on_answer(Answer("_INBOX.x.2-1000", headers={"Status": "404"})))  # type: ignore[arg-type]
+    send(kv, ledger, 3, 8, 0)  # never put: nothing to find
+    asyncio.run(kv.on_answer(Answer("_INBOX.x.3-1000", headers={"Status": "404"})))  # type: ignore[arg-type]
+    send(kv, ledger, 4, 7, 5)  # the newest (or a newer) revision: fine
+    asyncio.run(kv.on_answer(Answer("_INBOX.x.4-1000", b"v", {"Nats-Sequence": "6"})))  # type: ignore[arg-type]
+    assert (kv.book.stale_reads, kv.book.lost_reads) == (1, 1)
+    assert (ledger.acked, kv.book.puts.count, kv.book.gets.count) == (5, 1, 4)
+
+
+def test_a_refused_put_fails_and_an_answer_after_its_timeout_is_ignored() -> None:
+    kv, ledger = client()
+    send(kv, ledger, 0, 1, PUT)
+    refusal = b'{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}'
+    asyncio.run(kv.on_answer(Answer("_INBOX.x.0-1000", refusal)))  # type: ignore[arg-type]
+    assert ledger.errors == {"maximum messages exceeded": 1} and ledger.failed == 1
+    send(kv, ledger, 1, 1, PUT)
+    asyncio.run(kv.resend_due(1000 + kv.timeout_ns))
+    asyncio.run(kv.on_answer(Answer("_INBOX.x.1-1000", b'{"stream":"KV_bucket","seq":9}')))  # type: ignore[arg-type]
+    assert ledger.unknown == 1 and ledger.acked == 0 and kv.acked_revision == {}
