@@ -29,6 +29,16 @@ ENTRIES: dict[str, Entry] = {
         "(its JIT warming up; as many as it measures in the full run). Same record size, "
         "count, acks, linger.ms, batch.size.",
     ),
+    "kafka_transactions_publish": Entry(
+        "Kafka transactional publish",
+        "msg/s",
+        "ProducerPerformance --transactional-id",
+        ">= 0.8",
+        "Both commit a transaction every 100 ms (exprun: transactions {every: 100ms}; the "
+        "tool: --transaction-duration-ms 100), same record size, count, acks, linger.ms, "
+        "batch.size and warm-up as the Kafka publish row; exprun's figure is its publish "
+        "throughput, a message acked when its transaction committed.",
+    ),
     "kafka_end_to_end_vs_publish": Entry(
         "Kafka end-to-end / publish",
         "msg/s",

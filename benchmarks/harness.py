@@ -99,6 +99,7 @@ NATS_CORE = (
     "nats_core_publish_vs_nats_bench",
     "nats_core_end_to_end_vs_nats_bench",
 )
+TRANSACTION_MS = 100  # both sides of the transactional row commit this often
 KAFKA_PUBLISH = (
     "kafka_publish",
     "kafka_end_to_end_vs_publish",
@@ -523,6 +524,7 @@ class Bench:
             "kafka_series_overhead",
             "kafka_rate_accuracy",
             "kafka_group_vs_assign",
+            "kafka_transactions_publish",
         )
         if not (self.settings.download_jars or native.kafka_jars_cached()):
             self.kafka_skipped = True
@@ -541,6 +543,7 @@ class Bench:
                     self._kafka_round(broker, request, round_)
                     self._series_ab(request, "kafka_series_overhead", round_)
                     self._kafka_group(broker, config, round_)
+                    self._kafka_transactions(broker, config, round_)
                 self._rate_accuracy(broker, config, "kafka_rate_accuracy", "kafka_publish")
                 for round_ in self.rounds():
                     self._latency_round(broker, round_)
@@ -578,6 +581,31 @@ class Bench:
         loop = partial(native.bare_kafka, broker.address, bare, MESSAGE_SIZE, properties)
         rates = self.sample((key,), "confluent-kafka produce+consume", loop)
         self.add(key, round_, reference=rates[1] if rates else None)
+
+    def _kafka_transactions(self, broker: RunningBroker, config: KafkaBroker, round_: int) -> None:
+        """Transactional publishing, a commit every TRANSACTION_MS on both sides."""
+        key, s = "kafka_transactions_publish", self.settings
+        every = {"every": f"{TRANSACTION_MS}ms"}
+        transactional = KafkaBroker.model_validate(
+            {**config.model_dump(mode="json"), "transactions": every}
+        )
+        request = trial_request(broker, transactional, s.kafka_messages)
+        result = self.sample((key,), "exprun transactions", partial(exprun_side.run, request))
+        self.add(key, round_, exprun=_publish(result) if result is not None else None)
+        properties = {name: str(value) for name, value in KAFKA_PRODUCER.items()}
+
+        def tool() -> float:
+            return native.producer_performance(
+                broker.address,
+                _kafka_topic(broker.address),
+                s.kafka_messages,
+                MESSAGE_SIZE,
+                properties,
+                warmup_records=s.kafka_tool_warmup,
+                transaction_ms=TRANSACTION_MS,
+            )
+
+        self.add(key, round_, reference=self.sample((key,), "ProducerPerformance tx", tool))
 
     def _latency_round(self, broker: RunningBroker, round_: int) -> None:
         s = self.settings

@@ -227,9 +227,11 @@ def producer_performance(
     size: int,
     properties: dict[str, str],
     warmup_records: int = 0,
+    transaction_ms: int | None = None,
 ) -> float:
     """kafka-producer-perf-test: records/s (send of the first -> last ack) of `records` sent
-    after `warmup_records` more (the tool's --warmup-records: its JVM's JIT warm-up left out)."""
+    after `warmup_records` more (the tool's --warmup-records: its JVM's JIT warm-up left out);
+    with `transaction_ms`, in transactions committed that often."""
     props = [
         f"{key}={value}" for key, value in {"bootstrap.servers": bootstrap, **properties}.items()
     ]
@@ -239,6 +241,7 @@ def producer_performance(
         "org.apache.kafka.tools.ProducerPerformance",
         *("--topic", topic, "--num-records", str(total), "--record-size", str(size)),
         *warmup,
+        *_transactions(topic, transaction_ms),
         *("--throughput", "-1", "--command-property", *props),
     )
     out = _run(argv)
@@ -247,6 +250,12 @@ def producer_performance(
     if match is None:
         raise ToolError(f"ProducerPerformance printed no total: {_last_line(out)}")
     return float(match.group(1))
+
+
+def _transactions(topic: str, transaction_ms: int | None) -> tuple[str, ...]:
+    if transaction_ms is None:
+        return ()
+    return ("--transactional-id", f"{topic}-tx", "--transaction-duration-ms", str(transaction_ms))
 
 
 def end_to_end_latency(bootstrap: str, topic: str, records: int, size: int) -> LatencyFigures:

@@ -45,6 +45,7 @@ COMPARISONS = {
     "kafka_memory_growth",
     "capacity_wall",
     "kafka_group_vs_assign",
+    "kafka_transactions_publish",
     "nats_pull_explicit_vs_ordered",
     "nats_consume_vs_nats_bench",
     "nats_core_end_to_end_vs_nats_py",

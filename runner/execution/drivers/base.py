@@ -92,6 +92,7 @@ class PublishPlan:
     acks_over_time: bool = False  # ledgers keep an AckTimeline (trials with faults)
     request_timeout_s: float | None = None  # pattern request_reply: unanswered this long
     kv: KvSettings | None = None  # pattern kv: its keys and share of gets
+    abort_every: int | None = None  # self-test: abort every n-th transaction of each producer
 
     @property
     def start_ns(self) -> int:

@@ -83,6 +83,7 @@ ABORTED = "transaction aborted"  # publish error reason of the messages of an ab
 # librdkafka's transaction.timeout.ms default: its messages' timeout with transactions too.
 TRANSACTION_TIMEOUT_MS = "60000"
 CLEANUP_ABORT_S = 1.0  # a trial stopped mid-transaction aborts it, waiting no longer than this
+PLANTED_FLUSH_S = 10.0  # a planted abort waits this long for its messages to be stored
 
 
 class KafkaDriver(Driver):
@@ -461,6 +462,8 @@ class ProducerSlot:
         self.open_since_ns: int | None = None  # None: no transaction open
         self.commit_latency = LatencyRecorder()
         self.aborted = 0
+        self.ended = 0  # transactions committed or aborted, planted aborts included
+        self.abort_every: int | None = None  # self-test: abort every n-th on purpose
         self.failure: str | None = None  # why the producer stopped for good (a fatal error)
         self.book: RequestBook | None = None  # pattern request_reply: requests awaiting replies
 
@@ -589,7 +592,7 @@ class ProducerSlot:
         when it aborts. Apart from run() so that run() pays nothing for them."""
         producer, rule = self.producer, self.transactions
         assert producer is not None and rule is not None
-        self.ledger = ledger
+        self.ledger, self.abort_every = ledger, plan.abort_every
         produce, poll, encode, due = producer.produce, producer.poll, plan.codec.encode, plan.due
         topic, until, keys, partitions = self.topic, plan.until_ns, plan.keys, self.partitions
         keyed = keys.kind != "none"
@@ -697,6 +700,9 @@ class ProducerSlot:
         the commit cannot be made. False if the producer failed for good."""
         producer = self.producer
         assert producer is not None
+        self.ended += 1
+        if self.abort_every is not None and self.ended % self.abort_every == 0:
+            return self._abort_planted(ledger)
         started = now_ns()
         deadline = started + round(resolve_timeout * NS_PER_S)
         while True:
@@ -745,6 +751,19 @@ class ProducerSlot:
                     self.failure = f"cannot abort a Kafka transaction: {why(exception)}"
                     return False
                 time.sleep(0.01)
+        self._aborted(ledger)
+        return True
+
+    def _abort_planted(self, ledger: ProducerLedger) -> bool:
+        """A self-test fault: abort a healthy transaction, whose messages must never arrive.
+        They are on the broker first (flushed), so that its abort markers are what hides them."""
+        assert self.producer is not None
+        try:
+            self.producer.flush(PLANTED_FLUSH_S)
+            self.producer.abort_transaction()
+        except KafkaException as error:
+            self.failure = f"cannot abort a Kafka transaction: {why(error)}"
+            return False
         self._aborted(ledger)
         return True
 

@@ -70,7 +70,7 @@ FAULT_RECONNECT_WAIT_S = 0.1  # between tries to reach another node after a faul
 PROBE_TIMEOUT_S = 1.0
 DELETE_TRY_S = 2.0  # one try at deleting a stream
 PROBE_KEY = "exprun-probe"  # a key of the bucket that is never put, to find its stream answering
-AnyProducer = Producer | CoreProducer | KvClient
+AnyProducer = Producer | CoreProducer
 # Where the producers run: "process" (a forked publisher process, the default) or "loop" (on the
 # trial's own event loop, next to the consumers). The benchmark flips it to measure the gain.
 PUBLISHER_ENV = "EXPRUN_NATS_PUBLISHER"

@@ -56,7 +56,8 @@ class CoreProducer:
         self.nc, self._write = nc, command_writer(nc)
 
     def disconnected(self) -> None:
-        # What waits for a PONG will not get it: the PINGs went with the connection.
+        # What went out since the last PING may or may not have reached the server (the PINGs
+        # already sent time out, and count theirs as unknown too).
         if self.ledger is not None:
             for _ in self.pending:
                 self.ledger.on_unknown(DISCONNECTED)

@@ -121,7 +121,7 @@ class Producer:
     async def listen(self, nc: NATS) -> None:
         self.prefix = f"{nc.new_inbox()}."
         self._write = command_writer(nc)
-        await nc.subscribe(f"{self.prefix}*", cb=self._on_reply)
+        await nc.subscribe(f"{self.prefix}*", cb=self.on_reply)
 
     def disconnected(self) -> None:
         self.disconnected_ns = now_ns()
@@ -133,7 +133,7 @@ class Producer:
 
     async def run(self, plan: PublishPlan, ledger: ProducerLedger) -> None:
         self.ledger, self.plan, self.sending = ledger, plan, True
-        write, command, inflight = self._write, self._command, self.inflight
+        write, command, inflight = self._write, self.command, self.inflight
         assert write is not None
         window, due, paced, until = self.window, plan.due, plan.rate is not None, plan.until_ns
         for seq in plan.seqs(self.index):
@@ -160,7 +160,8 @@ class Producer:
         self.sending = False
         self._check_done()
 
-    def _command(self, seq: int, stamp: int) -> bytes:
+    def command(self, seq: int, stamp: int) -> bytes:
+        """The protocol command that sends (or resends) message `seq`."""
         plan = self.plan
         assert plan is not None
         lines = f"{MSG_ID_HEADER}: {self.id_prefix}{seq}\r\n" if self.id_prefix is not None else ""
@@ -171,7 +172,8 @@ class Producer:
             return pub(self.subject, reply, payload)
         return hpub(self.subject, reply, lines, payload)
 
-    async def _on_reply(self, msg: Msg) -> None:
+    async def on_reply(self, msg: Msg) -> None:
+        """The broker's answer to a try of a message: ack, refusal for now, or for good."""
         now = self.last_answer_ns = now_ns()
         ledger = self.ledger
         if ledger is None:
@@ -185,14 +187,14 @@ class Producer:
             if code in RETRIABLE_ERRORS:
                 self._refused(seq, reason, now)
             elif self.inflight.pop(seq, None) is not None:
-                self._give_up(seq, reason)
+                self.give_up(seq, reason)
         else:
             if b'"duplicate"' in data:
                 ledger.duplicate_acks += 1
             if self.inflight.pop(seq, None) is None and self.refused.pop(seq, None) is None:
                 return  # an earlier try's answer: the message is settled already
             ledger.on_ack(seq, int(stamp_text), now)
-            self._settled(seq)
+            self.settle(seq)
 
     def _refused(self, seq: int, reason: str, now: int) -> None:
         entry = self.inflight.pop(seq, None)
@@ -203,17 +205,19 @@ class Producer:
             self.refused[seq] = (stamp, first)
             self.backoff.append((now + self.retry_wait_ns, seq))
         else:
-            self._give_up(seq, reason)
+            self.give_up(seq, reason)
 
-    def _give_up(self, seq: int, reason: str) -> None:
+    def give_up(self, seq: int, reason: str) -> None:
+        """No more tries: failed (refused every time) or unknown (a try went unanswered)."""
         assert self.ledger is not None
         if seq in self.uncertain:
             self.ledger.on_unknown(reason)
         else:
             self.ledger.on_failed(seq, reason)
-        self._settled(seq)
+        self.settle(seq)
 
-    def _settled(self, seq: int) -> None:
+    def settle(self, seq: int) -> None:
+        """Message `seq` is done with: its slot of the window is free."""
         if self.uncertain:
             self.uncertain.discard(seq)
         self.window.release()
@@ -242,13 +246,13 @@ class Producer:
             if self.retrying and now - first < self.delivery_timeout_ns:
                 await self._retry(seq, stamp, first, now)
             else:
-                self._give_up(seq, TIMEOUT)
+                self.give_up(seq, TIMEOUT)
 
     async def _retry(self, seq: int, stamp: int, first: int, now: int) -> None:
         assert self.ledger is not None and self._write is not None
         self.inflight[seq] = (stamp, first, now)
         self.ledger.retries += 1
-        await self._write(self._command(seq, stamp))
+        await self._write(self.command(seq, stamp))
 
 
 class Requester(Producer):
@@ -263,7 +267,7 @@ class Requester(Producer):
         self.ack_timeout_ns = round(plan.request_timeout_s * NS_PER_S)
         await super().run(plan, ledger)
 
-    async def _on_reply(self, msg: Msg) -> None:
+    async def on_reply(self, msg: Msg) -> None:
         now = self.last_answer_ns = now_ns()
         ledger = self.ledger
         if ledger is None:
@@ -276,7 +280,7 @@ class Requester(Producer):
             ledger.on_answer_again(seq)  # a second reply, or one after the timeout
         else:
             ledger.on_ack(seq, int(stamp_text), now)
-            self._settled(seq)
+            self.settle(seq)
 
 
 class InFlightWindow:

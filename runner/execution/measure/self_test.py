@@ -8,6 +8,9 @@ Each one has an exact, predictable effect on the metrics:
 - leak_threads=n: n threads start with the measured phase and never exit -> leaked_threads n.
 - linger_threads_s=s: one thread starts when the clients are closed and exits s seconds later
   -> lingering_threads 1 (and no leak) when s is shorter than the settle time.
+- abort_every=n (Kafka transactions): each producer aborts its n-th, 2n-th, ... transaction
+  instead of committing it -> those messages failed, and read_committed consumers never see
+  them (failed_delivered 0), transactions_aborted counts them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ class SelfTest(BaseModel):
     linger_threads_s: float = Field(0.0, ge=0, description="a thread exiting this long after close")
     subscription: int | None = Field(
         None, ge=0, description="drop/duplicate only in this subscription (default: every one)"
+    )
+    abort_every: PositiveInt | None = Field(
+        None, description="Kafka transactions: abort each producer's every n-th transaction"
     )
 
     @property

@@ -108,6 +108,7 @@ class MeasuredPhase:
             acks_over_time=self.faults is not None,
             request_timeout_s=work.request_timeout if work.pattern == "request_reply" else None,
             kv=work.kv_settings if work.pattern == "kv" else None,
+            abort_every=accounting.self_test.abort_every,
         )
         if self.faults is not None:
             for ledger in ledgers:

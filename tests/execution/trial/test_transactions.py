@@ -89,3 +89,21 @@ def test_transaction_figures_of_producers_in_other_processes_are_merged(
     assert_exact(result)
     m = result.metrics
     assert m.transaction_commit_ms.count == MESSAGES // 100 and m.transactions_aborted == 0
+
+
+def test_an_aborted_transaction_fails_its_messages_and_none_of_them_arrives(
+    kafka_broker: RunningBroker,
+) -> None:
+    """Every 4th transaction of each producer is aborted on purpose (a self-test fault) on a
+    real broker: its messages are failed, and read_committed consumers never get one."""
+    request = make_request(
+        kafka_broker, transactional(per=100), producers=2, self_test=SelfTest(abort_every=4)
+    )
+    result = run_trial(request)
+    m = result.metrics
+    assert result.status == "ok", result.error
+    # 2 producers x 10 transactions of 100: the 4th and 8th of each aborted.
+    assert m.transactions_aborted == 4 and m.transaction_commit_ms.count == 16
+    assert (m.sent, m.acked, m.publish_failed, m.publish_unknown) == (2000, 1600, 400, 0)
+    assert m.publish_errors == {"transaction aborted": 400}
+    assert (m.received, m.lost, m.duplicated, m.failed_delivered) == (1600, 0, 0, 0)
