@@ -300,6 +300,15 @@ ENTRIES: dict[str, Entry] = {
         "memory bucket with direct gets on both sides; the bare loop runs the same sequence "
         "of puts and gets with nats-py's KeyValue, awaiting each.",
     ),
+    "nats_kv_get_vs_nats_bench": Entry(
+        "Key-value get vs nats bench kv get",
+        "ops/s",
+        "nats bench kv get",
+        None,
+        "exprun: pattern kv, gets only, every key preloaded (kv.preload), each read once, one "
+        "get in flight; natscli (Go): one getter of the keys `kv put` stored. Beside each "
+        "other, not a goal.",
+    ),
     "nats_kv_put_vs_nats_bench": Entry(
         "Key-value put vs nats bench kv put",
         "ops/s",

@@ -93,6 +93,7 @@ NATS_PATTERNS = (
     "nats_request_reply_vs_nats_bench",
     "nats_kv_vs_nats_py",
     "nats_kv_put_vs_nats_bench",
+    "nats_kv_get_vs_nats_bench",
 )
 NATS_CORE = (
     "nats_core_end_to_end_vs_nats_py",
@@ -381,6 +382,12 @@ class Bench:
             "kv_puts": trial_request(
                 broker, config, messages, pattern={"pattern": "kv", "kv": {"reads": 0.0}}
             ),
+            "kv_gets": trial_request(
+                broker,
+                config,
+                messages,
+                pattern={"pattern": "kv", "kv": {"reads": 1.0, "keys": messages, "preload": True}},
+            ),
         }
 
     def _nats_patterns(
@@ -391,7 +398,7 @@ class Bench:
         round_: int,
     ) -> None:
         """Request-reply and key-value: exprun against nats-py's own loops and natscli."""
-        rr_bare, rr_bench, kv_bare, kv_bench = NATS_PATTERNS
+        rr_bare, rr_bench, kv_bare, kv_bench, kv_get_bench = NATS_PATTERNS
         messages = self.settings.pattern_messages
         for pattern, keys in (("request_reply", (rr_bare, rr_bench)), ("kv", (kv_bare,))):
             run = partial(exprun_side.run, requests[pattern])
@@ -402,12 +409,11 @@ class Bench:
                 native.bare_nats_pattern, broker.address, pattern, messages, MESSAGE_SIZE
             )
             self.add(keys[0], round_, reference=self.sample(keys[:1], f"nats-py {pattern}", loop))
-        puts = self.sample(
-            (kv_bench,), "exprun kv puts", partial(exprun_side.run, requests["kv_puts"])
-        )
-        self.add(kv_bench, round_, exprun=puts.metrics.throughput if puts else None)
+        for key, side in ((kv_bench, "kv_puts"), (kv_get_bench, "kv_gets")):
+            result = self.sample((key,), f"exprun {side}", partial(exprun_side.run, requests[side]))
+            self.add(key, round_, exprun=result.metrics.throughput if result else None)
         if natscli is None:
-            for key in (rr_bench, kv_bench):
+            for key in (rr_bench, kv_bench, kv_get_bench):
                 self[key].fail("natscli unavailable (see nats_publish_vs_nats_bench)")
             return
         name = uuid.uuid4().hex[:10]
@@ -427,6 +433,11 @@ class Bench:
             native.nats_bench_kv_put, natscli, broker.address, bucket, messages, MESSAGE_SIZE
         )
         self.add(kv_bench, round_, reference=self.sample((kv_bench,), "nats bench kv put", put))
+        get = partial(
+            native.nats_bench_kv_get, natscli, broker.address, bucket, messages, MESSAGE_SIZE
+        )
+        rate = self.sample((kv_get_bench,), "nats bench kv get", get)
+        self.add(kv_get_bench, round_, reference=rate)
         _delete_stream(broker.address, f"KV_{bucket}")
 
     def _nats_consumers(self, broker: RunningBroker, natscli: Path | None, round_: int) -> None:

@@ -183,6 +183,13 @@ def nats_bench_kv_put(nats: Path, server: str, bucket: str, messages: int, size:
     return _bench_rate(_run(argv), "JetStream KV putter")
 
 
+def nats_bench_kv_get(nats: Path, server: str, bucket: str, messages: int, size: int) -> float:
+    """`nats bench kv get` of the keys `nats bench kv put` stored in `bucket`: gets per second."""
+    argv = [str(nats), "bench", "kv", "get", "--server", server, "--bucket", bucket]
+    argv += ["--msgs", str(messages), "--size", str(size), "--no-progress"]
+    return _bench_rate(_run(argv), "JetStream KV getter")
+
+
 def _bench_rate(out: str, side: str) -> float:
     match = re.search(rf"{side} stats: ([\d,]+) msgs/sec", out)
     if match is None:

@@ -109,6 +109,7 @@ _ALL: tuple[MetricInfo, ...] = (
     ),
     _m("stale_reads", "count", "lower", "Stale reads"),
     _m("lost_reads", "count", "lower", "Lost reads"),
+    _m("kv_misses", "count", None, "KV gets of keys never put"),
     _m("ack_pending_peak", "msg", None, "Ack pending peak"),
     _m("teardown_s", "s", "lower", "Teardown"),
     _m("rss_before_mb", "MB", "lower", "RSS before"),

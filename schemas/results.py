@@ -144,6 +144,9 @@ class Metrics(BaseModel):
         description="kv: gets that found no value although a put of the key was acked before "
         "they were sent (must be 0)",
     )
+    kv_misses: int | None = Field(
+        None, description="kv: gets of a key no put had reached yet (no error; see preload)"
+    )
     ack_pending_peak: int | None = Field(
         None, description="most deliveries waiting at once for their handler's ack (JetStream)"
     )

@@ -723,6 +723,11 @@ class KvSettings(StrictModel):
 
     keys: PositiveInt = Field(1000, description="distinct keys, split among the producers")
     reads: Share = Field(0.5, description="the share of operations that are gets, e.g. 80%")
+    preload: bool = Field(
+        False,
+        description="put every key once before the measured phase, so that gets find values "
+        "from the first (as `nats bench kv get` reads what `kv put` stored)",
+    )
 
 
 class Workload(StrictModel):

@@ -55,6 +55,7 @@ COMPARISONS = {
     "nats_request_reply_vs_nats_bench",
     "nats_kv_vs_nats_py",
     "nats_kv_put_vs_nats_bench",
+    "nats_kv_get_vs_nats_bench",
     "matrix_wall",
     "trial_fixed_cost",
     "nats_ready",

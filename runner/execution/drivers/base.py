@@ -23,7 +23,6 @@ from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.messages import NS_PER_S, KeyPlan, MessageCodec, now_ns
 from runner.execution.measure.series import Schedule
 from schemas.results import PublishPolicy
-from schemas.spec import KvSettings
 
 REACH_TIMEOUT_S = 2.0
 
@@ -91,7 +90,6 @@ class PublishPlan:
     keys: KeyPlan = field(default_factory=lambda: KeyPlan("none"))
     acks_over_time: bool = False  # ledgers keep an AckTimeline (trials with faults)
     request_timeout_s: float | None = None  # pattern request_reply: unanswered this long
-    kv: KvSettings | None = None  # pattern kv: its keys and share of gets
     abort_every: int | None = None  # self-test: abort every n-th transaction of each producer
 
     @property

@@ -68,7 +68,7 @@ from schemas.units import format_duration
 UNLIMITED = -1
 FAULT_RECONNECT_WAIT_S = 0.1  # between tries to reach another node after a fault
 PROBE_TIMEOUT_S = 1.0
-DELETE_TRY_S = 2.0  # one try at deleting a stream
+API_TRY_S = 2.0  # one try at creating or deleting a stream
 PROBE_KEY = "exprun-probe"  # a key of the bucket that is never put, to find its stream answering
 AnyProducer = Producer | CoreProducer
 # Where the producers run: "process" (a forked publisher process, the default) or "loop" (on the
@@ -182,7 +182,6 @@ class NatsDriver(Driver):
         stream = self.config.stream
 
         async def create(nc: NATS) -> None:
-            js = nc.jetstream(timeout=self.setup_timeout)
             for name in self.destinations:
                 config = StreamConfig(
                     name=name,
@@ -195,14 +194,29 @@ class NatsDriver(Driver):
                     num_replicas=stream.replicas,
                     duplicate_window=self.config.duplicate_window or 0,  # 0: the server's
                 )
-                try:
-                    await js.add_stream(config)
-                except (TimeoutError, NatsError) as error:
-                    raise DriverError(
-                        f"cannot create JetStream stream {name!r}: {_why(error)}"
-                    ) from None
+                # The same stream asked for again is no error: a try that timed out may have
+                # made it.
+                add = partial(_add_stream, nc, config)
+                await self._until_answered(add, f"create JetStream stream {name!r}")
 
         await self._with_admin(create)
+
+    async def _until_answered(self, call: Callable[[float], Awaitable[None]], what: str) -> None:
+        """call(timeout), asked again while it times out, until setup_timeout has passed.
+
+        A cluster may let a JetStream API request go unanswered: while its meta group settles
+        after a node came back (a trial's restart fault), or when it is slow under load.
+        """
+        deadline = now_ns() + round(self.setup_timeout * NS_PER_S)
+        while True:
+            try:
+                await call(min(API_TRY_S, self.setup_timeout))
+                return
+            except TimeoutError:
+                if now_ns() >= deadline:
+                    raise DriverError(f"cannot {what}: timed out") from None
+            except NatsError as error:
+                raise DriverError(f"cannot {what}: {_why(error)}") from None
 
     async def _create_bucket(self, nc: NATS) -> None:
         stream = self.config.stream
@@ -234,29 +248,11 @@ class NatsDriver(Driver):
                 raise DriverError(f"cannot delete the KV bucket: {_why(error)}") from None
         if not self._streams:
             return
-        # A cluster whose node just came back (a trial's restart fault) may let a deletion time
-        # out while its meta group settles: it is asked again, until setup_timeout has passed.
-        deadline = now_ns() + round(self.setup_timeout * NS_PER_S)
 
         async def delete(nc: NATS) -> None:
-            js = nc.jetstream(timeout=min(DELETE_TRY_S, self.setup_timeout))
             for name in self.destinations:
-                while True:
-                    try:
-                        await js.delete_stream(name)
-                    except NotFoundError:
-                        pass  # gone, perhaps by a try that timed out
-                    except TimeoutError:
-                        if now_ns() < deadline:
-                            continue
-                        raise DriverError(
-                            f"cannot delete JetStream stream {name!r}: timed out"
-                        ) from None
-                    except NatsError as error:
-                        raise DriverError(
-                            f"cannot delete JetStream stream {name!r}: {_why(error)}"
-                        ) from None
-                    break
+                remove = partial(_delete_stream, nc, name)
+                await self._until_answered(remove, f"delete JetStream stream {name!r}")
 
         await self._with_admin(delete)
 
@@ -382,16 +378,17 @@ class NatsDriver(Driver):
                 producer = Producer(index, self.config.publish, subject, id_prefix)
             elif self.layout.pattern == "request_reply":
                 producer = Requester(index, self.config.publish, subject)
-            elif self.layout.pattern == "kv":
-                producer = KvClient(index, self.config.publish, subject)
+            elif self.layout.kv is not None:
+                producer = KvClient(index, self.config.publish, subject, self.layout)
             else:
                 producer = CoreProducer(index, subject)
             nc = await self._connection(f"exprun-producer-{index}", producer)
             await producer.listen(nc)
             if self._streams:
                 await _stream_answers(nc, subject, self.setup_timeout)
-            elif self.layout.pattern == "kv":
+            elif isinstance(producer, KvClient):
                 await _stream_answers(nc, f"$KV.{subject}.{PROBE_KEY}", self.setup_timeout)
+                await producer.preload(nc, self.setup_timeout)
             else:
                 subscriptions = self.layout.subscriptions_per_topic
                 await await_subscriptions(nc, subject, subscriptions, self.setup_timeout)
@@ -578,6 +575,15 @@ async def _stream_answers(nc: NATS, subject: str, timeout: float) -> None:
         if now_ns() >= deadline:
             raise DriverError(f"the stream for {subject} did not answer within {timeout:g}s")
         await asyncio.sleep(PROBE_TIMEOUT_S / 10)
+
+
+async def _add_stream(nc: NATS, config: StreamConfig, timeout: float) -> None:
+    await nc.jetstream(timeout=timeout).add_stream(config)
+
+
+async def _delete_stream(nc: NATS, name: str, timeout: float) -> None:
+    with contextlib.suppress(NotFoundError):  # gone, perhaps by a try that timed out
+        await nc.jetstream(timeout=timeout).delete_stream(name)
 
 
 async def _receive(conn: Connection, peer: str) -> Any:

@@ -6,17 +6,21 @@ is a stale read), and some value once any put of the key was acked (else a lost 
 is a publish to $KV.<bucket>.<key>, answered by a PubAck whose seq is the revision; a get is
 a direct get of the key's last message (its Nats-Sequence header is the revision, status 404:
 none). Operations go out as the JetStream producers' messages do (nats_producers.Producer:
-the same window, pacing and timeouts), one try each.
+the same window, pacing and timeouts), one try each. With `preload`, each producer puts its
+keys once before the measured phase, and those puts' revisions are the first floors.
 """
 
 from __future__ import annotations
 
 import json
 
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 
-from runner.execution.drivers.base import PublishPlan
+from runner.execution.drivers.base import DriverError, PublishPlan
 from runner.execution.drivers.nats_producers import Producer, pub
+from runner.execution.measure.accounting import Layout
 from runner.execution.measure.ledger import OperationBook, ProducerLedger
 from runner.execution.measure.messages import now_ns
 from schemas.spec import PublishSettings
@@ -24,6 +28,7 @@ from schemas.spec import PublishSettings
 HASH = 2654435761  # Knuth's multiplicative hash: which operations are gets, spread evenly
 NOT_FOUND = "404"
 PUT = -1  # the read floor of an operation that is a put
+PRELOADED = b"exprun-preloaded"  # the value every key gets before the phase, with preload
 
 
 def key_name(key: int) -> str:
@@ -33,26 +38,44 @@ def key_name(key: int) -> str:
 class KvClient(Producer):
     """One producer's puts and gets on the bucket, checked against its own acked puts."""
 
-    def __init__(self, index: int, settings: PublishSettings, bucket: str) -> None:
+    def __init__(self, index: int, settings: PublishSettings, bucket: str, layout: Layout) -> None:
         one_try = settings.model_copy(update={"delivery_timeout": 0.0})
         super().__init__(index, one_try, f"$KV.{bucket}", "")
-        self.bucket = bucket
+        assert layout.kv is not None
+        self.bucket, self.kv = bucket, layout.kv
         self.book = OperationBook()
         self.operations: dict[int, tuple[int, int]] = {}  # in flight: seq -> (key, read floor)
         self.acked_revision: dict[int, int] = {}  # key -> newest revision of an acked put
-        self.producers, self.owned, self.gets_below = 1, 1, 0
+        self.producers = layout.producers
+        self.owned = len(range(index, layout.kv.keys, layout.producers))
+        self.gets_below = round(layout.kv.reads * 2**32)
+
+    def key_of(self, seq: int) -> int:
+        return self.index + self.producers * ((seq // self.producers) % self.owned)
+
+    async def preload(self, nc: NATS, timeout: float) -> None:
+        """Put each of its keys once (if the spec says so), before the measured phase."""
+        if not self.kv.preload:
+            return
+        js = nc.jetstream(timeout=timeout)
+        keys = range(self.index, self.kv.keys, self.producers)
+        try:
+            acks = [
+                await js.publish_async(f"{self.subject}.{key_name(key)}", PRELOADED) for key in keys
+            ]
+            await js.publish_async_completed()
+            for key, ack in zip(keys, acks, strict=True):
+                self.acked_revision[key] = (await ack).seq
+        except (TimeoutError, NatsError) as error:
+            raise DriverError(f"cannot preload the KV bucket {self.bucket!r}: {error}") from None
 
     async def run(self, plan: PublishPlan, ledger: ProducerLedger) -> None:
-        assert plan.kv is not None
         ledger.operations = self.book
-        self.producers = plan.producers
-        self.owned = len(range(self.index, plan.kv.keys, plan.producers))
-        self.gets_below = round(plan.kv.reads * 2**32)
         await super().run(plan, ledger)
 
     def command(self, seq: int, stamp: int) -> bytes:
         """A get (its floor: the newest revision acked so far) or a put of one of its keys."""
-        key = self.index + self.producers * ((seq // self.producers) % self.owned)
+        key = self.key_of(seq)
         reply = f"{self.prefix}{seq}-{stamp}"
         if (seq * HASH) & 0xFFFFFFFF < self.gets_below:
             self.operations[seq] = (key, self.acked_revision.get(key, 0))
@@ -85,8 +108,10 @@ class KvClient(Producer):
         else:
             headers = msg.headers or {}
             status = headers.get("Status")
-            if status == NOT_FOUND:
-                self.book.lost_reads += floor > 0
+            if status == NOT_FOUND and floor > 0:
+                self.book.lost_reads += 1
+            elif status == NOT_FOUND:
+                self.book.misses += 1
             elif status is not None:
                 self.give_up(seq, f"get refused: {status} {headers.get('Description', '')}")
                 return

@@ -25,7 +25,7 @@ from runner.execution.measure.messages import HEADER, NS_PER_S
 from runner.execution.measure.self_test import SelfTest
 from runner.execution.measure.seqsets import SeqSet, compact, strided
 from schemas.results import Metrics, SubscriptionFigures
-from schemas.spec import Pattern
+from schemas.spec import KvSettings, Pattern
 
 unpack_header = HEADER.unpack_from  # (seq, send_ns); one call less per message than decode()
 
@@ -49,6 +49,7 @@ class Layout:
     producers_per_topic: int = 1
     subscriptions_per_topic: int = 1
     pattern: Pattern = "stream"
+    kv: KvSettings | None = None  # pattern kv: which key an operation is, and which are gets
 
     @property
     def producers(self) -> int:
@@ -402,6 +403,7 @@ class Accounting:
         metrics.kv_get_latency_ms = summarise(book.gets for book in books)
         metrics.stale_reads = sum(book.stale_reads for book in books)
         metrics.lost_reads = sum(book.lost_reads for book in books)
+        metrics.kv_misses = sum(book.misses for book in books)
 
     def subscription_figures(self) -> list[SubscriptionFigures]:
         return [s.figures(self.sent_to(s.topic)) for s in self.subscriptions]

@@ -41,16 +41,24 @@ class OperationBook:
     gets: LatencyRecorder = field(default_factory=LatencyRecorder)
     stale_reads: int = 0  # an older revision than one acked before the get was sent
     lost_reads: int = 0  # no value, though a put of the key was acked before the get was sent
+    misses: int = 0  # no value, and none was put yet: no error
 
-    def state(self) -> tuple[dict[int, int], dict[int, int], int, int]:
-        return dict(self.puts.counts), dict(self.gets.counts), self.stale_reads, self.lost_reads
+    def state(self) -> tuple[dict[int, int], dict[int, int], int, int, int]:
+        return (
+            dict(self.puts.counts),
+            dict(self.gets.counts),
+            self.stale_reads,
+            self.lost_reads,
+            self.misses,
+        )
 
-    def absorb(self, state: tuple[dict[int, int], dict[int, int], int, int]) -> None:
-        puts, gets, stale, lost = state
+    def absorb(self, state: tuple[dict[int, int], dict[int, int], int, int, int]) -> None:
+        puts, gets, stale, lost, misses = state
         self.puts.add_counts(puts)
         self.gets.add_counts(gets)
         self.stale_reads += stale
         self.lost_reads += lost
+        self.misses += misses
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,7 @@ class LedgerState:
     blocked_ns: int
     marks: dict[int, ProducerMark]
     ack_counts: bytes | None  # the AckTimeline's buckets (array "I"), in trials with faults
-    operations: tuple[dict[int, int], dict[int, int], int, int] | None  # OperationBook.state()
+    operations: tuple[dict[int, int], dict[int, int], int, int, int] | None  # OperationBook
 
 
 class ProducerLedger:

@@ -107,7 +107,6 @@ class MeasuredPhase:
             KeyPlan(work.keys),
             acks_over_time=self.faults is not None,
             request_timeout_s=work.request_timeout if work.pattern == "request_reply" else None,
-            kv=work.kv_settings if work.pattern == "kv" else None,
             abort_every=accounting.self_test.abort_every,
         )
         if self.faults is not None:

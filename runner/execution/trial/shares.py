@@ -165,7 +165,13 @@ def driver_for(request: TrialRequest) -> Driver:
         request.broker_config,
         request.topic,
         SETUP_TIMEOUT_S,
-        Layout(work.topics, work.producers, work.subscriptions, work.pattern),
+        Layout(
+            work.topics,
+            work.producers,
+            work.subscriptions,
+            work.pattern,
+            work.kv_settings if work.pattern == "kv" else None,
+        ),
         faults=bool(work.faults),
         access=request.access,
     )

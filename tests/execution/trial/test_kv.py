@@ -13,10 +13,11 @@ from test_trials import make_request, nats_config
 
 from runner.execution.brokers import RunningBroker
 from runner.execution.drivers.nats_kv import PUT, KvClient
+from runner.execution.measure.accounting import Layout
 from runner.execution.measure.ledger import ProducerLedger
 from runner.execution.measure.seqsets import SeqSet
 from runner.execution.trial.parent import run_trial
-from schemas.spec import PublishSettings
+from schemas.spec import KvSettings, PublishSettings
 
 OPERATIONS = 4000
 
@@ -70,7 +71,7 @@ class Answer:
 
 
 def client() -> tuple[KvClient, ProducerLedger]:
-    kv = KvClient(0, PublishSettings(), "bucket")
+    kv = KvClient(0, PublishSettings(), "bucket", Layout(pattern="kv", kv=KvSettings()))
     kv.prefix = "_INBOX.x."
     ledger = kv.ledger = ProducerLedger(SeqSet())
     return kv, ledger
@@ -95,7 +96,7 @@ def test_a_get_older_than_an_acked_put_is_stale_and_a_missing_one_lost() -> None
     asyncio.run(kv.on_reply(Answer("_INBOX.x.3-1000", headers={"Status": "404"})))  # type: ignore[arg-type]
     send(kv, ledger, 4, 7, 5)  # the newest (or a newer) revision: fine
     asyncio.run(kv.on_reply(Answer("_INBOX.x.4-1000", b"v", {"Nats-Sequence": "6"})))  # type: ignore[arg-type]
-    assert (kv.book.stale_reads, kv.book.lost_reads) == (1, 1)
+    assert (kv.book.stale_reads, kv.book.lost_reads, kv.book.misses) == (1, 1, 1)
     assert (ledger.acked, kv.book.puts.count, kv.book.gets.count) == (5, 1, 4)
 
 
@@ -110,3 +111,25 @@ def test_a_refused_put_fails_and_an_answer_after_its_timeout_is_ignored() -> Non
     asyncio.run(kv.on_reply(Answer("_INBOX.x.1-1000", b'{"stream":"KV_bucket","seq":9}')))  # type: ignore[arg-type]
     assert ledger.unknown == 1 and ledger.acked == 0 and kv.acked_revision == {}
     assert kv.operations == {} and kv.inflight == {}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_preloaded_keys_are_found_by_every_get(nats_broker: RunningBroker) -> None:
+    """Gets only: without a preload every one misses (no error); with it none does, and each
+    must return at least its key's preloaded revision."""
+    figures = {}
+    for preload in (False, True):
+        kv = {"keys": 100, "reads": 1.0, "preload": preload}
+        request = make_request(
+            nats_broker, nats_config(), messages=1000, pattern="kv", producers=2, kv=kv
+        )
+        result = run_trial(request)
+        m = result.metrics
+        assert result.status == "ok", result.error
+        assert (m.acked, m.kv_get_latency_ms.count, m.stale_reads, m.lost_reads) == (1000,) * 2 + (
+            0,
+            0,
+        )
+        figures[preload] = m.kv_misses
+    assert figures == {False: 1000, True: 0}
