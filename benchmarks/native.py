@@ -5,12 +5,14 @@ EndToEndLatency (kafka-tools, same Maven resolution as the embedded broker) and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,11 +86,7 @@ def nats_bench_publish(
     argv = [str(nats), "bench", "js", "pub", "async", stream, "--server", server]
     argv += ["--msgs", str(messages), "--size", str(size), "--batch", str(batch)]
     argv += ["--create", "--storage", "memory", "--stream", stream, "--no-progress"]
-    out = _run(argv)
-    match = re.search(r"publisher stats: ([\d,]+) msgs/sec", out)
-    if match is None:
-        raise ToolError(f"nats bench printed no publisher stats: {_last_line(out)}")
-    return float(match.group(1).replace(",", ""))
+    return _bench_rate(_run(argv), "publisher")
 
 
 def nats_bench_fetch(
@@ -101,11 +99,7 @@ def nats_bench_fetch(
     _run([*fill, "--stream", stream, "--no-progress"])
     argv = [str(nats), "bench", "js", "fetch", "--server", server, "--stream", stream]
     argv += ["--msgs", str(messages), "--size", str(size), "--batch", str(batch)]
-    out = _run([*argv, "--acks", "explicit", "--no-progress"])
-    match = re.search(r"consumer \(fetch\) stats: ([\d,]+) msgs/sec", out)
-    if match is None:
-        raise ToolError(f"nats bench printed no consumer stats: {_last_line(out)}")
-    return float(match.group(1).replace(",", ""))
+    return _bench_rate(_run([*argv, "--acks", "explicit", "--no-progress"]), "consumer (fetch)")
 
 
 def nats_bench_core(
@@ -114,33 +108,32 @@ def nats_bench_core(
     """`nats bench sub` reading while `nats bench pub` publishes on a core subject: (publish
     msg/s, subscribe msg/s)."""
     common = [subject, "--server", server, "--msgs", str(messages), "--size", str(size)]
-    reader = subprocess.Popen(
-        [str(nats), "bench", "sub", *common, "--no-progress"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=_repo_root(),
-    )
-    try:
-        _await_line(reader, "Starting Core NATS subscriber")
+    subscriber = [str(nats), "bench", "sub", *common, "--no-progress"]
+    with _beside(subscriber, "Starting Core NATS subscriber") as reader:
         published = _run([str(nats), "bench", "pub", *common, "--no-progress"])
-        read, _ = reader.communicate(timeout=TOOL_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise ToolError(f"nats bench sub timed out after {TOOL_TIMEOUT_S:g}s") from None
-    finally:
-        if reader.poll() is None:
-            reader.kill()
-            reader.wait()
+        try:
+            read, _ = reader.communicate(timeout=TOOL_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise ToolError(f"nats bench sub timed out after {TOOL_TIMEOUT_S:g}s") from None
     return _bench_rate(published, "Core NATS publisher"), _bench_rate(read, "Core NATS subscriber")
 
 
-def _await_line(process: subprocess.Popen[str], words: str) -> None:
-    """Read `process`'s output until a line with `words` (it subscribed, say)."""
-    assert process.stdout is not None
-    for line in process.stdout:
-        if words in line:
-            return
-    raise ToolError(f"nats bench ended before saying {words!r}")
+@contextlib.contextmanager
+def _beside(argv: list[str], ready: str) -> Iterator[subprocess.Popen[str]]:
+    """`argv` running beside the with-block once it printed a line with `ready` (it
+    subscribed, say); killed after the block if it has not ended by then."""
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=_repo_root()
+    )
+    try:
+        assert process.stdout is not None
+        if not any(ready in line for line in process.stdout):
+            raise ToolError(f"nats bench ended before saying {ready!r}")
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def bare_nats_core(server: str, messages: int, size: int) -> tuple[float, float]:
@@ -159,19 +152,9 @@ def bare_nats_core(server: str, messages: int, size: int) -> tuple[float, float]
 def nats_bench_service(nats: Path, server: str, subject: str, messages: int, size: int) -> float:
     """`nats bench service request` against `nats bench service serve`: requests per second."""
     common = [subject, "--server", server, "--msgs", str(messages), "--size", str(size)]
-    server_side = subprocess.Popen(
-        [str(nats), "bench", "service", "serve", *common, "--no-progress"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=_repo_root(),
-    )
-    try:
-        _await_line(server_side, "Starting Core NATS service server")
+    serve = [str(nats), "bench", "service", "serve", *common, "--no-progress"]
+    with _beside(serve, "Starting Core NATS service server"):
         out = _run([str(nats), "bench", "service", "request", *common, "--no-progress"])
-    finally:
-        server_side.kill()
-        server_side.wait()
     return _bench_rate(out, "Core NATS service requester")
 
 
@@ -191,7 +174,8 @@ def nats_bench_kv_get(nats: Path, server: str, bucket: str, messages: int, size:
 
 
 def _bench_rate(out: str, side: str) -> float:
-    match = re.search(rf"{side} stats: ([\d,]+) msgs/sec", out)
+    """The msg/s natscli printed for `side` (e.g. "Core NATS publisher"); ToolError if none."""
+    match = re.search(rf"{re.escape(side)} stats: ([\d,]+) msgs/sec", out)
     if match is None:
         raise ToolError(f"nats bench printed no {side} stats: {_last_line(out)}")
     return float(match.group(1).replace(",", ""))

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import nats
 import pytest
-from nats.js.errors import NotFoundError
-from test_trials import make_request, nats_config
+from test_trials import make_request, nats_config, nats_stream_exists
 
 from runner.execution.brokers import RunningBroker
 from runner.execution.drivers.nats_kv import PUT, KvClient
@@ -20,20 +18,6 @@ from runner.execution.trial.parent import run_trial
 from schemas.spec import KvSettings, PublishSettings
 
 OPERATIONS = 4000
-
-
-def bucket_exists(address: str, name: str) -> bool:
-    async def check() -> bool:
-        nc = await nats.connect(address)
-        try:
-            await nc.jetstream().key_value(name)
-            return True
-        except NotFoundError:
-            return False
-        finally:
-            await nc.close()
-
-    return asyncio.run(check())
 
 
 @pytest.mark.integration
@@ -58,7 +42,7 @@ def test_kv_operations_read_every_acked_put(nats_broker: RunningBroker, storage:
     assert gets + puts == OPERATIONS and 0.75 < gets / OPERATIONS < 0.85
     assert m.latency_ms == m.publish_latency_ms and m.throughput == m.publish_throughput
     assert result.subscriptions == []
-    assert not bucket_exists(nats_broker.address, request.topic)
+    assert not nats_stream_exists(nats_broker.address, f"KV_{request.topic}")  # the bucket
 
 
 @dataclass
