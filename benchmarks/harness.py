@@ -246,13 +246,15 @@ class Bench:
             with self._broker(start_nats, "nats") as broker:
                 request = trial_request(broker, nats_config(), self.settings.nats_messages)
                 self._targets.update(dict.fromkeys(keys, (request, {})))
+                one_try = _one_try(request)
+                self._targets["nats_end_to_end_vs_nats_py"] = (one_try, {})
                 core = trial_request(broker, nats_config(core=True), self.settings.nats_messages)
                 self._targets.update(dict.fromkeys(NATS_CORE, (core, {})))
                 patterns = self._pattern_requests(broker)
                 self._targets[NATS_PATTERNS[0]] = (patterns["request_reply"], {})
                 self._targets[NATS_PATTERNS[2]] = (patterns["kv"], {})
                 for round_ in self.rounds():
-                    self._nats_round(broker, request, natscli, round_)
+                    self._nats_round(broker, request, one_try, natscli, round_)
                     self._series_ab(request, "nats_series_overhead", round_)
                     self._nats_consumers(broker, natscli, round_)
                     self._nats_core(broker, core, natscli, round_)
@@ -266,7 +268,12 @@ class Bench:
                 self[key].fail(f"embedded NATS: {error}")
 
     def _nats_round(
-        self, broker: RunningBroker, request: TrialRequest, natscli: Path | None, round_: int
+        self,
+        broker: RunningBroker,
+        request: TrialRequest,
+        one_try: TrialRequest,
+        natscli: Path | None,
+        round_: int,
     ) -> None:
         messages = self.settings.nats_messages
         result = self.sample(NATS_PUBLISH, "exprun", partial(exprun_side.run, request))
@@ -274,8 +281,6 @@ class Bench:
             for key in NATS_PUBLISH[:3]:
                 self.add(key, round_, exprun=_publish(result))
             self._end_to_end(result, "nats_end_to_end_vs_publish", round_)
-        if result is not None:
-            self.add("nats_end_to_end_vs_nats_py", round_, exprun=result.metrics.throughput)
         for mode, key in (("async", NATS_PUBLISH[0]), ("window", NATS_PUBLISH[1])):
             loop = partial(
                 native.bare_nats, broker.address, messages, MESSAGE_SIZE, MAX_PENDING, mode
@@ -302,7 +307,7 @@ class Bench:
             _delete_stream(broker.address, stream)
             self.add(NATS_PUBLISH[2], round_, reference=rate)
         self._publisher_ab(request, round_)
-        self._message_ids_ab(request, round_)
+        self._message_ids_ab(request, one_try, round_)
 
     def _publisher_ab(self, request: TrialRequest, round_: int) -> None:
         """The NATS driver's forked publisher against producers on the trial's own loop."""
@@ -321,23 +326,20 @@ class Bench:
                 publish = self[key].details.setdefault(f"{mode}_publish_throughput", [])
                 publish.append(_publish(result))
 
-    def _message_ids_ab(self, request: TrialRequest, round_: int) -> None:
-        """The JetStream producers' default (ids, retries) against one try without ids."""
-        key = "nats_message_ids_vs_plain"
-        config = request.broker_config
-        assert isinstance(config, NatsBroker)
-        publish = config.publish.model_copy(update={"delivery_timeout": 0.0})
-        one_try = request.model_copy(
-            update={"broker_config": config.model_copy(update={"publish": publish})}
-        )
+    def _message_ids_ab(self, request: TrialRequest, one_try: TrialRequest, round_: int) -> None:
+        """The JetStream producers' default (ids, retries) against one try without ids; the
+        latter's end to end is also the one set against the bare loop, which sends no ids."""
+        key, bare_key = "nats_message_ids_vs_plain", "nats_end_to_end_vs_nats_py"
         for tag, trial in (("retrying", request), ("one_try", one_try)):
-            result = self.sample((key,), f"exprun {tag}", partial(exprun_side.run, trial))
+            keys = (key,) if trial is request else (key, bare_key)
+            result = self.sample(keys, f"exprun {tag}", partial(exprun_side.run, trial))
             if result is None:
                 continue
             if trial is request:
                 self.add(key, round_, exprun=_publish(result))
             else:
                 self.add(key, round_, reference=_publish(result))
+                self.add(bare_key, round_, exprun=result.metrics.throughput)
             if round_ >= 0:
                 details = self[key].details
                 details.setdefault(f"{tag}_end_to_end", []).append(result.metrics.throughput)
@@ -950,6 +952,16 @@ def _replicated(config: NatsBroker | KafkaBroker, replicas: int) -> NatsBroker |
         return config.model_copy(update={"stream": stream})
     topic = config.topic.model_copy(update={"replication_factor": replicas})
     return config.model_copy(update={"topic": topic})
+
+
+def _one_try(request: TrialRequest) -> TrialRequest:
+    """The trial with one try per message and so no message ids (`delivery_timeout: 0s`)."""
+    config = request.broker_config
+    assert isinstance(config, NatsBroker)
+    publish = config.publish.model_copy(update={"delivery_timeout": 0.0})
+    return request.model_copy(
+        update={"broker_config": config.model_copy(update={"publish": publish})}
+    )
 
 
 def _broker_us(result: TrialResult) -> float | None:

@@ -520,27 +520,29 @@ class ProducerSlot:
         self.ledger = ledger
         produce, poll, encode, due = producer.produce, producer.poll, plan.codec.encode, plan.due
         topic, until, keys, partitions = self.topic, plan.until_ns, plan.keys, self.partitions
-        keyed = keys.kind != "none"
+        keyed, paced = keys.kind != "none", plan.rate is not None
         limit = round(resolve_timeout * NS_PER_S)
         sent = 0
         try:
             for seq in plan.seqs(self.index):
-                _, wait = due(seq)
-                while wait > 0 and not stop.is_set():
-                    # Delivery reports are served while waiting for the send time. poll() takes
-                    # whole milliseconds: below one, poll(0) would spin, holding the GIL the
-                    # consumer and the handlers need, so serve what is there and sleep.
-                    if wait >= 0.001:
-                        poll(wait)
-                    else:
-                        poll(0)
-                        time.sleep(wait)
+                if paced:
                     _, wait = due(seq)
-                blocked_since: int | None = None
-                while True:
+                    while wait > 0 and not stop.is_set():
+                        # Delivery reports are served while waiting for the send time. poll()
+                        # takes whole milliseconds: below one, poll(0) would spin, holding the
+                        # GIL the consumer and the handlers need, so serve what is there and
+                        # sleep.
+                        if wait >= 0.001:
+                            poll(wait)
+                        else:
+                            poll(0)
+                            time.sleep(wait)
+                        _, wait = due(seq)
                     if stop.is_set():
                         return
-                    stamp, _ = due(seq)
+                blocked_since: int | None = None
+                while True:
+                    stamp = due(seq)[0] if paced else now_ns()
                     if until is not None and stamp >= until:
                         break
                     try:
@@ -557,6 +559,8 @@ class ProducerSlot:
                         break
                     except BufferError:
                         # librdkafka's queue is full: serve reports until there is room.
+                        if stop.is_set():
+                            return
                         now = now_ns()
                         blocked_since = blocked_since or now
                         if now - max(blocked_since, self.last_answer_ns) > limit:
@@ -573,6 +577,8 @@ class ProducerSlot:
                 sent += 1
                 if sent % POLL_EVERY == 0:
                     poll(0)
+                    if stop.is_set():  # checked this often: a call per message costs
+                        return
             ledger.sending_done_ns = now_ns()
             producer.flush(resolve_timeout)
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -80,17 +81,12 @@ class Subscriber:
         )
 
     async def _ordered(self) -> None:
-        sink = self.sink
-
-        async def on_message(msg: Msg) -> None:
-            await sink.deliver(msg.data)
-
         js = self.connections[0].jetstream(timeout=self.timeout)
         self.subscriptions.append(
             await js.subscribe(
                 self.stream,
                 stream=self.stream,
-                cb=on_message,
+                cb=unacked_handler(self.sink),
                 ordered_consumer=True,
                 deliver_policy=DeliverPolicy.ALL,
             )
@@ -119,15 +115,14 @@ class Subscriber:
             self.subscriptions.append(await reader.start())
             self.tasks.append(asyncio.create_task(reader.watch(), name="exprun-pull-watch"))
 
-    def _handler(self) -> Any:
+    def _handler(self) -> Callable[[Msg], Awaitable[None]]:
         """Per message: hand it over with its ack (when the consumer acks)."""
-        sink, acks = self.sink, self.settings.acks
+        sink = self.sink
+        if not self.settings.acks:
+            return unacked_handler(sink)
 
         async def on_message(msg: Msg) -> None:
-            if acks:
-                await sink.deliver(msg.data, msg.ack, msg.metadata.num_delivered > 1)
-            else:
-                await sink.deliver(msg.data)
+            await sink.deliver(msg.data, msg.ack, msg.metadata.num_delivered > 1)
 
         return on_message
 
@@ -165,6 +160,7 @@ class PullReader:
         self.answers = 0  # messages and statuses received, for the watch
         self.closed = False
         self.acks, self.publish = settings.acks, nc.publish
+        self.deliver_now = sink.deliver_now if sink.immediate and not settings.acks else None
 
     async def start(self) -> Any:
         subscription = await self.nc.subscribe(self.inbox, cb=self._on_message)
@@ -198,13 +194,28 @@ class PullReader:
             await self._refill()
             return
         self.owed -= 1
-        if self.acks:
+        if self.deliver_now is not None:
+            self.deliver_now(msg.data)
+        elif self.acks:
             reply = msg.reply
             await self.sink.deliver(msg.data, partial(self.publish, reply, b""), redelivered(reply))
         else:
             await self.sink.deliver(msg.data)
         if self.owed < REFILL_BELOW_BATCHES * self.settings.batch:
             await self._refill()
+
+
+def unacked_handler(sink: MessageSink) -> Callable[[Msg], Awaitable[None]]:
+    """The callback of a client that does not ack: each message straight to `sink`."""
+    deliver_now = sink.deliver_now
+
+    async def at_once(msg: Msg) -> None:
+        deliver_now(msg.data)
+
+    async def handed_over(msg: Msg) -> None:
+        await sink.deliver(msg.data)
+
+    return at_once if sink.immediate else handed_over
 
 
 def redelivered(reply: str) -> bool:

@@ -70,7 +70,7 @@ class CoreProducer:
         self.ledger, self.sending = ledger, True
         write = self._write
         assert write is not None
-        subject, encode, due = self.subject, plan.codec.encode, plan.due
+        subject, pieces, due = self.subject, plan.codec.pieces, plan.due
         paced, until = plan.rate is not None, plan.until_ns
         for seq in plan.seqs(self.index):
             stamp, wait = due(seq)
@@ -80,7 +80,7 @@ class CoreProducer:
             if until is not None and stamp >= until:
                 break
             ledger.on_send(seq, stamp)
-            await write(pub(subject, "", encode(seq, stamp)))
+            await write(pub(subject, "", *pieces(seq, stamp)))
             self.pending.append((seq, stamp))
             if not paced and len(self.pending) >= CONFIRM_BATCH:
                 self.confirm()
@@ -167,11 +167,14 @@ class CoreSubscriber:
     def _handler(self, nc: NATS) -> Callable[[Msg], Awaitable[None]]:
         sink, answer, write = self.sink, str(self.sink.subscription).encode(), command_writer(nc)
         replies = self.replies
+        deliver_now = sink.deliver_now if sink.immediate and not replies else None
 
         async def on_message(msg: Msg) -> None:
             headers = msg.headers
             if headers and PROBE_HEADER in headers:
                 await msg.respond(answer)
+            elif deliver_now is not None:
+                deliver_now(msg.data)
             elif replies:
                 reply = pub(msg.reply, "", msg.data[:HEADER_SIZE])
                 await sink.deliver(msg.data, reply=partial(write, reply))

@@ -76,25 +76,25 @@ class KvClient(Producer):
     def command(self, seq: int, stamp: int) -> bytes:
         """A get (its floor: the newest revision acked so far) or a put of one of its keys."""
         key = self.key_of(seq)
-        reply = f"{self.prefix}{seq}-{stamp}"
+        reply = f"{self.prefix}{seq}"
         if (seq * HASH) & 0xFFFFFFFF < self.gets_below:
             self.operations[seq] = (key, self.acked_revision.get(key, 0))
             direct = f"$JS.API.DIRECT.GET.KV_{self.bucket}.$KV.{self.bucket}.{key_name(key)}"
             return pub(direct, reply, b"")
         self.operations[seq] = (key, PUT)
         assert self.plan is not None
-        return pub(f"{self.subject}.{key_name(key)}", reply, self.plan.codec.encode(seq, stamp))
+        return pub(f"{self.subject}.{key_name(key)}", reply, *self.plan.codec.pieces(seq, stamp))
 
     async def on_reply(self, msg: Msg) -> None:
         """A PubAck or a get's message: the operation is done, and its revision checked."""
         now = self.last_answer_ns = now_ns()
         ledger = self.ledger
-        seq_text, _, stamp_text = msg.subject[len(self.prefix) :].partition("-")
-        seq = int(seq_text)
-        if ledger is None or self.inflight.pop(seq, None) is None:
+        seq = int(msg.subject[len(self.prefix) :])
+        entry = self.inflight.pop(seq, None)
+        if ledger is None or entry is None:
             return  # answered after its timeout: counted as one already
         key, floor = self.operations.pop(seq)
-        stamp = int(stamp_text)
+        stamp = entry[0]
         measured = stamp >= ledger.measure_from_ns
         if floor == PUT:
             revision, error = put_revision(msg.data)

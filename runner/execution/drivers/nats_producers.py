@@ -46,6 +46,9 @@ NO_RESPONDERS = "no responders (no stream for the subject)"
 # refusal that a retry would only repeat.
 RETRIABLE_ERRORS = {10008, 10009}
 TICK_S = 0.02  # how often retries and timeouts are looked after
+# nats-server puts the error first in an answer that has one ({"error":{...},"stream":...}):
+# a prefix test, where a search of the answer cost 0.15 us per ack.
+ERROR_ANSWER = b'{"error"'
 
 Write = Callable[[bytes], Awaitable[None]]
 # "NATS/1.0\r\n" before a header block's lines and "\r\n" after them.
@@ -68,28 +71,30 @@ def command_writer(nc: NATS) -> Write:
     return write
 
 
-def hpub(subject: str, reply: str, lines: str, payload: bytes) -> bytes:
-    """The HPUB command of one message; `lines` are its headers ("Key: value\r\n" each, ASCII)."""
+def hpub(
+    subject: str, reply: str, lines: str, payload: bytes, rest: bytes | memoryview = b""
+) -> bytes:
+    """The HPUB command of one message; `lines` are its headers ("Key: value\r\n" each, ASCII).
+    The payload may come in two pieces (a message's header and body), joined here once."""
     size = len(lines) + HEADER_FRAME
-    head = f"HPUB {subject} {reply} {size} {size + len(payload)}\r\nNATS/1.0\r\n{lines}\r\n"
-    return b"".join((head.encode(), payload, b"\r\n"))
+    total = size + len(payload) + len(rest)
+    head = f"HPUB {subject} {reply} {size} {total}\r\nNATS/1.0\r\n{lines}\r\n"
+    return b"".join((head.encode(), payload, rest, b"\r\n"))
 
 
-def pub(subject: str, reply: str, payload: bytes) -> bytes:
-    """The PUB command of one message without headers (and without a reply subject if "")."""
-    head = (
-        f"PUB {subject} {reply} {len(payload)}\r\n"
-        if reply
-        else f"PUB {subject} {len(payload)}\r\n"
-    )
-    return b"".join((head.encode(), payload, b"\r\n"))
+def pub(subject: str, reply: str, payload: bytes, rest: bytes | memoryview = b"") -> bytes:
+    """The PUB command of one message without headers (and without a reply subject if ""),
+    its payload in one or two pieces."""
+    size = len(payload) + len(rest)
+    head = f"PUB {subject} {reply} {size}\r\n" if reply else f"PUB {subject} {size}\r\n"
+    return b"".join((head.encode(), payload, rest, b"\r\n"))
 
 
 class Producer:
     """Publishes with at most `max_pending` messages unsettled, retries included.
 
-    Replies come to `<inbox>.<seq>-<send ns>`, so an answer finds its message without a lookup
-    table; what is in flight is kept by sequence number, oldest try first, for the retries.
+    Replies come to `<inbox>.<seq>`; what is in flight is kept by sequence number, with its
+    send time, oldest try first, for the retries.
     """
 
     def __init__(self, index: int, settings: PublishSettings, subject: str, id_prefix: str) -> None:
@@ -167,10 +172,10 @@ class Producer:
         lines = f"{MSG_ID_HEADER}: {self.id_prefix}{seq}\r\n" if self.id_prefix is not None else ""
         if plan.keys.kind != "none":
             lines += f"{KEY_HEADER}: {(plan.keys.key(seq) or b'').decode()}\r\n"
-        reply, payload = f"{self.prefix}{seq}-{stamp}", plan.codec.encode(seq, stamp)
+        reply, (header, body) = f"{self.prefix}{seq}", plan.codec.pieces(seq, stamp)
         if not lines:
-            return pub(self.subject, reply, payload)
-        return hpub(self.subject, reply, lines, payload)
+            return pub(self.subject, reply, header, body)
+        return hpub(self.subject, reply, lines, header, body)
 
     async def on_reply(self, msg: Msg) -> None:
         """The broker's answer to a try of a message: ack, refusal for now, or for good."""
@@ -178,22 +183,22 @@ class Producer:
         ledger = self.ledger
         if ledger is None:
             return
-        seq_text, _, stamp_text = msg.subject[len(self.prefix) :].partition("-")
-        seq, data = int(seq_text), msg.data
+        seq, data = int(msg.subject[len(self.prefix) :]), msg.data
         if not data and msg.headers and msg.headers.get("Status") == "503":
             self._refused(seq, NO_RESPONDERS, now)
-        elif b'"error"' in data:
+        elif data.startswith(ERROR_ANSWER):
             reason, code = _api_error(data)
             if code in RETRIABLE_ERRORS:
                 self._refused(seq, reason, now)
             elif self.inflight.pop(seq, None) is not None:
                 self.give_up(seq, reason)
         else:
-            if b'"duplicate"' in data:
+            if self.retrying and b'"duplicate"' in data:  # only a retry can be one
                 ledger.duplicate_acks += 1
-            if self.inflight.pop(seq, None) is None and self.refused.pop(seq, None) is None:
+            entry = self.inflight.pop(seq, None) or self.refused.pop(seq, None)
+            if entry is None:
                 return  # an earlier try's answer: the message is settled already
-            ledger.on_ack(seq, int(stamp_text), now)
+            ledger.on_ack(seq, entry[0], now)
             self.settle(seq)
 
     def _refused(self, seq: int, reason: str, now: int) -> None:
@@ -221,7 +226,8 @@ class Producer:
         if self.uncertain:
             self.uncertain.discard(seq)
         self.window.release()
-        self._check_done()
+        if not self.sending:
+            self._check_done()
 
     def _check_done(self) -> None:
         if not self.sending and self.ledger is not None and self.ledger.unresolved <= 0:
@@ -272,14 +278,15 @@ class Requester(Producer):
         ledger = self.ledger
         if ledger is None:
             return
-        seq_text, _, stamp_text = msg.subject[len(self.prefix) :].partition("-")
-        seq = int(seq_text)
+        seq = int(msg.subject[len(self.prefix) :])
         if not msg.data and msg.headers and msg.headers.get("Status") == "503":
             self._refused(seq, NO_RESPONDERS, now)
-        elif self.inflight.pop(seq, None) is None:
+            return
+        entry = self.inflight.pop(seq, None)
+        if entry is None:
             ledger.on_answer_again(seq)  # a second reply, or one after the timeout
         else:
-            ledger.on_ack(seq, int(stamp_text), now)
+            ledger.on_ack(seq, entry[0], now)
             self.settle(seq)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from runner.execution.measure.latency import LatencyRecorder, percentile_ms, summarise
@@ -93,14 +93,17 @@ class Subscription:
 
     def __init__(self, accounting: Accounting, topic: int, index: int) -> None:
         self.accounting, self.topic, self.index = accounting, topic, index
-        self._delivered = SeqSet()  # reached a handler, before any fault applies
-        self._received = SeqSet()  # accounted as received
-        # KeyError if the number was there already: one call per message.
-        self._add_delivered = self._delivered.add_checked
-        self._add_received = self._received.add_checked
         self_test = accounting.self_test
         applies = self_test.subscription is None or self_test.subscription == index
         self._self_test = self_test if applies and self_test.alters_deliveries else None
+        self._received = SeqSet()  # accounted as received
+        # Reached a handler, before any fault applies: without self-test faults, what is
+        # delivered is received as it is, and one set serves as both (one call less a message).
+        self._delivered = SeqSet() if self._self_test is not None else self._received
+        # KeyError if the number was there already: one call per message.
+        self._add_delivered = self._delivered.add_checked
+        self._add_received = self._received.add_checked
+        self._seq_limit = accounting.planned if accounting.planned is not None else 1 << 64
         self.received = 0
         self.received_measured = 0
         self.duplicated = 0
@@ -119,8 +122,9 @@ class Subscription:
         self._watching: CatchUp | None = None  # until the consumers caught up
 
     def compact(self) -> None:
-        compact(self._delivered)
         compact(self._received)
+        if self._delivered is not self._received:
+            compact(self._delivered)
 
     def on_delivery(self, payload: bytes, now_ns: int, redelivered: bool = False) -> int:
         """Account one delivered payload: how many times it counts (0 if a self-test fault
@@ -130,36 +134,74 @@ class Subscription:
         except struct.error:
             self.foreign += 1
             return 0
-        planned = self.accounting.planned
-        if planned is not None and seq >= planned:
+        if seq >= self._seq_limit:
             self.foreign += 1
             return 0
+        if self._watching is not None:
+            self._watch(now_ns - send_ns, now_ns)
+        self_test = self._self_test
+        if self_test is None:
+            if self._account(seq, send_ns, now_ns, redelivered) and self._awaiting is not None:
+                self._arrived(seq)
+            return 1
         try:
             self._add_delivered(seq)
         except KeyError:
             pass  # delivered before
         else:
-            if self._awaiting is not None and seq in self.accounting.acked_seqs:
-                self._awaiting -= 1
-                if self._awaiting == 0:
-                    self.drained.set()
-        watching = self._watching
-        if watching is not None and now_ns - send_ns <= watching.within_ns:
-            watching.caught_up_ns = now_ns
-            watching.received_at_catch_up = self.received
-            self._watching = None
-        self_test = self._self_test
+            if self._awaiting is not None:
+                self._arrived(seq)
+        if self_test.drops(seq):
+            return 0
         times = 1
-        if self_test is not None:
-            if self_test.drops(seq):
-                return 0
-            if self_test.duplicates(seq):
-                self._account(seq, send_ns, now_ns, False)
-                times = 2
+        if self_test.duplicates(seq):
+            self._account(seq, send_ns, now_ns, False)
+            times = 2
         self._account(seq, send_ns, now_ns, redelivered)
         return times
 
-    def _account(self, seq: int, send_ns: int, now_ns: int, redelivered: bool) -> None:
+    def on_batch(self, payloads: Sequence[bytes], now_ns: int) -> None:
+        """on_delivery of each payload, delivered together (a Kafka consume()) and handled at
+        `now_ns`: in one pass while none needs a look of its own (new, distinct and ours, no
+        self-test, catch-up watch, drain or spike), else one by one."""
+        if not payloads:
+            return
+        if (
+            self._self_test is None
+            and self._watching is None
+            and self._awaiting is None
+            and not self.accounting.spikes
+        ):
+            try:
+                stamps = [unpack_header(payload) for payload in payloads]
+                seqs = SeqSet([seq for seq, _ in stamps])
+            except (struct.error, OverflowError):
+                pass  # a foreign payload among them: one by one
+            else:
+                fresh = len(seqs) == len(stamps) and seqs.isdisjoint(self._received)
+                if fresh and seqs.max() < self._seq_limit:
+                    self._received.update(seqs)
+                    self._received_all(stamps, now_ns)
+                    return
+        for payload in payloads:
+            self.on_delivery(payload, now_ns)
+
+    def _received_all(self, stamps: list[tuple[int, int]], now_ns: int) -> None:
+        """_account of each (seq, send ns), every one received for the first time."""
+        self.received += len(stamps)
+        measure_from = self.accounting.measure_from_ns
+        measured = [now_ns - send_ns for _, send_ns in stamps if send_ns >= measure_from]
+        self.received_measured += len(measured)
+        self.latency.record_all_ns(measured)
+        if len(measured) < len(stamps):
+            ramp = [now_ns - send_ns for _, send_ns in stamps if send_ns < measure_from]
+            self.ramp_latency.record_all_ns(ramp)
+        if self.first_receive_ns is None:
+            self.first_receive_ns = now_ns
+        self.last_receive_ns = now_ns
+
+    def _account(self, seq: int, send_ns: int, now_ns: int, redelivered: bool) -> bool:
+        """Count one receipt of `seq`; True if it is the first."""
         try:
             self._add_received(seq)
         except KeyError:
@@ -167,19 +209,37 @@ class Subscription:
                 self.redelivered += 1
             else:
                 self.duplicated += 1
-            return
+            return False
         self.received += 1
-        if send_ns >= self.accounting.measure_from_ns:
+        accounting = self.accounting
+        if send_ns >= accounting.measure_from_ns:
             self.received_measured += 1
             self.latency.record_ns(now_ns - send_ns)
         else:
             self.ramp_latency.record_ns(now_ns - send_ns)
-        for spike in self.accounting.spikes:
-            if spike.from_ns <= send_ns < spike.to_ns:
-                spike.latency.record_ns(now_ns - send_ns)
+        if accounting.spikes:
+            for spike in accounting.spikes:
+                if spike.from_ns <= send_ns < spike.to_ns:
+                    spike.latency.record_ns(now_ns - send_ns)
         if self.first_receive_ns is None:
             self.first_receive_ns = now_ns
         self.last_receive_ns = now_ns
+        return True
+
+    def _arrived(self, seq: int) -> None:
+        """A first delivery once publishing is done: one fewer acked message to wait for."""
+        if seq in self.accounting.acked_seqs:
+            self._awaiting = (self._awaiting or 0) - 1
+            if self._awaiting == 0:
+                self.drained.set()
+
+    def _watch(self, age_ns: int, now_ns: int) -> None:
+        """Released onto a backlog: caught up once a delivered message is young enough."""
+        watching = self._watching
+        if watching is not None and age_ns <= watching.within_ns:
+            watching.caught_up_ns = now_ns
+            watching.received_at_catch_up = self.received
+            self._watching = None
 
     def release_onto_backlog(self, now_ns: int, within_ns: int) -> None:
         self.catch_up = self._watching = CatchUp(now_ns, within_ns, self.received)

@@ -10,7 +10,7 @@ as an application does: so `max_ack_pending` against `workers` is a real knob.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from runner.execution.measure.messages import now_ns
@@ -30,6 +30,10 @@ class Books(Protocol):
     ack_pending_peak: int
 
     def on_delivery(self, payload: bytes, now_ns: int, redelivered: bool = False) -> int: ...
+
+    def on_batch(self, payloads: Sequence[bytes], now_ns: int) -> None:
+        """on_delivery of each payload, all handled at `now_ns`."""
+        ...
 
 
 class HandlerPool:
@@ -73,8 +77,8 @@ class HandlerPool:
             books.ack_pending += 1
             books.ack_pending_peak = max(books.ack_pending_peak, books.ack_pending)
         if self.processing_time == 0 and self._queue.empty():
-            times = books.on_delivery(payload, now_ns(), redelivered)
-            self.last_done_ns = now_ns()
+            now = self.last_done_ns = now_ns()
+            times = books.on_delivery(payload, now, redelivered)
             if ack is not None:
                 await self._ack(ack)
             if reply is not None:
@@ -83,7 +87,22 @@ class HandlerPool:
             return
         await self._queue.put((payload, ack, redelivered, reply))
 
-    async def deliver_many(self, payloads: Iterable[bytes]) -> None:
+    @property
+    def immediate(self) -> bool:
+        """Handling takes no time: a message without ack or reply may be `deliver_now`."""
+        return self.processing_time == 0
+
+    def deliver_now(self, payload: bytes) -> None:
+        """Account one message without ack or reply at once, when the pool is `immediate`:
+        no coroutine per message, where a zero-work trial measures the clients' ceiling."""
+        now = self.last_done_ns = now_ns()
+        self.books.on_delivery(payload, now)
+
+    async def deliver_many(self, payloads: Sequence[bytes]) -> None:
+        if self.immediate:
+            now = self.last_done_ns = now_ns()
+            self.books.on_batch(payloads, now)
+            return
         for payload in payloads:
             await self.deliver(payload)
 

@@ -77,6 +77,15 @@ class MessageCodec:
         start = seq * _STRIDE % self._span
         return HEADER.pack(seq, send_ns) + buffer[start : start + self.size - HEADER_SIZE]
 
+    def pieces(self, seq: int, send_ns: int) -> tuple[bytes, bytes | memoryview]:
+        """encode()'s bytes as (header, body), for a caller that copies them into a command
+        anyway: the body is not copied twice."""
+        buffer = self._buffer
+        if buffer is None:
+            return HEADER.pack(seq, send_ns), self._padding
+        start = seq * _STRIDE % self._span
+        return HEADER.pack(seq, send_ns), buffer[start : start + self.size - HEADER_SIZE]
+
 
 def _body_buffer(body: int, payload: Payload) -> bytes:
     """The bytes bodies are sliced from: random, partly random, or a file's."""

@@ -136,6 +136,10 @@ class _RemoteBooks:
         self.outbox.add(self.index, payload[:HEADER_SIZE], now_ns, redelivered)
         return 1
 
+    def on_batch(self, payloads: Sequence[bytes], now_ns: int) -> None:
+        for payload in payloads:
+            self.on_delivery(payload, now_ns)
+
 
 def _serve(conn: Connection, driver: Driver) -> None:
     """The share's event loop (a forked share: on a fresh thread, the forking one is inside the

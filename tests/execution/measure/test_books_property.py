@@ -1,8 +1,9 @@
 """The compacted books against a plain model of exact books, on random interleavings.
 
-Sends, acks (repeated), deliveries (reordered, repeated, redelivered, missing) and compactions
-in any order, over several topics, producers and subscriptions: loss, duplicates, redeliveries
-and what is still awaited must come out as the model counts them, message by message.
+Sends, acks (repeated), deliveries (reordered, repeated, redelivered, missing; one at a time
+or in batches, as Kafka's consumers hand them over) and compactions in any order, over several
+topics, producers and subscriptions: loss, duplicates, redeliveries, latency records and what
+is still awaited must come out as the model counts them, message by message.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class ModelSubscription:
     redelivered: int = 0
 
 
-Event = tuple[str, int, int, bool]  # (kind, seq, subscription, redelivered)
+# (kind, seq, subscription, redelivered); a batch: (kind, first seq, subscription, stride)
+Event = tuple[str, int, int, bool | int]
 
 
 @st.composite
@@ -52,6 +54,14 @@ def trials(draw: st.DrawFn) -> tuple[Layout, int, int, list[Event]]:
                 st.tuples(st.just("compact"), st.just(0), st.just(0), st.just(False)),
                 # A run of consecutive numbers, in order: what compaction makes runs of.
                 st.tuples(st.just("stretch"), seqs, st.integers(0, 64), st.just(False)),
+                # Every stride-th number from seq on, handed over together (stride 0: one
+                # number, many times).
+                st.tuples(
+                    st.just("batch"),
+                    seqs,
+                    st.integers(0, layout.topics * subscriptions - 1),
+                    st.integers(0, 3),
+                ),
             ),
             max_size=400,
         )
@@ -88,6 +98,18 @@ def test_compacted_books_count_what_exact_books_count(
                 expected.duplicated += 1
         expected.received.add(seq)
 
+    def deliver_batch(first: int, index: int, stride: int) -> None:
+        books = accounting.subscriptions[index]
+        seqs = [first] * 3 if stride == 0 else list(range(first, messages, stride))[:50]
+        ours = [seq for seq in seqs if topic_of(seq) == books.topic]
+        books.on_batch([HEADER.pack(seq, 1_000) for seq in ours], 2_000)
+        for seq in ours:
+            expected = model[index]
+            expected.delivered.add(seq)
+            if seq in expected.received:
+                expected.duplicated += 1
+            expected.received.add(seq)
+
     # Publishing ends half way: the ledgers close (a later answer is not an ack), and what is
     # awaited is counted from there.
     done_at, closed = len(events) // 2, False
@@ -106,7 +128,9 @@ def test_compacted_books_count_what_exact_books_count(
         if kind == "ack":
             ack(seq)
         elif kind == "deliver":
-            deliver(seq, index, redelivered)
+            deliver(seq, index, bool(redelivered))
+        elif kind == "batch":
+            deliver_batch(seq, index, int(redelivered))
         elif kind == "stretch":
             for each in range(seq, min(messages, seq + index)):
                 ack(each)
@@ -122,6 +146,7 @@ def test_compacted_books_count_what_exact_books_count(
     for books, expected in zip(accounting.subscriptions, model, strict=True):
         of_topic = {seq for seq in acked if topic_of(seq) == books.topic}
         assert books.received == len(expected.received)
+        assert books.latency.count == len(expected.received)  # one figure per first receipt
         assert books.duplicated == expected.duplicated
         assert books.redelivered == expected.redelivered
         assert books.lost == len(of_topic - expected.received)

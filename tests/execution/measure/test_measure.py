@@ -44,6 +44,30 @@ def test_window_percentile_is_hdrhistograms(micros: list[int], percentile: float
     assert percentile_ms(recorder.counts, percentile) == expected
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=2 * HIGHEST_US * 1000), max_size=300))
+def test_a_batch_of_latencies_counts_as_each_recorded_alone(elapsed: list[int]) -> None:
+    alone, batched = LatencyRecorder(), LatencyRecorder()
+    for value in elapsed:
+        alone.record_ns(value)
+    batched.record_all_ns(elapsed)
+    assert batched.counts == alone.counts
+
+
+def test_a_batch_received_at_once_is_counted_like_its_messages_one_by_one() -> None:
+    """A Kafka batch: new numbers in one pass, the ramp's apart, and a batch holding a
+    duplicate or a foreign payload one by one."""
+    accounting = Accounting(100, SelfTest())
+    accounting.measure_from(1_500)
+    [books] = accounting.subscriptions
+    books.on_batch([payload(0, 1_000), payload(1, 2_000), payload(2, 2_000)], 5_000)
+    assert (books.received, books.received_measured) == (3, 2)
+    assert (books.latency.count, books.ramp_latency.count) == (2, 1)
+    books.on_batch([payload(3, 2_000), payload(1, 2_000), b"x", payload(200, 2_000)], 6_000)
+    assert (books.received, books.duplicated, books.foreign) == (4, 1, 2)
+    assert books.first_receive_ns == 5_000 and books.last_receive_ns == 6_000
+
+
 def payload(seq: int, sent_ns: int) -> bytes:
     return HEADER.pack(seq, sent_ns)
 

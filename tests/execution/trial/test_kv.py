@@ -70,16 +70,16 @@ def send(kv: KvClient, ledger: ProducerLedger, seq: int, key: int, floor: int) -
 def test_a_get_older_than_an_acked_put_is_stale_and_a_missing_one_lost() -> None:
     kv, ledger = client()
     send(kv, ledger, 0, 7, PUT)
-    asyncio.run(kv.on_reply(Answer("_INBOX.x.0-1000", b'{"stream":"KV_bucket","seq":5}')))  # type: ignore[arg-type]
+    asyncio.run(kv.on_reply(Answer("_INBOX.x.0", b'{"stream":"KV_bucket","seq":5}')))  # type: ignore[arg-type]
     assert kv.acked_revision == {7: 5}
     send(kv, ledger, 1, 7, kv.acked_revision[7])  # a get sent after the put was acked
-    asyncio.run(kv.on_reply(Answer("_INBOX.x.1-1000", b"v", {"Nats-Sequence": "3"})))  # type: ignore[arg-type]
+    asyncio.run(kv.on_reply(Answer("_INBOX.x.1", b"v", {"Nats-Sequence": "3"})))  # type: ignore[arg-type]
     send(kv, ledger, 2, 7, 5)
-    asyncio.run(kv.on_reply(Answer("_INBOX.x.2-1000", headers={"Status": "404"})))  # type: ignore[arg-type]
+    asyncio.run(kv.on_reply(Answer("_INBOX.x.2", headers={"Status": "404"})))  # type: ignore[arg-type]
     send(kv, ledger, 3, 8, 0)  # never put: nothing to find
-    asyncio.run(kv.on_reply(Answer("_INBOX.x.3-1000", headers={"Status": "404"})))  # type: ignore[arg-type]
+    asyncio.run(kv.on_reply(Answer("_INBOX.x.3", headers={"Status": "404"})))  # type: ignore[arg-type]
     send(kv, ledger, 4, 7, 5)  # the newest (or a newer) revision: fine
-    asyncio.run(kv.on_reply(Answer("_INBOX.x.4-1000", b"v", {"Nats-Sequence": "6"})))  # type: ignore[arg-type]
+    asyncio.run(kv.on_reply(Answer("_INBOX.x.4", b"v", {"Nats-Sequence": "6"})))  # type: ignore[arg-type]
     assert (kv.book.stale_reads, kv.book.lost_reads, kv.book.misses) == (1, 1, 1)
     assert (ledger.acked, kv.book.puts.count, kv.book.gets.count) == (5, 1, 4)
 
@@ -88,11 +88,11 @@ def test_a_refused_put_fails_and_an_answer_after_its_timeout_is_ignored() -> Non
     kv, ledger = client()
     send(kv, ledger, 0, 1, PUT)
     refusal = b'{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}'
-    asyncio.run(kv.on_reply(Answer("_INBOX.x.0-1000", refusal)))  # type: ignore[arg-type]
+    asyncio.run(kv.on_reply(Answer("_INBOX.x.0", refusal)))  # type: ignore[arg-type]
     assert ledger.errors == {"maximum messages exceeded": 1} and ledger.failed == 1
     send(kv, ledger, 1, 1, PUT)
     asyncio.run(kv.resend_due(1000 + kv.ack_timeout_ns))
-    asyncio.run(kv.on_reply(Answer("_INBOX.x.1-1000", b'{"stream":"KV_bucket","seq":9}')))  # type: ignore[arg-type]
+    asyncio.run(kv.on_reply(Answer("_INBOX.x.1", b'{"stream":"KV_bucket","seq":9}')))  # type: ignore[arg-type]
     assert ledger.unknown == 1 and ledger.acked == 0 and kv.acked_revision == {}
     assert kv.operations == {} and kv.inflight == {}
 
