@@ -160,10 +160,10 @@ class Subscription:
         self._account(seq, send_ns, now_ns, redelivered)
         return times
 
-    def on_batch(self, payloads: Sequence[bytes], now_ns: int) -> None:
-        """on_delivery of each payload, delivered together (a Kafka consume()) and handled at
-        `now_ns`: in one pass while none needs a look of its own (new, distinct and ours, no
-        self-test, catch-up watch, drain or spike), else one by one."""
+    def on_batch(self, payloads: Sequence[bytes], received_ns: Sequence[int]) -> None:
+        """on_delivery of each payload, handled at its time in `received_ns`: in one pass while
+        none needs a look of its own (new, distinct and ours, no self-test, catch-up watch,
+        drain or spike), else one by one."""
         if not payloads:
             return
         if (
@@ -181,24 +181,26 @@ class Subscription:
                 fresh = len(seqs) == len(stamps) and seqs.isdisjoint(self._received)
                 if fresh and seqs.max() < self._seq_limit:
                     self._received.update(seqs)
-                    self._received_all(stamps, now_ns)
+                    self._received_all(stamps, received_ns)
                     return
-        for payload in payloads:
+        for payload, now_ns in zip(payloads, received_ns, strict=True):
             self.on_delivery(payload, now_ns)
 
-    def _received_all(self, stamps: list[tuple[int, int]], now_ns: int) -> None:
+    def _received_all(self, stamps: list[tuple[int, int]], received_ns: Sequence[int]) -> None:
         """_account of each (seq, send ns), every one received for the first time."""
         self.received += len(stamps)
-        measure_from = self.accounting.measure_from_ns
-        measured = [now_ns - send_ns for _, send_ns in stamps if send_ns >= measure_from]
+        start = self.accounting.measure_from_ns
+        pairs = zip(stamps, received_ns, strict=True)
+        measured = [now - send_ns for (_, send_ns), now in pairs if send_ns >= start]
         self.received_measured += len(measured)
         self.latency.record_all_ns(measured)
         if len(measured) < len(stamps):
-            ramp = [now_ns - send_ns for _, send_ns in stamps if send_ns < measure_from]
+            pairs = zip(stamps, received_ns, strict=True)
+            ramp = [now - send_ns for (_, send_ns), now in pairs if send_ns < start]
             self.ramp_latency.record_all_ns(ramp)
         if self.first_receive_ns is None:
-            self.first_receive_ns = now_ns
-        self.last_receive_ns = now_ns
+            self.first_receive_ns = received_ns[0]
+        self.last_receive_ns = received_ns[-1]
 
     def _account(self, seq: int, send_ns: int, now_ns: int, redelivered: bool) -> bool:
         """Count one receipt of `seq`; True if it is the first."""

@@ -31,8 +31,8 @@ class Books(Protocol):
 
     def on_delivery(self, payload: bytes, now_ns: int, redelivered: bool = False) -> int: ...
 
-    def on_batch(self, payloads: Sequence[bytes], now_ns: int) -> None:
-        """on_delivery of each payload, all handled at `now_ns`."""
+    def on_batch(self, payloads: Sequence[bytes], received_ns: Sequence[int]) -> None:
+        """on_delivery of each payload, handled at its time in `received_ns`."""
         ...
 
 
@@ -48,6 +48,9 @@ class HandlerPool:
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=workers)
         self._tasks: list[asyncio.Task[None]] = []
         self.last_done_ns: int | None = None
+        # Taken by deliver_now and not yet accounted: payloads and their receipt times.
+        self._taken: list[bytes] = []
+        self._taken_ns: list[int] = []
 
     @property
     def topic(self) -> int:
@@ -93,24 +96,38 @@ class HandlerPool:
         return self.processing_time == 0
 
     def deliver_now(self, payload: bytes) -> None:
-        """Account one message without ack or reply at once, when the pool is `immediate`:
-        no coroutine per message, where a zero-work trial measures the clients' ceiling."""
-        now = self.last_done_ns = now_ns()
-        self.books.on_delivery(payload, now)
+        """Take one message without ack or reply, when the pool is `immediate`: stamped now,
+        and accounted with the others taken in this turn of the event loop, in one pass (a
+        zero-work trial measures the clients' ceiling: a call per message less)."""
+        taken = self._taken
+        if not taken:
+            asyncio.get_running_loop().call_soon(self._account_taken)
+        taken.append(payload)
+        self._taken_ns.append(now_ns())
+
+    def _account_taken(self) -> None:
+        taken, stamps = self._taken, self._taken_ns
+        if taken:
+            self.books.on_batch(taken, stamps)
+            self.last_done_ns = stamps[-1]
+            taken.clear()
+            stamps.clear()
 
     async def deliver_many(self, payloads: Sequence[bytes]) -> None:
         if self.immediate:
             now = self.last_done_ns = now_ns()
-            self.books.on_batch(payloads, now)
+            self.books.on_batch(payloads, [now] * len(payloads))
             return
         for payload in payloads:
             await self.deliver(payload)
 
     async def idle(self) -> None:
         """Returns once every delivered message has been handled."""
+        self._account_taken()
         await self._queue.join()
 
     async def close(self) -> None:
+        self._account_taken()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

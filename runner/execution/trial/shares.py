@@ -136,9 +136,9 @@ class _RemoteBooks:
         self.outbox.add(self.index, payload[:HEADER_SIZE], now_ns, redelivered)
         return 1
 
-    def on_batch(self, payloads: Sequence[bytes], now_ns: int) -> None:
-        for payload in payloads:
-            self.on_delivery(payload, now_ns)
+    def on_batch(self, payloads: Sequence[bytes], received_ns: Sequence[int]) -> None:
+        for payload, received in zip(payloads, received_ns, strict=True):
+            self.on_delivery(payload, received)
 
 
 def _serve(conn: Connection, driver: Driver) -> None:

@@ -102,7 +102,7 @@ def test_compacted_books_count_what_exact_books_count(
         books = accounting.subscriptions[index]
         seqs = [first] * 3 if stride == 0 else list(range(first, messages, stride))[:50]
         ours = [seq for seq in seqs if topic_of(seq) == books.topic]
-        books.on_batch([HEADER.pack(seq, 1_000) for seq in ours], 2_000)
+        books.on_batch([HEADER.pack(seq, 1_000) for seq in ours], [2_000] * len(ours))
         for seq in ours:
             expected = model[index]
             expected.delivered.add(seq)

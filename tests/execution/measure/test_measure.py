@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import zlib
 from typing import Any
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.execution.measure.accounting import Accounting, Layout
+from runner.execution.measure.handlers import HandlerPool
 from runner.execution.measure.latency import (
     HIGHEST_US,
     LOWEST_US,
@@ -19,7 +21,14 @@ from runner.execution.measure.latency import (
     percentile_ms,
 )
 from runner.execution.measure.ledger import TIMEOUT, ProducerLedger
-from runner.execution.measure.messages import HEADER, NS_PER_S, KeyPlan, MessageCodec, decode
+from runner.execution.measure.messages import (
+    HEADER,
+    NS_PER_S,
+    KeyPlan,
+    MessageCodec,
+    decode,
+    now_ns,
+)
 from runner.execution.measure.self_test import SelfTest
 from runner.execution.measure.seqsets import SeqSet
 from runner.execution.measure.series import Schedule, time_series
@@ -60,12 +69,36 @@ def test_a_batch_received_at_once_is_counted_like_its_messages_one_by_one() -> N
     accounting = Accounting(100, SelfTest())
     accounting.measure_from(1_500)
     [books] = accounting.subscriptions
-    books.on_batch([payload(0, 1_000), payload(1, 2_000), payload(2, 2_000)], 5_000)
+    books.on_batch([payload(0, 1_000), payload(1, 2_000), payload(2, 2_000)], [5_000] * 3)
     assert (books.received, books.received_measured) == (3, 2)
-    assert (books.latency.count, books.ramp_latency.count) == (2, 1)
-    books.on_batch([payload(3, 2_000), payload(1, 2_000), b"x", payload(200, 2_000)], 6_000)
+    assert books.latency.counts == {3: 2} and books.ramp_latency.counts == {4: 1}
+    batch = [payload(3, 2_000), payload(1, 2_000), b"x", payload(200, 2_000)]
+    books.on_batch(batch, [6_000, 7_000, 8_000, 9_000])
     assert (books.received, books.duplicated, books.foreign) == (4, 1, 2)
+    assert books.latency.counts == {3: 2, 4: 1}
     assert books.first_receive_ns == 5_000 and books.last_receive_ns == 6_000
+
+
+def test_messages_taken_at_once_are_accounted_when_the_loop_turns() -> None:
+    """A zero-work pool takes each message with its own receipt time, and accounts what it
+    took in one pass once the client's callbacks yield (or when asked whether it is idle)."""
+    accounting = Accounting(10, SelfTest())
+    [books] = accounting.subscriptions
+    pool = HandlerPool(4, 0.0, books)
+
+    async def deliver() -> tuple[int, int, int | None]:
+        for seq in range(3):
+            pool.deliver_now(payload(seq, now_ns()))
+        before = books.received
+        await asyncio.sleep(0)
+        after = books.received
+        pool.deliver_now(payload(3, now_ns()))
+        await pool.idle()
+        return before, after, pool.last_done_ns
+
+    before, after, last_done = asyncio.run(deliver())
+    assert (before, after, books.received, books.latency.count) == (0, 3, 4, 4)
+    assert last_done == books.last_receive_ns and last_done is not None
 
 
 def payload(seq: int, sent_ns: int) -> bytes:
