@@ -162,16 +162,11 @@ class Subscription:
 
     def on_batch(self, payloads: Sequence[bytes], received_ns: Sequence[int]) -> None:
         """on_delivery of each payload, handled at its time in `received_ns`: in one pass while
-        none needs a look of its own (new, distinct and ours, no self-test, catch-up watch,
-        drain or spike), else one by one."""
+        none needs a look of its own (new, distinct and ours, no self-test, catch-up watch or
+        spike), else one by one."""
         if not payloads:
             return
-        if (
-            self._self_test is None
-            and self._watching is None
-            and self._awaiting is None
-            and not self.accounting.spikes
-        ):
+        if self._self_test is None and self._watching is None and not self.accounting.spikes:
             try:
                 stamps = [unpack_header(payload) for payload in payloads]
                 seqs = SeqSet([seq for seq, _ in stamps])
@@ -182,6 +177,10 @@ class Subscription:
                 if fresh and seqs.max() < self._seq_limit:
                     self._received.update(seqs)
                     self._received_all(stamps, received_ns)
+                    if self._awaiting is not None:  # each a first delivery: _arrived of each
+                        self._awaiting -= seqs.intersection_cardinality(self.accounting.acked_seqs)
+                        if self._awaiting == 0:
+                            self.drained.set()
                     return
         for payload, now_ns in zip(payloads, received_ns, strict=True):
             self.on_delivery(payload, now_ns)
