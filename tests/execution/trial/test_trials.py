@@ -354,3 +354,39 @@ def test_trial_stopped_while_publishing_takes_its_publisher_along(
     assert result.error and "publishing" in result.error
     assert no_trial_processes()
     assert not nats_stream_exists(nats_broker.address, request.topic)
+
+
+LONG_RATE = 2_000  # msg/s
+LONG_SECONDS = 120
+HALF_WAY = LONG_RATE * LONG_SECONDS // 2  # the sequence number sent a minute in
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("broker_type", ["nats", "kafka"])
+def test_a_two_minute_trial_counts_the_one_loss_and_the_one_duplicate_half_way(
+    broker_type: str, request: pytest.FixtureRequest
+) -> None:
+    """Paced for two minutes, the books compacted every second: a message dropped and the
+    next one duplicated a minute in are still counted, one each, by sequence number."""
+    broker: RunningBroker = request.getfixturevalue(f"{broker_type}_broker")
+    config = nats_config() if broker_type == "nats" else kafka_config()
+    # Every n-th message, counted from 1: message HALF_WAY is dropped and the next one is
+    # accounted twice; the next multiples lie beyond the trial.
+    planted = SelfTest(drop_every=HALF_WAY + 1, duplicate_every=HALF_WAY + 2)
+    trial = make_request(
+        broker,
+        config,
+        self_test=planted,
+        messages=None,
+        duration=f"{LONG_SECONDS}s",
+        rate=LONG_RATE,
+        message_size=256,
+        drain_timeout="30s",
+    )
+    result = run_trial(trial)
+    m = result.metrics
+    assert result.status == "ok", result.error
+    assert m.sent == LONG_RATE * LONG_SECONDS, m.sent
+    assert (m.acked, m.received, m.lost, m.duplicated) == (m.sent, m.sent - 1, 1, 1)
+    assert m.latency_ms.count == m.sent - 1 and m.publish_errors == {}
+    assert result.series is not None and len(result.series.start_s) >= LONG_SECONDS
