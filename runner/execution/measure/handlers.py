@@ -108,10 +108,12 @@ class HandlerPool:
     def _account_taken(self) -> None:
         taken, stamps = self._taken, self._taken_ns
         if taken:
-            self.books.on_batch(taken, stamps)
             self.last_done_ns = stamps[-1]
-            taken.clear()
-            stamps.clear()
+            try:
+                self.books.on_batch(taken, stamps)
+            finally:  # a batch the books refused is not offered again
+                taken.clear()
+                stamps.clear()
 
     async def deliver_many(self, payloads: Sequence[bytes]) -> None:
         if self.immediate:
