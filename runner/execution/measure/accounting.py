@@ -142,7 +142,7 @@ class Subscription:
         self_test = self._self_test
         if self_test is None:
             if self._account(seq, send_ns, now_ns, redelivered) and self._awaiting is not None:
-                self._arrived(seq)
+                self._arrived(int(seq in self.accounting.acked_seqs))
             return 1
         try:
             self._add_delivered(seq)
@@ -150,7 +150,7 @@ class Subscription:
             pass  # delivered before
         else:
             if self._awaiting is not None:
-                self._arrived(seq)
+                self._arrived(int(seq in self.accounting.acked_seqs))
         if self_test.drops(seq):
             return 0
         times = 1
@@ -177,10 +177,8 @@ class Subscription:
                 if fresh and seqs.max() < self._seq_limit:
                     self._received.update(seqs)
                     self._received_all(stamps, received_ns)
-                    if self._awaiting is not None:  # each a first delivery: _arrived of each
-                        self._awaiting -= seqs.intersection_cardinality(self.accounting.acked_seqs)
-                        if self._awaiting == 0:
-                            self.drained.set()
+                    if self._awaiting is not None:  # each one a first delivery
+                        self._arrived(seqs.intersection_cardinality(self.accounting.acked_seqs))
                     return
         for payload, now_ns in zip(payloads, received_ns, strict=True):
             self.on_delivery(payload, now_ns)
@@ -227,10 +225,11 @@ class Subscription:
         self.last_receive_ns = now_ns
         return True
 
-    def _arrived(self, seq: int) -> None:
-        """A first delivery once publishing is done: one fewer acked message to wait for."""
-        if seq in self.accounting.acked_seqs:
-            self._awaiting = (self._awaiting or 0) - 1
+    def _arrived(self, acked: int) -> None:
+        """First deliveries, once publishing is done, of `acked` acked messages: that many
+        fewer to wait for."""
+        if acked and self._awaiting is not None:
+            self._awaiting -= acked
             if self._awaiting == 0:
                 self.drained.set()
 
