@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from runner.execution.measure.accounting import Accounting
+from runner.execution.measure.heap import give_back_free_pages
 from runner.execution.measure.ledger import summed_marks
 from runner.execution.measure.messages import NS_PER_S, now_ns
 from schemas.results import TimeSeries
@@ -46,13 +47,15 @@ class Schedule:
 
 
 async def tick(schedule: Schedule, mark: Callable[[int, int], None]) -> None:
-    """Call mark(tick, now) at every tick until cancelled."""
+    """Call mark(tick, now) at every tick until cancelled; then give the heap's free pages back
+    (a mark compacts the books, and without this the process's RSS would not show it)."""
     number = schedule.first_tick()
     while True:
         delay = (schedule.tick_at(number) - now_ns()) / NS_PER_S
         if delay > 0:
             await asyncio.sleep(delay)
         mark(number, now_ns())
+        give_back_free_pages()
         number += 1
 
 
