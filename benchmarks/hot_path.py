@@ -9,7 +9,9 @@ rounds of each side (one JSON line at the end):
 - JetStream producer: sending and acking each message (command built, written to the client's
   outgoing buffer, its ack matched, books and window settled) against a stub client that
   answers every command at once, against the bare window loop on the same stub (nats-py's
-  `pub_cmd` and a semaphore, without the subject checks of its `publish()`: a floor).
+  `pub_cmd` and a semaphore, without the subject checks of its `publish()`: a floor);
+- Kafka delivery reports: what a producer does with the reports of each `poll()` (every
+  POLL_EVERY messages, as its send loop polls), against a callback that only counts.
 
 The end-to-end rows of benchmarks.harness say what this costs against the broker; this says
 where, and moves when a change to the hot path does.
@@ -27,6 +29,7 @@ from typing import Any
 from nats.protocol.command import pub_cmd
 
 from runner.execution.drivers.base import PublishPlan
+from runner.execution.drivers.kafka import POLL_EVERY, ProducerSlot
 from runner.execution.drivers.nats_producers import Producer
 from runner.execution.measure.accounting import Accounting
 from runner.execution.measure.handlers import HandlerPool
@@ -71,6 +74,32 @@ class _StubClient:
     def taken(self) -> list[bytes]:
         taken, self._pending = self._pending, []
         return taken
+
+
+class _Report:
+    """What confluent-kafka hands a delivery callback: here only the payload."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def value(self) -> bytes:
+        return self._value
+
+
+class _StubProducer:
+    """A confluent-kafka producer whose every poll() serves the next POLL_EVERY reports."""
+
+    def __init__(self, reports: list[_Report], on_delivery: Callable[[Any, Any], None]) -> None:
+        self._reports, self._served, self._on_delivery = reports, 0, on_delivery
+
+    def poll(self, timeout: float) -> int:
+        batch = self._reports[self._served : self._served + POLL_EVERY]
+        for report in batch:
+            self._on_delivery(None, report)
+        self._served += len(batch)
+        return len(batch)
 
 
 def cpu_ns_per_message(run: Callable[[], Coroutine[Any, Any, None]], messages: int) -> float:
@@ -156,10 +185,46 @@ def producer_sides(messages: int) -> dict[str, Callable[[], Coroutine[Any, Any, 
     return {"bare": bare, "exprun": exprun}
 
 
+def kafka_report_sides(messages: int) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
+    codec, sent = MessageCodec(SIZE), now_ns()
+    reports = [_Report(codec.encode(seq, sent)) for seq in range(messages)]
+    polls = -(-messages // POLL_EVERY)
+
+    async def bare() -> None:
+        answered = 0
+
+        def on_delivery(error: Any, _: Any) -> None:
+            nonlocal answered
+            if error is None:
+                answered += 1
+
+        producer = _StubProducer(reports, on_delivery)
+        for _ in range(polls):
+            producer.poll(0)
+        assert answered == messages
+
+    async def exprun() -> None:
+        slot = ProducerSlot(0, SUBJECT, 1)
+        slot.producer = _StubProducer(reports, slot.on_delivery)  # type: ignore[assignment]
+        ledger = slot.ledger = Accounting(messages, SelfTest()).ledger()
+        for _ in range(polls):
+            slot.serve(0)
+        assert ledger.acked == messages and ledger.latency.count == messages
+
+    return {"bare": bare, "exprun": exprun}
+
+
+PATHS = {
+    "consumer": consumer_sides,
+    "producer": producer_sides,
+    "kafka_reports": kafka_report_sides,
+}
+
+
 def measure(messages: int, rounds: int) -> dict[str, dict[str, int]]:
     """Best of `rounds` (ns of CPU per message) of each side of each path."""
     figures: dict[str, dict[str, int]] = {}
-    for path, make in (("consumer", consumer_sides), ("producer", producer_sides)):
+    for path, make in PATHS.items():
         runs = make(messages)
         best = {
             side: min(cpu_ns_per_message(run, messages) for _ in range(rounds))
@@ -178,7 +243,7 @@ def main() -> None:
     figures = measure(args.messages, args.rounds)
     for path, sides in figures.items():
         print(
-            f"{path:9} exprun {sides['exprun']:6.0f} ns  bare {sides['bare']:6.0f} ns  "
+            f"{path:13} exprun {sides['exprun']:6.0f} ns  bare {sides['bare']:6.0f} ns  "
             f"exprun's own {sides['exprun_extra_ns']:6.0f} ns a message"
         )
     print(json.dumps(figures))

@@ -17,7 +17,7 @@ def test_each_side_handles_every_message_and_a_figure_comes_out(
     hot_path = importlib.import_module("benchmarks.hot_path")
     # Each side asserts its own books (every message received, or acked) before it returns.
     figures = hot_path.measure(messages=3 * hot_path.WINDOW, rounds=1)
-    assert set(figures) == {"consumer", "producer"}
+    assert set(figures) == {"consumer", "producer", "kafka_reports"}
     for sides in figures.values():
         assert sides["exprun"] > 0 and sides["bare"] > 0
         assert sides["exprun_extra_ns"] == sides["exprun"] - sides["bare"]

@@ -456,6 +456,7 @@ class ProducerSlot:
         self.producer: Producer | None = None
         self.ledger: ProducerLedger | None = None
         self.last_answer_ns = 0
+        self.delivered: list[bytes] = []  # acked payloads of the poll() being served
         # Transactions: what the open one holds (acked once it commits), how they ended.
         self.pending_seqs = array("q")
         self.pending_stamps = array("q")
@@ -468,19 +469,33 @@ class ProducerSlot:
         self.book: RequestBook | None = None  # pattern request_reply: requests awaiting replies
 
     def on_delivery(self, error: KafkaError | None, msg: Message) -> None:
-        # Runs on the producer's own thread, inside poll()/flush().
-        now = now_ns()
-        self.last_answer_ns = now
-        ledger = self.ledger
-        if ledger is None:
-            return
+        # Runs on the producer's own thread, inside poll(): an ack is only noted here, and the
+        # acks of one poll() are accounted together once it returns (serve()).
         if error is None:
-            seq, stamp = HEADER.unpack_from(msg.value() or b"")
-            ledger.on_ack(seq, stamp, now)
-        elif error.code() in UNKNOWN_OUTCOMES:
-            ledger.on_unknown(error.name())
+            self.delivered.append(msg.value() or b"")
+            return
+        self.last_answer_ns = now_ns()
+        if self.ledger is None:
+            return
+        if error.code() in UNKNOWN_OUTCOMES:
+            self.ledger.on_unknown(error.name())
         else:
-            ledger.on_failed(HEADER.unpack_from(msg.value() or b"")[0], error.name())
+            self.ledger.on_failed(HEADER.unpack_from(msg.value() or b"")[0], error.name())
+
+    def serve(self, timeout: float) -> None:
+        """Serve delivery reports for up to `timeout` s; account the acks among them at once."""
+        assert self.producer is not None
+        self.producer.poll(timeout)
+        self.settle()
+
+    def settle(self) -> None:
+        """Account the acks noted since the last call, all answered now."""
+        delivered = self.delivered
+        if delivered:
+            now = self.last_answer_ns = now_ns()
+            if self.ledger is not None:
+                self.ledger.on_acks([HEADER.unpack_from(value) for value in delivered], now)
+            delivered.clear()
 
     def on_request_delivery(self, error: KafkaError | None, msg: Message) -> None:
         # A request is answered by its reply; its report matters only when it failed.
@@ -518,7 +533,7 @@ class ProducerSlot:
         producer = self.producer
         assert producer is not None
         self.ledger = ledger
-        produce, poll, encode, due = producer.produce, producer.poll, plan.codec.encode, plan.due
+        produce, serve, encode, due = producer.produce, self.serve, plan.codec.encode, plan.due
         topic, until, keys, partitions = self.topic, plan.until_ns, plan.keys, self.partitions
         keyed, paced = keys.kind != "none", plan.rate is not None
         limit = round(resolve_timeout * NS_PER_S)
@@ -533,9 +548,9 @@ class ProducerSlot:
                         # GIL the consumer and the handlers need, so serve what is there and
                         # sleep.
                         if wait >= 0.001:
-                            poll(wait)
+                            serve(wait)
                         else:
-                            poll(0)
+                            serve(0)
                             time.sleep(wait)
                         _, wait = due(seq)
                     if stop.is_set():
@@ -568,7 +583,7 @@ class ProducerSlot:
                                 "publishing stalled: librdkafka's queue stayed full with no "
                                 f"delivery report for {resolve_timeout:g}s"
                             ) from None
-                        poll(0.005)
+                        serve(0.005)
                 if blocked_since is not None:
                     ledger.blocked_ns += now_ns() - blocked_since
                 if until is not None and stamp >= until:
@@ -576,16 +591,21 @@ class ProducerSlot:
                 ledger.on_send(seq, stamp)
                 sent += 1
                 if sent % POLL_EVERY == 0:
-                    poll(0)
+                    serve(0)
                     if stop.is_set():  # checked this often: a call per message costs
                         return
             ledger.sending_done_ns = now_ns()
-            producer.flush(resolve_timeout)
+            # flush() would account every report it serves at its return: serve until drained.
+            deadline = ledger.sending_done_ns + limit
+            while len(producer) > 0 and now_ns() < deadline:
+                serve(0.1)
         finally:
+            self.settle()
             ledger.close()  # whatever is still unanswered counts as a timeout
             if len(producer) > 0:
                 producer.purge()
                 producer.flush(0)
+                self.settle()  # answers after close() are no acks: only let them go
 
     def run_transactions(
         self,

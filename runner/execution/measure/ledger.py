@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from runner.execution.measure.availability import AckTimeline
@@ -139,6 +139,29 @@ class ProducerLedger:
         self.last_ack_ns = now_ns
         if self.timeline is not None:
             self.timeline.add(now_ns)
+
+    def on_acks(self, stamps: Sequence[tuple[int, int]], now_ns: int) -> None:
+        """on_ack of each (seq, send ns), all answered at `now_ns`: in one pass while each is
+        acked for the first time and no ack timeline is kept, else one by one."""
+        if self.closed or not stamps:
+            return
+        if self.timeline is None:
+            seqs = SeqSet([seq for seq, _ in stamps])
+            # Only this ledger's producer adds its numbers: nothing comes between the two calls.
+            if len(seqs) == len(stamps) and seqs.isdisjoint(self._acked):
+                self._acked.update(seqs)
+                self.acked += len(stamps)
+                start = self.measure_from_ns
+                measured = [now_ns - send_ns for _, send_ns in stamps if send_ns >= start]
+                self.acked_measured += len(measured)
+                self.latency.record_all_ns(measured)
+                if len(measured) < len(stamps):
+                    ramp = [now_ns - send_ns for _, send_ns in stamps if send_ns < start]
+                    self.ramp_latency.record_all_ns(ramp)
+                self.last_ack_ns = now_ns
+                return
+        for seq, send_ns in stamps:
+            self.on_ack(seq, send_ns, now_ns)
 
     def on_answer_again(self, seq: int) -> None:
         """An answer for message `seq`, settled already: counted if it had been acked (a late

@@ -1,8 +1,9 @@
 """The compacted books against a plain model of exact books, on random interleavings.
 
-Sends, acks (repeated), deliveries (reordered, repeated, redelivered, missing; one at a time
-or in batches, as Kafka's consumers hand them over) and compactions in any order, over several
-topics, producers and subscriptions: loss, duplicates, redeliveries, latency records and what
+Sends, acks (repeated; one at a time or answered together, as Kafka's delivery reports of one
+poll are), deliveries (reordered, repeated, redelivered, missing; one at a time or in batches,
+as Kafka's consumers hand them over) and compactions in any order, over several topics,
+producers and subscriptions: loss, duplicates, redeliveries, latency records and what
 is still awaited must come out as the model counts them, message by message.
 """
 
@@ -62,6 +63,9 @@ def trials(draw: st.DrawFn) -> tuple[Layout, int, int, list[Event]]:
                     st.integers(0, layout.topics * subscriptions - 1),
                     st.integers(0, 3),
                 ),
+                # Acks of one producer answered together (Kafka's reports of one poll), every
+                # stride-th of its numbers from seq on (stride 0: one number, many times).
+                st.tuples(st.just("acks"), seqs, st.just(0), st.integers(0, 3)),
             ),
             max_size=400,
         )
@@ -119,6 +123,13 @@ def test_compacted_books_count_what_exact_books_count(
         if not closed:
             acked.add(seq)
 
+    def ack_batch(first: int, stride: int) -> None:
+        step = stride * layout.producers  # one producer's numbers only
+        seqs = [first] * 3 if stride == 0 else list(range(first, messages, step))[:50]
+        ledgers[first % layout.producers].on_acks([(seq, 1_000) for seq in seqs], 1_500)
+        if not closed:
+            acked.update(seqs)
+
     for number, (kind, seq, index, redelivered) in enumerate(events):
         if number == done_at:
             for ledger in ledgers:
@@ -131,6 +142,8 @@ def test_compacted_books_count_what_exact_books_count(
             deliver(seq, index, bool(redelivered))
         elif kind == "batch":
             deliver_batch(seq, index, int(redelivered))
+        elif kind == "acks":
+            ack_batch(seq, int(redelivered))
         elif kind == "stretch":
             for each in range(seq, min(messages, seq + index)):
                 ack(each)
@@ -143,6 +156,7 @@ def test_compacted_books_count_what_exact_books_count(
 
     assert accounting.acked == len(acked)
     assert sum(ledger.acked for ledger in ledgers) == len(acked)
+    assert sum(ledger.latency.count for ledger in ledgers) == len(acked)  # one per first ack
     for books, expected in zip(accounting.subscriptions, model, strict=True):
         of_topic = {seq for seq in acked if topic_of(seq) == books.topic}
         assert books.received == len(expected.received)
