@@ -128,7 +128,8 @@ class Settings:
     capacity: bool  # run experiments/capacity.yaml (minutes)
     kafka_cluster: bool  # start a 3-node Kafka cluster (~3 GB, half a minute)
     history_runs: int  # runs in the results store read back (x 100 cells x 20 metrics)
-    memory_trials: tuple[float, float, float]  # rate, short and long trial seconds
+    # rate, seconds of start-up left out of each trial's peak, short and long trial seconds
+    memory_trials: tuple[float, float, float, float]
     telemetry_rounds: int  # rounds of one trial read and one not, per broker
     telemetry_seconds: float  # each of those trials, unpaced
     security_rounds: int  # rounds of one trial per side (plaintext, secured ones), per broker
@@ -153,7 +154,7 @@ FULL = Settings(
     capacity=True,
     kafka_cluster=True,
     history_runs=10_000,
-    memory_trials=(20_000.0, 60.0, 240.0),
+    memory_trials=(20_000.0, 60.0, 120.0, 300.0),
     telemetry_rounds=10,
     telemetry_seconds=5.0,
     security_rounds=6,
@@ -177,7 +178,7 @@ QUICK = Settings(
     capacity=False,
     kafka_cluster=False,
     history_runs=200,
-    memory_trials=(5_000.0, 1.0, 2.0),
+    memory_trials=(5_000.0, 0.0, 1.0, 2.0),
     telemetry_rounds=1,
     telemetry_seconds=1.0,
     security_rounds=1,
@@ -826,14 +827,14 @@ class Bench:
 
     def memory(self) -> None:
         """The load generator's memory growth per million messages, on each broker."""
-        rate, short_s, long_s = self.settings.memory_trials
+        rate, settle_s, short_s, long_s = self.settings.memory_trials
         for kind in ("nats", "kafka"):
             key = f"{kind}_memory_growth"
             if kind == "kafka" and self.kafka_skipped:
                 self[key].fail("Kafka did not run above")
                 continue
             try:
-                growth = book_memory.measure(kind, rate, short_s, long_s)
+                growth = book_memory.measure(kind, rate, settle_s, short_s, long_s)
             except MEASURED as error:
                 self[key].fail(str(error))
                 continue
