@@ -47,8 +47,8 @@ class Schedule:
 
 
 async def tick(schedule: Schedule, mark: Callable[[int, int], None]) -> None:
-    """Call mark(tick, now) at every tick until cancelled; then give the heap's free pages back
-    (a mark compacts the books, and without this the process's RSS would not show it)."""
+    """Call mark(tick, now) at every tick until cancelled, and after each mark give the heap's
+    free pages back (a mark compacts the books; without this the RSS would not show it)."""
     number = schedule.first_tick()
     while True:
         delay = (schedule.tick_at(number) - now_ns()) / NS_PER_S
