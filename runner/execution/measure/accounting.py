@@ -19,11 +19,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from runner.execution.measure.latency import LatencyRecorder, percentile_ms, summarise
+from runner.execution.measure.latency import (
+    LatencyRecorder,
+    percentile_ms,
+    record_by_send_time,
+    summarise,
+)
 from runner.execution.measure.ledger import TIMEOUT, ProducerLedger
 from runner.execution.measure.messages import HEADER, NS_PER_S
 from runner.execution.measure.self_test import SelfTest
-from runner.execution.measure.seqsets import SeqSet, compact, strided
+from runner.execution.measure.seqsets import SeqSet, compact, new_and_distinct, strided
 from schemas.results import Metrics, SubscriptionFigures
 from schemas.spec import KvSettings, Pattern
 
@@ -169,12 +174,11 @@ class Subscription:
         if self._self_test is None and self._watching is None and not self.accounting.spikes:
             try:
                 stamps = [unpack_header(payload) for payload in payloads]
-                seqs = SeqSet([seq for seq, _ in stamps])
+                seqs = new_and_distinct([seq for seq, _ in stamps], self._received)
             except (struct.error, OverflowError):
                 pass  # a foreign payload among them: one by one
             else:
-                fresh = len(seqs) == len(stamps) and seqs.isdisjoint(self._received)
-                if fresh and seqs.max() < self._seq_limit:
+                if seqs is not None and seqs.max() < self._seq_limit:
                     self._received.update(seqs)
                     self._received_all(stamps, received_ns)
                     if self._awaiting is not None:  # each one a first delivery
@@ -186,15 +190,9 @@ class Subscription:
     def _received_all(self, stamps: list[tuple[int, int]], received_ns: Sequence[int]) -> None:
         """_account of each (seq, send ns), every one received for the first time."""
         self.received += len(stamps)
-        start = self.accounting.measure_from_ns
-        pairs = zip(stamps, received_ns, strict=True)
-        measured = [now - send_ns for (_, send_ns), now in pairs if send_ns >= start]
-        self.received_measured += len(measured)
-        self.latency.record_all_ns(measured)
-        if len(measured) < len(stamps):
-            pairs = zip(stamps, received_ns, strict=True)
-            ramp = [now - send_ns for (_, send_ns), now in pairs if send_ns < start]
-            self.ramp_latency.record_all_ns(ramp)
+        self.received_measured += record_by_send_time(
+            stamps, received_ns, self.accounting.measure_from_ns, self.latency, self.ramp_latency
+        )
         if self.first_receive_ns is None:
             self.first_receive_ns = received_ns[0]
         self.last_receive_ns = received_ns[-1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from hdrh.histogram import HdrHistogram
 
@@ -66,6 +66,24 @@ class LatencyRecorder:
 
     def histogram(self) -> HdrHistogram:
         return _histogram([self])
+
+
+def record_by_send_time(
+    stamps: Sequence[tuple[int, int]],
+    answered_ns: Sequence[int],
+    start_ns: int,
+    measured: LatencyRecorder,
+    ramp: LatencyRecorder,
+) -> int:
+    """The latency of each (seq, send ns), answered at its time in `answered_ns`: in `measured`
+    if it was sent at `start_ns` or later, else in `ramp`; returns how many went to `measured`."""
+    pairs = zip(stamps, answered_ns, strict=True)
+    elapsed = [now - send_ns for (_, send_ns), now in pairs if send_ns >= start_ns]
+    measured.record_all_ns(elapsed)
+    if len(elapsed) < len(stamps):
+        pairs = zip(stamps, answered_ns, strict=True)
+        ramp.record_all_ns([now - send_ns for (_, send_ns), now in pairs if send_ns < start_ns])
+    return len(elapsed)
 
 
 def _histogram(recorders: Iterable[LatencyRecorder]) -> HdrHistogram:

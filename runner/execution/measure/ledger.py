@@ -17,8 +17,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from runner.execution.measure.availability import AckTimeline
-from runner.execution.measure.latency import LatencyRecorder
-from runner.execution.measure.seqsets import SeqSet, compact, from_bytes, to_bytes
+from runner.execution.measure.latency import LatencyRecorder, record_by_send_time
+from runner.execution.measure.seqsets import (
+    SeqSet,
+    compact,
+    from_bytes,
+    new_and_distinct,
+    to_bytes,
+)
 
 TIMEOUT = "timeout"  # publish error reason: no broker answer within the drain timeout
 
@@ -146,18 +152,18 @@ class ProducerLedger:
         if self.closed or not stamps:
             return
         if self.timeline is None:
-            seqs = SeqSet([seq for seq, _ in stamps])
-            # Only this ledger's producer adds its numbers: nothing comes between the two calls.
-            if len(seqs) == len(stamps) and seqs.isdisjoint(self._acked):
+            # Only this ledger's producer adds its numbers: nothing comes between check and add.
+            seqs = new_and_distinct([seq for seq, _ in stamps], self._acked)
+            if seqs is not None:
                 self._acked.update(seqs)
                 self.acked += len(stamps)
-                start = self.measure_from_ns
-                measured = [now_ns - send_ns for _, send_ns in stamps if send_ns >= start]
-                self.acked_measured += len(measured)
-                self.latency.record_all_ns(measured)
-                if len(measured) < len(stamps):
-                    ramp = [now_ns - send_ns for _, send_ns in stamps if send_ns < start]
-                    self.ramp_latency.record_all_ns(ramp)
+                self.acked_measured += record_by_send_time(
+                    stamps,
+                    [now_ns] * len(stamps),
+                    self.measure_from_ns,
+                    self.latency,
+                    self.ramp_latency,
+                )
                 self.last_ack_ns = now_ns
                 return
         for seq, send_ns in stamps:

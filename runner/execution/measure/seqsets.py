@@ -31,6 +31,12 @@ def from_bytes(data: bytes) -> SeqSet:
     return SeqSet.deserialize(data)
 
 
+def new_and_distinct(seqs: list[int], seen: SeqSet) -> SeqSet | None:
+    """`seqs` as a set if none of them repeats or is in `seen` already, else None."""
+    found = SeqSet(seqs)
+    return found if len(found) == len(seqs) and found.isdisjoint(seen) else None
+
+
 def strided(residues: list[int], period: int, limit: int) -> SeqSet:
     """Every number below `limit` that is one of `residues` modulo `period`."""
     found = SeqSet()
