@@ -5,6 +5,11 @@ process's own memory included) after its start-up, per million messages more.
 The start-up is left out of both (the per-second series says when each peak was): in its first
 minute a load generator's RSS climbs a few megabytes in steps, its clients' buffers and the
 allocator's heaps reaching their working size, whatever the trial's length.
+
+The JetStream stream keeps the last STREAM_MAX_MSGS messages, as a soak's broker keeps bounded
+retention: a memory stream that keeps every message holds 1.5 GB by the end of the long trial,
+and its garbage collector then takes both cores for up to a second, a stall whose burst of
+messages the load generator's peak follows. Its consumer reads in step (a loss fails the trial).
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from benchmarks.exprun_side import TrialFailed, kafka_config, nats_config, run, 
 from runner.execution.brokers import start_kafka, start_nats
 from runner.execution.trial.parent import prestart
 from schemas.results import TimeSeries, TrialResult
+from schemas.spec import NatsBroker
 
 MESSAGE_SIZE = 256
 WARM_UP_S = 10.0  # a first trial warms the broker and the clients; its figures are not used
 KAFKA_PRODUCER: dict[str, str | int] = {"acks": "all", "linger.ms": 5}
+STREAM_MAX_MSGS = 200_000  # 10 s of the full run's rate
 
 
 @dataclass(frozen=True)
@@ -64,10 +71,16 @@ def settled_peak_mb(series: TimeSeries | None, settle_s: float) -> float | None:
     return max((mb for start, mb in peaks if start >= settle_s and mb is not None), default=None)
 
 
+def bounded_stream(config: NatsBroker) -> NatsBroker:
+    """`config` with its stream keeping only the last STREAM_MAX_MSGS messages."""
+    stream = config.stream.model_copy(update={"max_msgs": STREAM_MAX_MSGS, "discard": "old"})
+    return config.model_copy(update={"stream": stream})
+
+
 def measure(kind: str, rate: float, settle_s: float, short_s: float, long_s: float) -> Growth:
     """One short and one long paced trial on a fresh embedded `kind` broker, after a warm-up."""
     start = start_nats if kind == "nats" else start_kafka
-    config = nats_config() if kind == "nats" else kafka_config(KAFKA_PRODUCER)
+    config = bounded_stream(nats_config()) if kind == "nats" else kafka_config(KAFKA_PRODUCER)
 
     def trial(seconds: float) -> TrialResult:
         request = trial_request(broker, config, None, rate=rate, duration=seconds)

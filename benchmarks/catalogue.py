@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from benchmarks.book_memory import STREAM_MAX_MSGS
 from benchmarks.report import Comparison
 from runner.execution.drivers.nats import PUBLISHER_ENV
 from runner.execution.measure.series import SERIES_ENV
@@ -210,7 +211,8 @@ ENTRIES: dict[str, Entry] = {
         "Peak RSS of the trial process (its publisher process's own memory included) of a long "
         "and a short paced trial of 256 B messages at the same rate, after each one's first "
         "minute (its start-up), per million messages more, against the 0.5 MB budget (about "
-        "half a byte a message). The whole trials' peaks are in the details.",
+        f"half a byte a message). The stream keeps its last {STREAM_MAX_MSGS:,} messages, as a "
+        "soak's retention is bounded. The whole trials' peaks are in the details.",
     ),
     "kafka_memory_growth": Entry(
         "Kafka load generator memory growth",
