@@ -86,6 +86,8 @@ def find_climb(windows: list[Window]) -> Climb | None:
     if len(points) < MIN_WINDOWS:
         return None
     times, values = zip(*points, strict=True)
+    if len(set(values)) == 1:
+        return None  # a constant p99 does not climb (and has no rank correlation)
     correlation = float(sps.spearmanr(times, values).statistic)
     third = max(1, len(values) // 3)
     first, last = pystats.median(values[:third]), pystats.median(values[-third:])

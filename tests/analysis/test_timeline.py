@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from synthetic_runs import make_trial, small_spec
@@ -44,6 +45,12 @@ def test_a_climbing_p99_is_found_and_a_noisy_one_is_not() -> None:
     climb = find_climb(judged_windows(series(STEADY, climbing), ramp_s=0))
     assert climb is not None and climb.first_ms < climb.last_ms and climb.correlation >= 0.8
     assert find_climb(judged_windows(series(STEADY, FLAT), ramp_s=0)) is None
+
+
+def test_a_constant_p99_does_not_climb_and_raises_no_warning() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert find_climb(judged_windows(series(STEADY, [5.0] * 10), ramp_s=0)) is None
 
 
 def test_the_ramp_and_idle_windows_are_not_judged() -> None:
