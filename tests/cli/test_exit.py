@@ -14,6 +14,8 @@ import psutil
 import pytest
 from exprun_process import NATS_SPEC, environment, no_leftovers, wait_for_trials
 
+from runner.execution.brokers.base import KEEP_DIR_ENV
+
 pytestmark = pytest.mark.integration
 
 SUBREAPER = Path(__file__).resolve().parents[1] / "subreaper.py"
@@ -124,7 +126,7 @@ def test_error_exit_leaves_no_process(tmp_path: Path) -> None:
     text = NATS_SPEC.replace("defaults:\n", kafka + "defaults:\n")
     # The kept broker folder proves NATS ran: it may live too briefly for the watcher to see.
     no_java = str(tmp_path / "no-java")
-    watched = Watched(tmp_path, text, JAVA_HOME=no_java, EXPRUN_KEEP_BROKER_DIR="1")
+    watched = Watched(tmp_path, text, JAVA_HOME=no_java, **{KEEP_DIR_ENV: "1"})
     code, adopted = watched.finish()
     assert code == 3
     assert adopted == []
