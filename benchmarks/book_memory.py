@@ -8,7 +8,7 @@ allocator's heaps reaching their working size, whatever the trial's length.
 
 The JetStream stream keeps the last STREAM_MAX_MSGS messages, as a soak's broker keeps bounded
 retention: a memory stream that keeps every message holds 1.5 GB by the end of the long trial,
-and its garbage collector then takes both cores for up to a second, a stall whose burst of
+and the broker's CPU bursts then take both cores for up to a second: stalls whose burst of
 messages the load generator's peak follows. Its consumer reads in step (a loss fails the trial).
 """
 
